@@ -1,0 +1,68 @@
+"""Operators and nodes: creating them and finding them by token."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import psycopg
+
+from fleetscope import states, tokens
+from fleetscope.errors import FleetscopeError
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+
+@dataclass(frozen=True)
+class NewNode:
+    node_id: int
+    node_token: str  # shown once; only its hash is stored
+
+
+def create_operator(conn: psycopg.Connection, name: str) -> tuple[int, str]:
+    """Create operator ``name``; return (operator_id, token). The token is shown once."""
+    name = name.strip()
+    if not 1 <= len(name) <= 200:
+        raise FleetscopeError("an operator name must be 1 to 200 characters")
+    token = tokens.new_token("operator")
+    try:
+        with conn.transaction():
+            row = conn.execute("INSERT INTO operators (name, token_hash) VALUES (%s, %s) RETURNING operator_id",
+                               (name, tokens.token_hash(token))).fetchone()
+    except psycopg.errors.UniqueViolation:
+        raise FleetscopeError(f"an operator named {name!r} already exists") from None
+    return row[0], token
+
+
+def operator_for_token(conn: psycopg.Connection, token: str) -> int | None:
+    """The operator_id whose token this is, or None."""
+    row = conn.execute("SELECT operator_id, token_hash FROM operators WHERE token_hash = %s",
+                       (tokens.token_hash(token),)).fetchone()
+    return row[0] if row and tokens.matches(token, row[1]) else None
+
+
+def register_node(conn: psycopg.Connection, *, operator_id: int, name: str, scrape_url: str | None = None,
+                  interval_s: int = states.DEFAULT_INTERVAL_S, grace_s: int | None = None,
+                  registered_at: datetime | None = None) -> NewNode:
+    """Register a node for ``operator_id``; return its id and its token (shown once)."""
+    token = tokens.new_token("node")
+    grace = grace_s if grace_s is not None else states.default_grace_s(interval_s)
+    if not (5 <= interval_s <= 3600 and 3600 % interval_s == 0):
+        raise FleetscopeError(f"interval_s={interval_s}: the interval must be 5 to 3600 s and divide an hour")
+    if not interval_s <= grace <= 86400:
+        raise FleetscopeError(f"grace_s={grace}: the grace period must be between the interval and 86400 s")
+    with conn.transaction():
+        row = conn.execute(
+            "INSERT INTO nodes (operator_id, name, scrape_url, interval_s, grace_s, token_hash, registered_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, coalesce(%s, now())) RETURNING node_id",
+            (operator_id, name, scrape_url, interval_s, grace, tokens.token_hash(token), registered_at),
+        ).fetchone()
+    return NewNode(node_id=row[0], node_token=token)
+
+
+def node_for_token(conn: psycopg.Connection, token: str) -> int | None:
+    """The node_id whose token this is, or None."""
+    row = conn.execute("SELECT node_id, token_hash FROM nodes WHERE token_hash = %s",
+                       (tokens.token_hash(token),)).fetchone()
+    return row[0] if row and tokens.matches(token, row[1]) else None

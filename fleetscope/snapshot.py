@@ -1,0 +1,258 @@
+"""The fleet snapshot: every headline number, computed once, hashed (DESIGN.md).
+
+``fleet_snapshot`` computes, in one repeatable-read read-only transaction,
+nodes and GPUs by state, by model, GPU-hours and revenue for the last 24 h
+and in total, integrity counts, and the consistency checks, as of one
+instant. Its canonical JSON (sorted keys, no whitespace, UTF-8) is hashed with
+SHA-256; the dashboard, the JSON API, the collector's /metrics and the CLI all
+show this same object, so they cannot disagree.
+
+The as-of time defaults to the start of the current SNAPSHOT_TICK_S tick, so
+every surface asking within one tick gets the same snapshot and hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from fleetscope import accounting, states
+from fleetscope.config import PriceBounds
+from fleetscope.migrate import database_mode
+from fleetscope.rollups import floor_bucket, node_hourly_sql
+
+if TYPE_CHECKING:
+    import psycopg
+
+SNAPSHOT_VERSION = 1
+# One tick = the default node interval: states cannot move faster than nodes report.
+SNAPSHOT_TICK_S = 15
+LAST_24H = timedelta(hours=24)
+# How many offending nodes a failed check names in its detail.
+DETAIL_EXAMPLES = 5
+
+# Per GPU UUID, its state at %(at)s. A UUID claimed by several nodes is one
+# GPU: online if any claim is (its node online and the UUID healthy in the
+# node's latest successful observation), hired if an online claim is covered
+# by a running job (a job covers gpu_count of its node's GPUs, healthy ones
+# first), hired_offline if no claim is online and one is covered.
+GPU_STATE_SQL = """
+WITH ns AS (
+    SELECT node_id, healthy, lost, {online} AS online
+      FROM ({latest}) latest
+), running AS (
+    SELECT node_id, sum(gpu_count) AS gpus FROM jobs
+     WHERE started_at <= %(at)s AND (ended_at IS NULL OR ended_at > %(at)s)
+     GROUP BY node_id
+), claims AS (
+    SELECT g.node_id, g.gpu_uuid, g.model, g.first_seen, g.checked_at,
+           coalesce(ns.online AND g.gpu_uuid = ANY(ns.healthy)
+                    AND NOT g.gpu_uuid = ANY(coalesce(ns.lost, '{{}}')), false) AS gpu_online,
+           coalesce(r.gpus, 0) AS hired_gpus
+      FROM gpus g JOIN ns USING (node_id) LEFT JOIN running r USING (node_id)
+     WHERE g.first_seen <= %(at)s
+), ranked AS (
+    SELECT *, row_number() OVER (PARTITION BY node_id ORDER BY gpu_online DESC, gpu_uuid) <= hired_gpus AS covered
+      FROM claims
+), open_findings AS (
+    SELECT node_id, gpu_uuid FROM integrity_findings
+     WHERE first_seen <= %(at)s AND (resolved_at IS NULL OR resolved_at > %(at)s)
+), flagged AS (
+    SELECT gpu_uuid FROM open_findings WHERE gpu_uuid IS NOT NULL
+    UNION
+    SELECT c.gpu_uuid FROM claims c JOIN open_findings f ON f.node_id = c.node_id AND f.gpu_uuid IS NULL
+)
+SELECT r.gpu_uuid,
+       (array_agg(coalesce(r.model, 'unknown') ORDER BY r.gpu_online DESC, r.first_seen, r.node_id))[1] AS model,
+       bool_or(r.gpu_online) AS online,
+       bool_or(r.gpu_online AND r.covered) AS hired,
+       NOT bool_or(r.gpu_online) AND bool_or(r.covered) AS hired_offline,
+       bool_or(r.checked_at <= %(at)s) AS checked,
+       f.gpu_uuid IS NOT NULL AS flagged
+  FROM ranked r LEFT JOIN flagged f USING (gpu_uuid)
+ GROUP BY r.gpu_uuid, f.gpu_uuid
+""".format(
+    latest=states.LATEST_OK_SQL,
+    online=states.NODE_ONLINE_SQL.format(last_ok="last_ok", at="%(at)s", grace_s="grace_s"),
+)
+
+# Every state is counted on its own (none derived by subtraction) so that the
+# partition check tests the definitions rather than restating arithmetic.
+GPU_FIELDS = ("registered", "online", "offline", "hired", "hired_offline", "idle",
+              "verified", "unverified", "flagged")
+COUNTS_SQL = f"""
+WITH g AS ({GPU_STATE_SQL})
+SELECT NULL AS model,
+       count(*), count(*) FILTER (WHERE online), count(*) FILTER (WHERE NOT online),
+       count(*) FILTER (WHERE hired), count(*) FILTER (WHERE hired_offline),
+       count(*) FILTER (WHERE online AND NOT hired),
+       count(*) FILTER (WHERE checked AND NOT flagged),
+       count(*) FILTER (WHERE (checked IS NULL OR NOT checked) AND NOT flagged),
+       count(*) FILTER (WHERE flagged)
+  FROM g
+UNION ALL
+SELECT model, count(*), count(*) FILTER (WHERE online), NULL,
+       count(*) FILTER (WHERE hired), NULL, NULL, NULL, NULL, NULL
+  FROM g GROUP BY model
+"""
+
+NODE_COUNTS_SQL = """
+SELECT count(*), count(*) FILTER (WHERE {online}), count(*) FILTER (WHERE NOT {online}) FROM ({latest}) latest
+""".format(latest=states.LATEST_OK_SQL,
+           online=states.NODE_ONLINE_SQL.format(last_ok="last_ok", at="%(at)s", grace_s="grace_s"))
+
+FINDINGS_SQL = """
+SELECT kind, count(*) FROM integrity_findings
+ WHERE first_seen <= %(at)s AND (resolved_at IS NULL OR resolved_at > %(at)s)
+ GROUP BY kind ORDER BY kind
+"""
+
+# The hired-vs-online check, per node that had jobs in the window: online
+# GPU-hours are ok slots x interval x the node's registered GPUs (an upper
+# bound; a node cannot sell more GPU-hours than it was seen online for).
+HIRED_VS_ONLINE_SQL = """
+WITH hired AS ({hired}),
+online AS (
+    SELECT node_id, sum(ok_slots) AS ok_slots FROM ({rollup}) h
+     WHERE node_id IN (SELECT node_id FROM hired) GROUP BY node_id
+), gpu_n AS (
+    SELECT node_id, count(*) AS n FROM gpus
+     WHERE first_seen <= %(at)s AND node_id IN (SELECT node_id FROM hired) GROUP BY node_id
+)
+SELECT hired.node_id, round(hired.gpu_hours, 6),
+       round(coalesce(online.ok_slots, 0) * n.interval_s * coalesce(gpu_n.n, 0) / 3600.0, 6) AS online_hours
+  FROM hired JOIN nodes n USING (node_id)
+  LEFT JOIN online USING (node_id) LEFT JOIN gpu_n USING (node_id)
+ WHERE hired.gpu_hours > coalesce(online.ok_slots, 0) * n.interval_s * coalesce(gpu_n.n, 0) / 3600.0 + 0.000001
+ ORDER BY hired.node_id
+"""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A computed snapshot: the object, its canonical JSON bytes and its hash."""
+
+    body: dict[str, Any]
+    canonical: bytes
+    sha256: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The object every surface shows: the body plus ``snapshot_sha256``."""
+        return {**self.body, "snapshot_sha256": self.sha256}
+
+
+def default_as_of(now: datetime | None = None) -> datetime:
+    """The start of the current snapshot tick (UTC, whole seconds)."""
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    seconds = int(now.timestamp()) // SNAPSHOT_TICK_S * SNAPSHOT_TICK_S
+    return datetime.fromtimestamp(seconds, timezone.utc)
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Sorted keys, no insignificant whitespace, UTF-8: the bytes that are hashed."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode()
+
+
+def format_time(t: datetime) -> str:
+    """ISO 8601 in UTC with a Z, to the second when it is whole."""
+    t = t.astimezone(timezone.utc)
+    text = t.isoformat(timespec="microseconds" if t.microsecond else "seconds")
+    return text.replace("+00:00", "Z")
+
+
+def _number(value: Decimal | int) -> float | int:
+    """A JSON number with a stable rendering: integers stay integers."""
+    if isinstance(value, int):
+        return value
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def fleet_snapshot(conn: psycopg.Connection, *, as_of: datetime | None = None,
+                   price_bounds: PriceBounds | None = None) -> Snapshot:
+    """Compute the fleet snapshot as of ``as_of`` (default: the current tick)."""
+    at = (as_of or default_as_of()).astimezone(timezone.utc)
+    bounds = price_bounds or PriceBounds.from_env()
+    mode = database_mode(conn) or "plain"
+    params = {"at": at}
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        conn.execute("SET LOCAL TimeZone = 'UTC'")
+        node_counts = conn.execute(NODE_COUNTS_SQL, params).fetchone()
+        rows = conn.execute(COUNTS_SQL, params).fetchall()
+        day = accounting.accrual(conn, start=at - LAST_24H, end=at)
+        total = accounting.accrual(conn, start="-infinity", end=at)
+        findings = dict(conn.execute(FINDINGS_SQL, params).fetchall())
+        check_we = floor_bucket(at)
+        check_ws = check_we - LAST_24H
+        hired_sql = accounting.NODE_WINDOW_SQL.replace("%(start)s", "%(ws)s").replace("%(end)s", "%(we)s")
+        over = conn.execute(
+            HIRED_VS_ONLINE_SQL.format(hired=hired_sql, rollup=node_hourly_sql(mode)),
+            {"at": at, "ws": check_ws, "we": check_we}).fetchall()
+
+    total_row = next(r for r in rows if r[0] is None)
+    gpus = dict(zip(GPU_FIELDS, total_row[1:]))
+    by_model = sorted(({"model": r[0], "registered": r[1], "online": r[2], "hired": r[4]}
+                       for r in rows if r is not total_row), key=lambda m: m["model"])
+    nodes = dict(zip(("registered", "online", "offline"), node_counts))
+    body: dict[str, Any] = {
+        "snapshot_version": SNAPSHOT_VERSION,
+        "definitions_version": states.DEFINITION_VERSION,
+        "as_of": format_time(at),
+        "nodes": nodes,
+        "gpus": gpus,
+        "by_model": by_model,
+        "gpu_hours": {"last_24h": _number(day.gpu_hours), "total": _number(total.gpu_hours)},
+        "revenue_usd": {"last_24h": _number(day.revenue_usd), "total": _number(total.revenue_usd)},
+        "integrity": {"open_findings": sum(findings.values()), "by_kind": findings},
+    }
+    body["checks"] = consistency_checks(body, day=day, over=over, window=(check_ws, check_we), bounds=bounds)
+    canonical = canonical_json(body)
+    return Snapshot(body=body, canonical=canonical, sha256=hashlib.sha256(canonical).hexdigest())
+
+
+def consistency_checks(body: dict[str, Any], *, day: accounting.Accrual, over: list[tuple],
+                       window: tuple[datetime, datetime], bounds: PriceBounds) -> list[dict[str, Any]]:
+    """The consistency checks of one snapshot, each {name, ok, detail}; failures are kept, never dropped."""
+    nodes, gpus, by_model = body["nodes"], body["gpus"], body["by_model"]
+    checks = []
+
+    def check(name: str, ok: bool, detail: str) -> None:
+        checks.append({"name": name, "ok": bool(ok), "detail": detail})
+
+    partition = (
+        nodes["registered"] == nodes["online"] + nodes["offline"]
+        and gpus["registered"] == gpus["online"] + gpus["offline"]
+        and gpus["online"] == gpus["hired"] + gpus["idle"]
+        and 0 <= gpus["hired_offline"] <= gpus["offline"]
+        and gpus["registered"] == gpus["verified"] + gpus["unverified"] + gpus["flagged"]
+        and min(gpus.values()) >= 0
+    )
+    check("state_partition", partition,
+          f"GPUs: registered {gpus['registered']} = online {gpus['online']} + offline {gpus['offline']}; "
+          f"online {gpus['online']} = hired {gpus['hired']} + idle {gpus['idle']}; "
+          f"hired_offline {gpus['hired_offline']} within offline; "
+          f"verified {gpus['verified']} + unverified {gpus['unverified']} + flagged {gpus['flagged']}; "
+          f"nodes: registered {nodes['registered']} = online {nodes['online']} + offline {nodes['offline']}")
+    check("no_hired_offline", gpus["hired_offline"] == 0,
+          f"{gpus['hired_offline']} GPUs are covered by a running job while offline")
+    sums = {k: sum(m[k] for m in by_model) for k in ("registered", "online", "hired")}
+    check("models_sum_to_total", all(sums[k] == gpus[k] for k in sums),
+          "; ".join(f"{k}: models {sums[k]} vs total {gpus[k]}" for k in sums))
+    examples = ", ".join(f"node {r[0]} hired {r[1]} > online {r[2]} GPU-h" for r in over[:DETAIL_EXAMPLES])
+    check("hired_hours_within_online_hours", not over,
+          f"window {format_time(window[0])} to {format_time(window[1])}: "
+          + (f"{len(over)} nodes sold more GPU-hours than they were online: {examples}" if over
+             else "every node's hired GPU-hours are within its online GPU-hours"))
+    if day.gpu_hours > 0:
+        price = day.revenue_usd / day.gpu_hours
+        check("implied_price_within_bounds", bounds.low <= price <= bounds.high,
+              f"last 24 h: {day.revenue_usd} USD / {day.gpu_hours} GPU-h = {price:.4f} USD/GPU-h, "
+              f"bounds [{bounds.low}, {bounds.high}]")
+    else:
+        check("implied_price_within_bounds", True, "no GPU-hours in the last 24 h")
+    return checks
