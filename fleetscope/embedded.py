@@ -145,6 +145,14 @@ class EmbeddedServer:
                 f"the data directory {self.data_dir} is not writable; "
                 "set FLEETSCOPE_DATA_DIR to a writable directory"
             )
+        if self._as_root():
+            for parent in self.data_dir.parents:
+                if not parent.stat().st_mode & 0o001:
+                    raise FleetscopeError(
+                        f"the server runs as user '{SERVICE_USER}' (PostgreSQL refuses root), which cannot "
+                        f"reach {self.data_dir} because {parent} is not searchable by other users; "
+                        "set FLEETSCOPE_DATA_DIR to a directory outside it"
+                    )
         if self.pgdata.exists() and not (self.pgdata / "PG_VERSION").exists() and any(self.pgdata.iterdir()):
             raise FleetscopeError(
                 f"{self.pgdata} exists but is not a PostgreSQL data directory; "

@@ -1,0 +1,82 @@
+"""Building scenarios in a real database: operators, nodes, observations, GPUs, jobs.
+
+Rows are written with plain SQL in the shapes the collector's writer
+produces, so a scenario says exactly what was received and when.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import psycopg
+
+from fleetscope.registry import create_operator, register_node
+from fleetscope.uptime import slot_of
+
+T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def at(seconds: float = 0, *, base: datetime = T0) -> datetime:
+    return base + timedelta(seconds=seconds)
+
+
+@dataclass
+class Fleet:
+    conn: psycopg.Connection
+    operator_id: int = 0
+    _names: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        if not self.operator_id:
+            self.operator_id, _ = create_operator(self.conn, f"operator-{id(self)}")
+
+    def node(self, *, registered_at: datetime = T0 - timedelta(days=30), interval_s: int = 15,
+             grace_s: int | None = None, name: str | None = None) -> int:
+        self._names += 1
+        return register_node(self.conn, operator_id=self.operator_id, name=name or f"node-{self._names}",
+                             interval_s=interval_s, grace_s=grace_s, registered_at=registered_at).node_id
+
+    def observe(self, node_id: int, when: datetime, *, ok: bool = True, source: str = "push") -> None:
+        interval = self.conn.execute("SELECT interval_s FROM nodes WHERE node_id = %s", (node_id,)).fetchone()[0]
+        self.conn.execute(
+            "INSERT INTO observations (time, node_id, ok, source, slot, latency_ms, error)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (when, node_id, ok, source, slot_of(when, interval), 3.0, None if ok else "connection refused"))
+
+    def gpus(self, node_id: int, uuids: list[str], *, model: str = "NVIDIA A100-SXM4-80GB",
+             since: datetime = T0 - timedelta(days=30), lost: list[str] = (), checked: bool = False,
+             models: dict[str, str] | None = None) -> None:
+        """Identity rows for ``uuids`` on ``node_id`` and the node's GPU set from ``since``."""
+        for index, gpu_uuid in enumerate(list(uuids) + list(lost)):
+            self.conn.execute(
+                "INSERT INTO gpus (node_id, gpu_uuid, gpu_index, model, memory_total_bytes, first_seen, last_seen,"
+                " checked_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (node_id, gpu_uuid) DO NOTHING",
+                (node_id, gpu_uuid, index, (models or {}).get(gpu_uuid, model), 80 * 2**30, since, since,
+                 since if checked else None))
+        self.gpu_set(node_id, since, healthy=list(uuids), lost=list(lost))
+
+    def gpu_set(self, node_id: int, since: datetime, *, healthy: list[str], lost: list[str] = ()) -> None:
+        self.conn.execute("INSERT INTO node_gpu_sets (node_id, since, healthy, lost) VALUES (%s, %s, %s, %s)",
+                          (node_id, since, healthy, list(lost)))
+
+    def job(self, job_id: str, node_id: int, *, gpu_count: int, price: str, started_at: datetime,
+            ended_at: datetime | None = None, status: str | None = None) -> None:
+        status = status or ("running" if ended_at is None else "succeeded")
+        self.conn.execute(
+            "INSERT INTO jobs (job_id, node_id, gpu_count, price_per_gpu_hour, started_at, ended_at, status)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (job_id, node_id, gpu_count, Decimal(price), started_at, ended_at, status))
+
+    def observing(self, start: datetime, end: datetime, *, collector_id: str = "c1") -> None:
+        """A period in which the collector was observing (heartbeats from ``start`` to ``end``)."""
+        self.conn.execute("INSERT INTO observing_periods (collector_id, started_at, last_beat_at) VALUES (%s, %s, %s)",
+                          (collector_id, start, end))
+
+    def finding(self, kind: str, *, node_id: int | None = None, gpu_uuid: str | None = None,
+                first_seen: datetime = T0 - timedelta(hours=1), resolved_at: datetime | None = None) -> None:
+        self.conn.execute(
+            "INSERT INTO integrity_findings (kind, node_id, gpu_uuid, first_seen, last_seen, resolved_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s)", (kind, node_id, gpu_uuid, first_seen, first_seen, resolved_at))
