@@ -161,6 +161,9 @@ class EmbeddedServer:
 
     def _check_port_free(self) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # As PostgreSQL binds: with SO_REUSEADDR, so connections of a
+            # server stopped a moment ago (TIME_WAIT) do not count as in use.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind(("127.0.0.1", self.port))
             except OSError:

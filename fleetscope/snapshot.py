@@ -38,8 +38,10 @@ DETAIL_EXAMPLES = 5
 # Per GPU UUID, its state at %(at)s. A UUID claimed by several nodes is one
 # GPU: online if any claim is (its node online and the UUID healthy in the
 # node's latest successful observation), hired if an online claim is covered
-# by a running job (a job covers gpu_count of its node's GPUs, healthy ones
-# first), hired_offline if no claim is online and one is covered.
+# by a running job (a job covers gpu_count of its node's GPUs, online ones
+# first, then by UUID in byte order: COLLATE "C" so the result, and the hash,
+# do not depend on the server's locale), hired_offline if no claim is online
+# and one is covered. Its model is that of its first claim, online first.
 GPU_STATE_SQL = """
 WITH ns AS (
     SELECT node_id, healthy, lost, {online} AS online
@@ -56,7 +58,7 @@ WITH ns AS (
       FROM gpus g JOIN ns USING (node_id) LEFT JOIN running r USING (node_id)
      WHERE g.first_seen <= %(at)s
 ), ranked AS (
-    SELECT *, row_number() OVER (PARTITION BY node_id ORDER BY gpu_online DESC, gpu_uuid) <= hired_gpus AS covered
+    SELECT *, row_number() OVER (PARTITION BY node_id ORDER BY gpu_online DESC, gpu_uuid COLLATE "C") <= hired_gpus AS covered
       FROM claims
 ), open_findings AS (
     SELECT node_id, gpu_uuid FROM integrity_findings
