@@ -64,20 +64,33 @@ SELECT node_id, time_bucket('1 hour', time), (count(DISTINCT slot) FILTER (WHERE
 """
 
 
-def invalidate(conn: psycopg.Connection, since: datetime) -> None:
-    """Record that observations at or after ``since`` were written late (plain mode)."""
+def invalidate(conn: psycopg.Connection, since: datetime, *, mode: str) -> None:
+    """Record that observations at or after ``since`` were written late.
+
+    A no-op in TimescaleDB mode, which keeps its own invalidation log.
+    """
+    if mode == "timescaledb":
+        return
     conn.execute(
         "UPDATE rollup_watermarks SET invalidated_from = least(coalesce(invalidated_from, %(s)s), %(s)s)"
         " WHERE name = 'node_hourly' AND watermark > %(s)s", {"s": since})
 
 
 def refresh(conn: psycopg.Connection, *, up_to: datetime) -> tuple[datetime, int]:
-    """Materialise closed buckets before ``up_to`` (plain mode); return (watermark, rows written).
+    """Materialise closed buckets before ``up_to``; return (watermark, rows written).
 
-    Recomputes from the older of the current watermark and the invalidation
-    mark, in one transaction, so readers never see a half-refreshed rollup.
+    Plain mode recomputes from the older of the current watermark and the
+    invalidation mark, in one transaction, so readers never see a
+    half-refreshed rollup. TimescaleDB mode asks the continuous aggregate to
+    refresh (its policy does the same on a schedule); ``conn`` must then be in
+    autocommit mode, and the row count is not reported (-1).
     """
+    from fleetscope.migrate import database_mode
+
     new_mark = floor_bucket(up_to)
+    if database_mode(conn) == "timescaledb":
+        conn.execute("CALL refresh_continuous_aggregate('node_hourly', NULL, %s)", (new_mark,))
+        return new_mark, -1
     with conn.transaction():
         row = conn.execute(
             "SELECT watermark, invalidated_from FROM rollup_watermarks WHERE name = 'node_hourly' FOR UPDATE"
