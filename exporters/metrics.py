@@ -273,12 +273,11 @@ class Template:
                 single = Metric(family.name, family.documentation, family.type)
                 single.add_sample(sample.name, sample.labels, 0.0)
                 line = generate_latest(_One(single)).decode()[len(head) :]
-                # "name{labels} 0.0\n" -> "name", "{labels} "
+                # "name{labels} 0.0\n" -> "name", "{labels} "; "name 0.0\n" -> "name", " "
                 prefix = line[: -len("0.0\n")]
                 brace = prefix.find("{")
-                name, rest = (prefix[:brace], prefix[brace:]) if brace >= 0 else (prefix, " ")
-                if brace < 0:
-                    name = prefix[:-1]
+                cut = brace if brace >= 0 else len(prefix) - 1
+                name, rest = prefix[:cut], prefix[cut:]
                 slots.append((keep(pending_head), keep(name), keep(rest)))
                 pending_head = ""
         self._slots = tuple(slots)

@@ -164,7 +164,11 @@ class NvmlSource:
     def read(self) -> HostReading:
         """Return one reading of every GPU; raise if NVML cannot be used."""
         if not self._initialised:
-            self._init()
+            try:
+                self._init()
+            except _pynvml.NVMLError:
+                self.close()  # half-initialised: shut down, try again next time
+                raise
         try:
             return self._read()
         except _Reinit as exc:

@@ -41,25 +41,34 @@ DETAIL_EXAMPLES = 5
 # by a running job (a job covers gpu_count of its node's GPUs, online ones
 # first, then by UUID in byte order: COLLATE "C" so the result, and the hash,
 # do not depend on the server's locale), hired_offline if no claim is online
-# and one is covered. Its model is that of its first claim, online first.
-GPU_STATE_SQL = """
-WITH ns AS (
-    SELECT node_id, healthy, lost, {online} AS online
-      FROM ({latest}) latest
-), running AS (
+# and one is covered. Its model is the least of its claims' models in byte
+# order (claims differ only for a duplicated UUID, itself a finding).
+#
+# One statement computes nodes, GPUs and models so the node states are
+# computed once; every state is counted on its own (none derived by
+# subtraction) so that the partition check tests the definitions rather than
+# restating arithmetic. Only nodes with a running job need their GPUs ranked.
+GPU_FIELDS = ("registered", "online", "offline", "hired", "hired_offline", "idle",
+              "verified", "unverified", "flagged")
+COUNTS_SQL = """
+WITH ns AS MATERIALIZED ({node_state}),
+running AS (
     SELECT node_id, sum(gpu_count) AS gpus FROM jobs
      WHERE started_at <= %(at)s AND (ended_at IS NULL OR ended_at > %(at)s)
      GROUP BY node_id
-), claims AS (
-    SELECT g.node_id, g.gpu_uuid, g.model, g.first_seen, g.checked_at,
+), claims AS MATERIALIZED (
+    SELECT g.node_id, g.gpu_uuid, g.model, g.checked_at,
            coalesce(ns.online AND g.gpu_uuid = ANY(ns.healthy)
                     AND NOT g.gpu_uuid = ANY(coalesce(ns.lost, '{{}}')), false) AS gpu_online,
-           coalesce(r.gpus, 0) AS hired_gpus
+           r.gpus AS hired_gpus
       FROM gpus g JOIN ns USING (node_id) LEFT JOIN running r USING (node_id)
      WHERE g.first_seen <= %(at)s
 ), ranked AS (
-    SELECT *, row_number() OVER (PARTITION BY node_id ORDER BY gpu_online DESC, gpu_uuid COLLATE "C") <= hired_gpus AS covered
-      FROM claims
+    SELECT gpu_uuid, model, checked_at, gpu_online, false AS covered FROM claims WHERE hired_gpus IS NULL
+    UNION ALL
+    SELECT gpu_uuid, model, checked_at, gpu_online,
+           row_number() OVER (PARTITION BY node_id ORDER BY gpu_online DESC, gpu_uuid COLLATE "C") <= hired_gpus
+      FROM claims WHERE hired_gpus IS NOT NULL
 ), open_findings AS (
     SELECT node_id, gpu_uuid FROM integrity_findings
      WHERE first_seen <= %(at)s AND (resolved_at IS NULL OR resolved_at > %(at)s)
@@ -67,45 +76,34 @@ WITH ns AS (
     SELECT gpu_uuid FROM open_findings WHERE gpu_uuid IS NOT NULL
     UNION
     SELECT c.gpu_uuid FROM claims c JOIN open_findings f ON f.node_id = c.node_id AND f.gpu_uuid IS NULL
+), g AS MATERIALIZED (
+    SELECT r.gpu_uuid,
+           min(coalesce(r.model, 'unknown') COLLATE "C") AS model,
+           bool_or(r.gpu_online) AS online,
+           bool_or(r.gpu_online AND r.covered) AS hired,
+           NOT bool_or(r.gpu_online) AND bool_or(r.covered) AS hired_offline,
+           coalesce(bool_or(r.checked_at <= %(at)s), false) AS checked,
+           bool_or(f.gpu_uuid IS NOT NULL) AS flagged
+      FROM ranked r LEFT JOIN flagged f USING (gpu_uuid)
+     GROUP BY r.gpu_uuid
 )
-SELECT r.gpu_uuid,
-       (array_agg(coalesce(r.model, 'unknown') ORDER BY r.gpu_online DESC, r.first_seen, r.node_id))[1] AS model,
-       bool_or(r.gpu_online) AS online,
-       bool_or(r.gpu_online AND r.covered) AS hired,
-       NOT bool_or(r.gpu_online) AND bool_or(r.covered) AS hired_offline,
-       bool_or(r.checked_at <= %(at)s) AS checked,
-       f.gpu_uuid IS NOT NULL AS flagged
-  FROM ranked r LEFT JOIN flagged f USING (gpu_uuid)
- GROUP BY r.gpu_uuid, f.gpu_uuid
-""".format(
-    latest=states.LATEST_OK_SQL,
-    online=states.NODE_ONLINE_SQL.format(last_ok="last_ok", at="%(at)s", grace_s="grace_s"),
-)
-
-# Every state is counted on its own (none derived by subtraction) so that the
-# partition check tests the definitions rather than restating arithmetic.
-GPU_FIELDS = ("registered", "online", "offline", "hired", "hired_offline", "idle",
-              "verified", "unverified", "flagged")
-COUNTS_SQL = f"""
-WITH g AS ({GPU_STATE_SQL})
-SELECT NULL AS model,
+SELECT 'gpus' AS kind, NULL AS model,
        count(*), count(*) FILTER (WHERE online), count(*) FILTER (WHERE NOT online),
        count(*) FILTER (WHERE hired), count(*) FILTER (WHERE hired_offline),
        count(*) FILTER (WHERE online AND NOT hired),
        count(*) FILTER (WHERE checked AND NOT flagged),
-       count(*) FILTER (WHERE (checked IS NULL OR NOT checked) AND NOT flagged),
+       count(*) FILTER (WHERE NOT checked AND NOT flagged),
        count(*) FILTER (WHERE flagged)
   FROM g
 UNION ALL
-SELECT model, count(*), count(*) FILTER (WHERE online), NULL,
+SELECT 'model', model, count(*), count(*) FILTER (WHERE online), NULL,
        count(*) FILTER (WHERE hired), NULL, NULL, NULL, NULL, NULL
   FROM g GROUP BY model
-"""
-
-NODE_COUNTS_SQL = """
-SELECT count(*), count(*) FILTER (WHERE {online}), count(*) FILTER (WHERE NOT {online}) FROM ({latest}) latest
-""".format(latest=states.LATEST_OK_SQL,
-           online=states.NODE_ONLINE_SQL.format(last_ok="last_ok", at="%(at)s", grace_s="grace_s"))
+UNION ALL
+SELECT 'nodes', NULL, count(*), count(*) FILTER (WHERE online), count(*) FILTER (WHERE NOT online),
+       NULL, NULL, NULL, NULL, NULL, NULL
+  FROM ns
+""".format(node_state=states.NODE_STATE_SQL)
 
 FINDINGS_SQL = """
 SELECT kind, count(*) FROM integrity_findings
@@ -184,7 +182,6 @@ def fleet_snapshot(conn: psycopg.Connection, *, as_of: datetime | None = None,
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         conn.execute("SET LOCAL TimeZone = 'UTC'")
-        node_counts = conn.execute(NODE_COUNTS_SQL, params).fetchone()
         rows = conn.execute(COUNTS_SQL, params).fetchall()
         day = accounting.accrual(conn, start=at - LAST_24H, end=at)
         total = accounting.accrual(conn, start="-infinity", end=at)
@@ -196,11 +193,10 @@ def fleet_snapshot(conn: psycopg.Connection, *, as_of: datetime | None = None,
             HIRED_VS_ONLINE_SQL.format(hired=hired_sql, rollup=node_hourly_sql(mode)),
             {"at": at, "ws": check_ws, "we": check_we}).fetchall()
 
-    total_row = next(r for r in rows if r[0] is None)
-    gpus = dict(zip(GPU_FIELDS, total_row[1:]))
-    by_model = sorted(({"model": r[0], "registered": r[1], "online": r[2], "hired": r[4]}
-                       for r in rows if r is not total_row), key=lambda m: m["model"])
-    nodes = dict(zip(("registered", "online", "offline"), node_counts))
+    gpus = dict(zip(GPU_FIELDS, next(r[2:] for r in rows if r[0] == "gpus")))
+    nodes = dict(zip(("registered", "online", "offline"), next(r[2:5] for r in rows if r[0] == "nodes")))
+    by_model = sorted(({"model": r[1], "registered": r[2], "online": r[3], "hired": r[5]}
+                       for r in rows if r[0] == "model"), key=lambda m: m["model"])
     body: dict[str, Any] = {
         "snapshot_version": SNAPSHOT_VERSION,
         "definitions_version": states.DEFINITION_VERSION,

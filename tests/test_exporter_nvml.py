@@ -251,3 +251,15 @@ def test_two_scrapes_in_quick_succession_read_nvml_once():
         now.t += 1.0
         support.fetch(url)
     assert nvml.calls["nvmlDeviceGetCount"] == 3
+
+
+def test_a_failure_right_after_init_is_retried_from_scratch():
+    nvml = two_gpus()
+    nvml.count_error = pynvml.NVML_ERROR_DRIVER_NOT_LOADED
+    with served(nvml) as url:
+        assert support.value(support.scrape(url), "fleet_exporter_last_collect_success") == 0
+        assert nvml.calls["nvmlShutdown"] == 1
+        nvml.count_error = None
+        m = support.scrape(url)
+    assert support.value(m, "fleet_exporter_last_collect_success") == 1
+    assert nvml.calls["nvmlInit"] == 2
