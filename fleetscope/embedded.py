@@ -122,11 +122,16 @@ class EmbeddedServer:
             pass  # alive, owned by the service user
         return port
 
-    def stop(self) -> bool:
-        """Stop the server if it runs; return whether it was running."""
+    def stop(self, *, immediate: bool = False) -> bool:
+        """Stop the server if it runs; return whether it was running.
+
+        ``immediate`` stops it as a crash would (no checkpoint; recovery on
+        the next start): the tests use it to kill the database mid-load.
+        """
         if self.running_port() is None:
             return False
-        self._run([str(self._bin("pg_ctl")), "-D", str(self.pgdata), "-w", "-m", "fast", "stop"],
+        self._run([str(self._bin("pg_ctl")), "-D", str(self.pgdata), "-w", "-m",
+                   "immediate" if immediate else "fast", "stop"],
                   what="stopping the embedded PostgreSQL server")
         return True
 

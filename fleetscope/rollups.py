@@ -64,16 +64,26 @@ SELECT node_id, time_bucket('1 hour', time), (count(DISTINCT slot) FILTER (WHERE
 """
 
 
+# Marks the rollup for recomputation from %(s)s when that is below its watermark.
+INVALIDATE_SQL = """
+UPDATE rollup_watermarks SET invalidated_from = least(coalesce(invalidated_from, %(s)s), %(s)s)
+ WHERE name = 'node_hourly' AND watermark > %(s)s
+"""
+
+
 def invalidate(conn: psycopg.Connection, since: datetime, *, mode: str) -> None:
     """Record that observations at or after ``since`` were written late.
 
     A no-op in TimescaleDB mode, which keeps its own invalidation log.
     """
-    if mode == "timescaledb":
-        return
-    conn.execute(
-        "UPDATE rollup_watermarks SET invalidated_from = least(coalesce(invalidated_from, %(s)s), %(s)s)"
-        " WHERE name = 'node_hourly' AND watermark > %(s)s", {"s": since})
+    if mode != "timescaledb":
+        conn.execute(INVALIDATE_SQL, {"s": since})
+
+
+async def invalidate_async(conn: psycopg.AsyncConnection, since: datetime, *, mode: str) -> None:
+    """``invalidate`` on an async connection (the collector's writer)."""
+    if mode != "timescaledb":
+        await conn.execute(INVALIDATE_SQL, {"s": since})
 
 
 def refresh(conn: psycopg.Connection, *, up_to: datetime) -> tuple[datetime, int]:

@@ -175,13 +175,18 @@ def _number(value: Decimal | int) -> float | int:
 def fleet_snapshot(conn: psycopg.Connection, *, as_of: datetime | None = None,
                    price_bounds: PriceBounds | None = None) -> Snapshot:
     """Compute the fleet snapshot as of ``as_of`` (default: the current tick)."""
+    from psycopg.pq import TransactionStatus
+
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        raise ValueError("fleet_snapshot opens its own repeatable-read transaction; "
+                         "call it on a connection that is not inside one")
     at = (as_of or default_as_of()).astimezone(timezone.utc)
     bounds = price_bounds or PriceBounds.from_env()
-    mode = database_mode(conn) or "plain"
     params = {"at": at}
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         conn.execute("SET LOCAL TimeZone = 'UTC'")
+        mode = database_mode(conn) or "plain"
         rows = conn.execute(COUNTS_SQL, params).fetchall()
         day = accounting.accrual(conn, start=at - LAST_24H, end=at)
         total = accounting.accrual(conn, start="-infinity", end=at)

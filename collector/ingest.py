@@ -1,0 +1,100 @@
+"""What the scraper and the push receiver hand to storage, and how.
+
+As Prometheus' scrape manager knows storage only through
+``storage.Appendable``, the scraper and the push receiver know it only through
+an ``Appender``: ``append()`` the batches of one unit of work, then
+``commit()`` them (or ``rollback()``), once, from one task. Production's
+appender feeds the writer's bounded queue (collector/writer.py); tests may use
+``MemoryAppender`` or the real writer, never a mock that asserts calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from collector.parse import ParsedPayload
+
+SOURCES = ("push", "scrape")
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What one scrape attempt or one accepted push produced for one node.
+
+    ``received_at`` is the collector's receive time, the only time that counts
+    for liveness (DESIGN.md: a host cannot backfill its own uptime); ``slot``
+    is its cell on the node's uptime grid, floor(epoch / interval_s).
+    A failed attempt has ``ok`` False, an ``error`` and no payload.
+    """
+
+    node_id: int
+    received_at: datetime
+    slot: int
+    source: str
+    ok: bool
+    latency_ms: float | None = None
+    error: str | None = None
+    payload: ParsedPayload | None = None
+
+    @property
+    def healthy_gpus(self) -> list[str]:
+        """UUIDs reported in this observation without a lost flag, in payload order."""
+        if not self.ok or self.payload is None:
+            return []
+        return [s.gpu_uuid for s in self.payload.samples if not s.lost]
+
+    @property
+    def lost_gpus(self) -> list[str]:
+        if not self.ok or self.payload is None:
+            return []
+        return sorted(self.payload.lost)
+
+
+class Appender(Protocol):
+    """One unit of work's batches, committed or rolled back once."""
+
+    def append(self, batch: Batch) -> None: ...
+
+    async def commit(self) -> None:
+        """Hand the appended batches on. May wait while the writer's queue is full (backpressure)."""
+
+    def rollback(self) -> None: ...
+
+
+class Appendable(Protocol):
+    def appender(self) -> Appender: ...
+
+
+@dataclass
+class MemoryAppendable:
+    """Keeps committed batches in a list: for tests and the simulator's dry runs."""
+
+    committed: list[Batch] = field(default_factory=list)
+
+    def appender(self) -> Appender:
+        return _MemoryAppender(self)
+
+
+@dataclass
+class _MemoryAppender:
+    target: MemoryAppendable
+    pending: list[Batch] = field(default_factory=list)
+    done: bool = False
+
+    def append(self, batch: Batch) -> None:
+        if self.done:
+            raise RuntimeError("append after commit or rollback")
+        self.pending.append(batch)
+
+    async def commit(self) -> None:
+        if self.done:
+            raise RuntimeError("commit after commit or rollback")
+        self.target.committed.extend(self.pending)
+        self.done = True
+
+    def rollback(self) -> None:
+        self.pending.clear()
+        self.done = True

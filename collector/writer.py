@@ -1,0 +1,444 @@
+"""The writer: parse -> bounded queue -> one task that writes groups with COPY.
+
+The scraper and the push receiver commit ``Batch``es through an appender into
+a bounded ``asyncio.Queue`` (backpressure: a full queue makes ``commit`` wait,
+and after COMMIT_TIMEOUT_S raise ``StorageBusy``, which the push receiver turns
+into a 503). One task drains the queue into *write groups* — everything that
+arrived in up to FLUSH_INTERVAL_S, at most MAX_GROUP_BATCHES batches — and
+writes each group in one transaction: observations and GPU samples with
+binary COPY, identity upserts and GPU-set changes, nodes' last_ok_at, the
+collector's heartbeat, and the group's id in ``ingest_batches``.
+
+Delivery is at-least-once with de-duplication: a group whose id is already in
+``ingest_batches`` is skipped whole, so a retry after a lost COMMIT
+acknowledgement, or a replay from the spool, never writes rows twice. When
+the database is unreachable, groups go to the on-disk spool (collector/spool.py)
+in order, and once it is back the spool is replayed, oldest first, before any
+new group: order is kept and nothing accepted is lost.
+
+A group is built once (caches of identities and GPU sets are updated as it is
+built) and then written or spooled as a plain JSON-able dict, so a spooled
+group replays exactly as it would have been written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from collector.ingest import Batch
+from collector.spool import Spool
+from fleetscope import rollups
+
+if TYPE_CHECKING:
+    from collector.ingest import Appender
+
+log = logging.getLogger("fleetscope.writer")
+
+QUEUE_BATCHES = 20_000          # ~ 1.3 intervals of 10,000 nodes at 15 s
+MAX_GROUP_BATCHES = 2_000       # ~ 16,000 GPU sample rows: one COPY of a few ms
+FLUSH_INTERVAL_S = 0.25         # how long a batch may wait for company
+# The heartbeat: a group (empty if need be) is written at least this often, and
+# a gap of more than HEARTBEAT_GAP_S between beats starts a new observing
+# period. Nodes' intervals are >= 5 s, so every slot of every node holds a beat
+# while we observe.
+HEARTBEAT_S = 2.0
+HEARTBEAT_GAP_S = 3 * HEARTBEAT_S
+COMMIT_TIMEOUT_S = 5.0          # how long a commit may wait on a full queue
+SPOOL_MAX_BYTES = 4 * 2**30     # ~ hours of a 10,000-node fleet's telemetry
+RETRY_MIN_S, RETRY_MAX_S = 0.5, 15.0  # reconnect backoff while the database is away
+IDENTITY_REFRESH_S = 300        # re-upsert an unchanged identity this often (keeps last_seen fresh)
+CONNECT_TIMEOUT_S = 5
+
+OBSERVATION_COLUMNS = ("time", "node_id", "ok", "source", "slot", "latency_ms", "error", "collector_id")
+OBSERVATION_TYPES = ("timestamptz", "int8", "bool", "text", "int8", "float4", "text", "text")
+SAMPLE_COLUMNS = ("time", "node_id", "gpu_uuid", "gpu_index", "gpu_util", "mem_copy_util", "fb_used_mib",
+                  "fb_free_mib", "power_w", "energy_mj", "temp_c", "sm_clock_mhz", "mem_clock_mhz",
+                  "pcie_replay", "ecc_sbe", "ecc_dbe", "xid_last", "lost")
+SAMPLE_TYPES = ("timestamptz", "int8", "text", "int2", "float4", "float4", "float4", "float4", "float4",
+                "float8", "float4", "float4", "float4", "int8", "int8", "int8", "int4", "bool")
+IDENTITY_COLUMNS = ("gpu_uuid", "gpu_index", "model", "serial", "pci_bus_id", "pci_device_id",
+                    "pci_subsystem_id", "board_part_number", "architecture", "virtualization_mode",
+                    "memory_total_bytes", "sm_count", "max_sm_clock_mhz", "max_mem_clock_mhz",
+                    "driver_version", "vbios_version")
+UPSERT_IDENTITY_SQL = """
+INSERT INTO gpus (node_id, first_seen, last_seen, {cols}) VALUES (%s, %s, %s, {params})
+ON CONFLICT (node_id, gpu_uuid) DO UPDATE SET
+    last_seen = greatest(gpus.last_seen, EXCLUDED.last_seen),
+    {updates}
+""".format(
+    cols=", ".join(IDENTITY_COLUMNS),
+    params=", ".join(["%s"] * len(IDENTITY_COLUMNS)),
+    updates=",\n    ".join(f"{c} = coalesce(EXCLUDED.{c}, gpus.{c})" for c in IDENTITY_COLUMNS[1:]),
+)
+
+
+class StorageBusy(Exception):
+    """The writer's queue stayed full: the caller should answer 503 and let the sender retry."""
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _us(t: datetime) -> int:
+    """Microseconds since the epoch, exactly (groups carry times as integers to be JSON-able)."""
+    return (t - EPOCH) // timedelta(microseconds=1)
+
+
+def _dt(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+class Writer:
+    """The only writer of telemetry and liveness. Use as ``async with Writer(...) as writer``."""
+
+    def __init__(self, dsn: str, *, spool_dir: Path, collector_id: str, mode: str,
+                 registry: CollectorRegistry | None = None, queue_batches: int = QUEUE_BATCHES,
+                 max_group_batches: int = MAX_GROUP_BATCHES, flush_interval_s: float = FLUSH_INTERVAL_S,
+                 heartbeat_s: float = HEARTBEAT_S, spool_max_bytes: int = SPOOL_MAX_BYTES,
+                 commit_timeout_s: float = COMMIT_TIMEOUT_S) -> None:
+        self.dsn = dsn
+        self.collector_id = collector_id
+        self.mode = mode
+        self.spool = Spool(spool_dir, max_bytes=spool_max_bytes)
+        self.queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=queue_batches)
+        self.max_group_batches = max_group_batches
+        self.flush_interval_s = flush_interval_s
+        self.heartbeat_s = heartbeat_s
+        self.commit_timeout_s = commit_timeout_s
+        self._boot = f"{collector_id}:{time.time_ns()}"
+        self._seq = 0
+        self._conn: psycopg.AsyncConnection | None = None
+        self._retry_at = 0.0
+        self._retry_delay = RETRY_MIN_S
+        self._task: asyncio.Task | None = None
+        self._closing = False
+        self._identities: dict[tuple[int, str], tuple[tuple, float]] = {}
+        self._sets: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] | None = None
+        self._period_start: datetime | None = None
+        self._last_beat: datetime | None = None
+        self._register_metrics(registry or CollectorRegistry())
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def __aenter__(self) -> Writer:
+        await self._ensure_connection()  # loads the GPU-set cache; a database that is down is retried later
+        self._task = asyncio.create_task(self._run(), name="fleetscope-writer")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Write (or spool) everything queued, then stop."""
+        self._closing = True
+        if self._task is not None:
+            await self._task
+            self._task = None
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    def appender(self) -> Appender:
+        return _QueueAppender(self)
+
+    @property
+    def database_up(self) -> bool:
+        return self._conn is not None and not self._conn.closed
+
+    # -- the task ------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            batches = await self._collect()
+            if self._closing and not batches and self.queue.empty():
+                # A last heartbeat so the observing period ends where we stopped.
+                await self._submit(self._build_group([]))
+                break
+            await self._submit(self._build_group(batches))
+
+    async def _collect(self) -> list[Batch]:
+        """Wait for the first batch (at most a heartbeat), then gather for up to the flush interval."""
+        batches: list[Batch] = []
+        try:
+            timeout = 0 if self._closing else self.heartbeat_s
+            batches.append(await asyncio.wait_for(self.queue.get(), timeout=timeout or 0.001))
+        except (asyncio.TimeoutError, TimeoutError):
+            return batches
+        deadline = time.monotonic() + (0 if self._closing else self.flush_interval_s)
+        while len(batches) < self.max_group_batches:
+            try:
+                batches.append(self.queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batches.append(await asyncio.wait_for(self.queue.get(), timeout=remaining))
+            except (asyncio.TimeoutError, TimeoutError):
+                break
+        return batches
+
+    # -- building a group -----------------------------------------------------------
+
+    def _build_group(self, batches: list[Batch]) -> dict[str, Any]:
+        """Turn batches into the rows of one transaction, as a JSON-able dict."""
+        now = datetime.now(timezone.utc)
+        if self._last_beat is None or (now - self._last_beat).total_seconds() > HEARTBEAT_GAP_S:
+            self._period_start = now
+        self._last_beat = now
+        self._seq += 1
+        observations, samples, identities, sets, last_ok = [], [], [], [], {}
+        mono = time.monotonic()
+        for b in batches:
+            t = _us(b.received_at)
+            observations.append([t, b.node_id, b.ok, b.source, b.slot, b.latency_ms, b.error])
+            if not b.ok or b.payload is None:
+                continue
+            last_ok[b.node_id] = max(t, last_ok.get(b.node_id, 0))
+            for s in b.payload.samples:
+                samples.append([t, b.node_id, *s])
+            self._identity_rows(b, t, mono, identities)
+            self._set_row(b, t, sets)
+        return {
+            "id": f"{self._boot}:{self._seq}",
+            "obs": observations, "samples": samples, "ids": identities, "sets": sets,
+            "last_ok": sorted(last_ok.items()),
+            "beat": [_us(self._period_start), _us(now)],
+        }
+
+    def _identity_rows(self, b: Batch, t: int, mono: float, out: list) -> None:
+        seen = {}
+        for ident in b.payload.identities:
+            seen[ident.uuid] = ident
+        indexes = {s.gpu_uuid: s.gpu_index for s in b.payload.samples}
+        # Every GPU with telemetry is registered, with what identity it gave.
+        for gpu_uuid in list(indexes) + [u for u in seen if u not in indexes]:
+            ident = seen.get(gpu_uuid)
+            values = (gpu_uuid, indexes.get(gpu_uuid), *(ident[1:] if ident else (None,) * 14))
+            key = (b.node_id, gpu_uuid)
+            cached = self._identities.get(key)
+            if cached is not None and cached[0] == values and mono - cached[1] < IDENTITY_REFRESH_S:
+                continue
+            self._identities[key] = (values, mono)
+            out.append([b.node_id, t, *values])
+
+    def _set_row(self, b: Batch, t: int, out: list) -> None:
+        current = (tuple(sorted(b.healthy_gpus)), tuple(b.lost_gpus))
+        if self._sets is not None:
+            if self._sets.get(b.node_id) == current:
+                return
+            self._sets[b.node_id] = current
+        # Without the cache (the database was down when we started) every set
+        # is written: a repeated set is a redundant row, never a wrong one.
+        out.append([b.node_id, t, list(b.healthy_gpus), list(b.lost_gpus)])
+
+    # -- writing ------------------------------------------------------------------
+
+    async def _submit(self, group: dict[str, Any]) -> None:
+        if len(self.spool) or not await self._ensure_connection():
+            self._spool_group(group)
+            await self._drain_spool()
+            return
+        try:
+            await self._write(group)
+        except psycopg.OperationalError as err:
+            self._lost_connection(err)
+            self._spool_group(group)
+        except psycopg.Error as err:
+            # Not an outage: the data itself is refused. Keep it on disk, aside.
+            log.error("database refused write group %s: %s", group["id"], err)
+            self.spool.append(group)
+            head = self.spool.head()
+            self.spool.reject(head[0], str(err))
+            self._m_groups.labels("rejected").inc()
+
+    def _spool_group(self, group: dict[str, Any]) -> None:
+        self.spool.append(group)
+        self._m_groups.labels("spooled").inc()
+
+    async def _drain_spool(self) -> None:
+        """Replay spooled groups, oldest first, while the database takes them."""
+        while len(self.spool):
+            if not await self._ensure_connection():
+                return
+            path, group = self.spool.head()
+            try:
+                await self._write(group)
+            except psycopg.OperationalError as err:
+                self._lost_connection(err)
+                return
+            except psycopg.Error as err:
+                log.error("database refused spooled group %s: %s", group["id"], err)
+                self.spool.reject(path, str(err))
+                self._m_groups.labels("rejected").inc()
+                continue
+            self.spool.remove(path)
+            self._m_groups.labels("replayed").inc()
+            if self._closing and not self.database_up:
+                return
+
+    async def _ensure_connection(self) -> bool:
+        if self.database_up:
+            return True
+        if time.monotonic() < self._retry_at:
+            return False
+        try:
+            self._conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True,
+                                                               connect_timeout=CONNECT_TIMEOUT_S)
+            await self._load_sets()
+        except psycopg.Error as err:
+            self._lost_connection(err)
+            return False
+        self._retry_delay = RETRY_MIN_S
+        self._m_db_up.set(1)
+        log.info("writer connected to the database")
+        return True
+
+    def _lost_connection(self, err: Exception) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            asyncio.get_running_loop().create_task(_close_quietly(conn))
+            log.warning("writer lost the database: %s; spooling to %s", str(err).strip(), self.spool.directory)
+        self._m_db_up.set(0)
+        # Exponential backoff with jitter: a fleet of collectors must not
+        # reconnect in lockstep to a database that has just come back.
+        self._retry_at = time.monotonic() + self._retry_delay * (0.5 + os.urandom(1)[0] / 255)
+        self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_S)
+
+    async def _load_sets(self) -> None:
+        if self._sets is not None:
+            return
+        rows = await (await self._conn.execute(
+            "SELECT DISTINCT ON (node_id) node_id, healthy, lost FROM node_gpu_sets ORDER BY node_id, since DESC"
+        )).fetchall()
+        self._sets = {r[0]: (tuple(sorted(r[1])), tuple(r[2])) for r in rows}
+
+    async def _write(self, group: dict[str, Any]) -> None:
+        """Write one group in one transaction, unless its id is already recorded."""
+        started = time.perf_counter()
+        conn = self._conn
+        async with conn.transaction():
+            seen = await (await conn.execute(
+                "SELECT 1 FROM ingest_batches WHERE batch_id = %s", (group["id"],))).fetchone()
+            if seen:
+                self._m_groups.labels("duplicate").inc()
+                return
+            cur = conn.cursor()
+            if group["obs"]:
+                async with cur.copy(f"COPY observations ({', '.join(OBSERVATION_COLUMNS)}) FROM STDIN "
+                                    "(FORMAT BINARY)") as copy:
+                    copy.set_types(OBSERVATION_TYPES)
+                    cid = self.collector_id
+                    for o in group["obs"]:
+                        await copy.write_row((_dt(o[0]), o[1], o[2], o[3], o[4], o[5], o[6], cid))
+            if group["samples"]:
+                async with cur.copy(f"COPY gpu_samples ({', '.join(SAMPLE_COLUMNS)}) FROM STDIN "
+                                    "(FORMAT BINARY)") as copy:
+                    copy.set_types(SAMPLE_TYPES)
+                    times: dict[int, datetime] = {}
+                    for s in group["samples"]:
+                        t = times.get(s[0]) or times.setdefault(s[0], _dt(s[0]))
+                        await copy.write_row((t, *s[1:]))
+            if group["ids"]:
+                await cur.executemany(UPSERT_IDENTITY_SQL,
+                                      [(i[0], _dt(i[1]), _dt(i[1]), *i[2:]) for i in group["ids"]])
+            if group["sets"]:
+                await cur.executemany(
+                    "INSERT INTO node_gpu_sets (node_id, since, healthy, lost) VALUES (%s, %s, %s, %s)"
+                    " ON CONFLICT (node_id, since) DO NOTHING",
+                    [(n, _dt(t), healthy, lost) for n, t, healthy, lost in group["sets"]])
+            if group["last_ok"]:
+                ids, times_us = zip(*group["last_ok"])
+                await conn.execute(
+                    "UPDATE nodes n SET last_ok_at = u.t"
+                    "  FROM unnest(%s::bigint[], %s::timestamptz[]) AS u(node_id, t)"
+                    " WHERE n.node_id = u.node_id AND (n.last_ok_at IS NULL OR n.last_ok_at < u.t)",
+                    (list(ids), [_dt(t) for t in times_us]))
+            if group["obs"]:
+                # Late rows (a spool replay) below the rollup's watermark mark
+                # it for recomputation; a no-op for rows above it.
+                await rollups.invalidate_async(conn, _dt(min(o[0] for o in group["obs"])), mode=self.mode)
+            start_us, beat_us = group["beat"]
+            await conn.execute(
+                "INSERT INTO observing_periods (collector_id, started_at, last_beat_at) VALUES (%s, %s, %s)"
+                " ON CONFLICT (collector_id, started_at)"
+                " DO UPDATE SET last_beat_at = greatest(observing_periods.last_beat_at, EXCLUDED.last_beat_at)",
+                (self.collector_id, _dt(start_us), _dt(beat_us)))
+            rows = len(group["obs"]) + len(group["samples"])
+            await conn.execute("INSERT INTO ingest_batches (batch_id, rows) VALUES (%s, %s)", (group["id"], rows))
+        self._m_rows.labels("observations").inc(len(group["obs"]))
+        self._m_rows.labels("gpu_samples").inc(len(group["samples"]))
+        self._m_groups.labels("written").inc()
+        self._m_flush.observe(time.perf_counter() - started)
+
+    # -- metrics --------------------------------------------------------------------
+
+    def _register_metrics(self, registry: CollectorRegistry) -> None:
+        depth = Gauge("fleetscope_writer_queue_batches", "Batches waiting in the writer's queue", registry=registry)
+        depth.set_function(self.queue.qsize)
+        spool_groups = Gauge("fleetscope_writer_spool_groups", "Write groups waiting in the on-disk spool",
+                             registry=registry)
+        spool_groups.set_function(lambda: len(self.spool))
+        spool_bytes = Gauge("fleetscope_writer_spool_bytes", "Size of the on-disk spool", registry=registry)
+        spool_bytes.set_function(lambda: self.spool.size_bytes)
+        self._m_db_up = Gauge("fleetscope_writer_database_up", "1 while the writer is connected", registry=registry)
+        self._m_rows = Counter("fleetscope_writer_rows_written", "Rows written, by table", ["table"],
+                               registry=registry)
+        self._m_groups = Counter("fleetscope_writer_groups", "Write groups by outcome: written, spooled, replayed,"
+                                 " duplicate (already written, skipped), rejected (kept in spool/rejected)",
+                                 ["result"], registry=registry)
+        self._m_flush = Histogram("fleetscope_writer_flush_seconds", "Time to write one group",
+                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=registry)
+        self._m_busy = Counter("fleetscope_writer_busy", "Commits refused because the queue stayed full",
+                               registry=registry)
+
+
+async def _close_quietly(conn: psycopg.AsyncConnection) -> None:
+    try:
+        await conn.close()
+    except Exception:  # noqa: BLE001 - the connection is already broken
+        pass
+
+
+class _QueueAppender:
+    """Appends batches of one unit of work, then puts them in the writer's queue."""
+
+    def __init__(self, writer: Writer) -> None:
+        self._writer = writer
+        self._pending: list[Batch] = []
+        self._done = False
+
+    def append(self, batch: Batch) -> None:
+        if self._done:
+            raise RuntimeError("append after commit or rollback")
+        self._pending.append(batch)
+
+    async def commit(self) -> None:
+        if self._done:
+            raise RuntimeError("commit after commit or rollback")
+        self._done = True
+        queue = self._writer.queue
+        for batch in self._pending:
+            try:
+                queue.put_nowait(batch)
+            except asyncio.QueueFull:
+                try:
+                    await asyncio.wait_for(queue.put(batch), timeout=self._writer.commit_timeout_s)
+                except (asyncio.TimeoutError, TimeoutError):
+                    self._writer._m_busy.inc()
+                    raise StorageBusy("the writer's queue stayed full") from None
+
+    def rollback(self) -> None:
+        self._pending.clear()
+        self._done = True

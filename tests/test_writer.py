@@ -1,0 +1,130 @@
+"""The writer: every accepted batch reaches the database exactly once, through outages."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import pytest
+
+from collector.writer import StorageBusy, Writer
+from fleetscope.embedded import EmbeddedServer
+from fleetscope.migrate import init_database
+from fleetscope.registry import create_operator, register_node
+from fleetscope.snapshot import fleet_snapshot
+from tests.collectordata import failed_batch, ok_batch
+from tests.conftest import free_port
+
+
+def new_node(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        operator_id, _ = create_operator(conn, f"op-{datetime.now().timestamp()}")
+        return register_node(conn, operator_id=operator_id, name="n1").node_id
+
+
+async def commit(writer: Writer, *batches) -> None:
+    appender = writer.appender()
+    for b in batches:
+        appender.append(b)
+    await appender.commit()
+
+
+async def test_it_writes_observations_samples_identities_gpu_sets_and_a_heartbeat(dsn, open_tmp):
+    node = new_node(dsn)
+    t = datetime.now(timezone.utc).replace(microsecond=123456)
+    async with Writer(dsn, spool_dir=open_tmp / "spool", collector_id="c1", mode="plain") as writer:
+        await commit(writer, ok_batch(node, t), failed_batch(node, t + timedelta(seconds=15)))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        obs = conn.execute("SELECT time, ok, source, error, collector_id FROM observations ORDER BY time").fetchall()
+        assert obs == [(t, True, "push", None, "c1"),
+                       (t + timedelta(seconds=15), False, "scrape", "timeout", "c1")]
+        assert conn.execute("SELECT count(*), count(DISTINCT gpu_uuid), min(time) FROM gpu_samples").fetchone() \
+            == (8, 8, t)
+        model, driver = conn.execute("SELECT DISTINCT model, driver_version FROM gpus").fetchone()
+        assert (model, driver) == ("NVIDIA A100-SXM4-80GB", "535.161.08")
+        assert conn.execute("SELECT cardinality(healthy), since FROM node_gpu_sets").fetchall() == [(8, t)]
+        assert conn.execute("SELECT last_ok_at FROM nodes").fetchone()[0] == t
+        assert conn.execute("SELECT count(*) FROM observing_periods WHERE collector_id = 'c1'").fetchone()[0] == 1
+        # What was written is what the snapshot counts.
+        snap = fleet_snapshot(conn, as_of=t + timedelta(seconds=1)).body
+        assert snap["gpus"]["registered"] == snap["gpus"]["online"] == 8
+
+
+async def test_an_unchanged_gpu_set_is_not_written_again(dsn, open_tmp):
+    node = new_node(dsn)
+    t = datetime.now(timezone.utc)
+    async with Writer(dsn, spool_dir=open_tmp / "spool", collector_id="c1", mode="plain") as writer:
+        for i in range(5):
+            await commit(writer, ok_batch(node, t + timedelta(seconds=15 * i)))
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM node_gpu_sets").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM gpu_samples").fetchone()[0] == 40
+
+
+async def test_a_group_written_twice_is_skipped_the_second_time(dsn, open_tmp):
+    node = new_node(dsn)
+    writer = Writer(dsn, spool_dir=open_tmp / "spool", collector_id="c1", mode="plain")
+    group = writer._build_group([ok_batch(node)])
+    assert await writer._ensure_connection()
+    await writer._write(group)
+    await writer._write(group)  # as after a COMMIT whose acknowledgement was lost
+    await writer.close()
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM observations").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM gpu_samples").fetchone()[0] == 8
+
+
+async def test_a_full_queue_makes_commit_raise_storage_busy(dsn, open_tmp):
+    writer = Writer(dsn, spool_dir=open_tmp / "spool", collector_id="c1", mode="plain", queue_batches=2,
+                    commit_timeout_s=0.2)
+    node = 1  # never written: the writer's task is not started
+    await commit(writer, failed_batch(node, datetime.now(timezone.utc)), failed_batch(node, datetime.now(timezone.utc)))
+    with pytest.raises(StorageBusy):
+        await commit(writer, failed_batch(node, datetime.now(timezone.utc)))
+
+
+@pytest.fixture
+def own_server(open_tmp):
+    """A PostgreSQL server of this test's own, which it may kill."""
+    server = EmbeddedServer(data_dir=open_tmp / "pg", port=free_port())
+    dsn = server.ensure_running()
+    init_database(dsn, mode="plain")
+    yield server, dsn
+    server.stop()
+
+
+async def test_a_database_killed_mid_load_loses_nothing_and_duplicates_nothing(own_server, open_tmp):
+    server, dsn = own_server
+    node = new_node(dsn)
+    start = datetime.now(timezone.utc)
+    sent = []
+    async with Writer(dsn, spool_dir=open_tmp / "spool", collector_id="c1", mode="plain",
+                      heartbeat_s=0.2, flush_interval_s=0.05) as writer:
+        async def load(n: int) -> None:
+            for _ in range(n):
+                batch = ok_batch(node, start + timedelta(milliseconds=10 * len(sent)))
+                sent.append(batch.received_at)
+                await commit(writer, batch)
+                await asyncio.sleep(0.01)
+
+        await load(40)
+        await asyncio.to_thread(server.stop, immediate=True)  # a crash, not a clean shutdown
+        await load(60)
+        assert not writer.database_up and len(writer.spool) > 0
+        await asyncio.to_thread(server.ensure_running)
+        await load(40)
+        for _ in range(300):  # the spool drains once the database is back
+            if not len(writer.spool) and writer.database_up:
+                break
+            await asyncio.sleep(0.1)
+        assert len(writer.spool) == 0
+    with psycopg.connect(dsn) as conn:
+        times = [r[0] for r in conn.execute("SELECT time FROM observations WHERE node_id = %s ORDER BY time",
+                                            (node,))]
+        assert times == sorted(sent), "every accepted observation exactly once"
+        assert conn.execute("SELECT count(*) FROM gpu_samples").fetchone()[0] == 8 * len(sent)
+        # Groups were written in the order they were built: spooled ones first.
+        seqs = [int(r[0].rsplit(":", 1)[1]) for r in conn.execute(
+            "SELECT batch_id FROM ingest_batches ORDER BY written_at, batch_id")]
+        assert seqs == sorted(seqs)
