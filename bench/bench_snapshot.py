@@ -40,9 +40,10 @@ from fleetscope.config import PriceBounds  # noqa: E402
 from fleetscope.migrate import init_database  # noqa: E402
 from fleetscope.states import NODE_STATE_SQL  # noqa: E402
 from fleetscope.snapshot import (  # noqa: E402
-    COUNTS_SQL,
+    counts_sql,
     FINDINGS_SQL,
     HIRED_VS_ONLINE_SQL,
+    SNAPSHOT_WORK_MEM,
     fleet_snapshot,
 )
 
@@ -162,12 +163,15 @@ def main() -> None:
     admin = admin_dsn(args)
     dsn = dsn_for(admin, DATABASE) if args.reuse else load(admin, args)
     with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"SET work_mem = '{SNAPSHOT_WORK_MEM}'")  # as the snapshot's own transaction has it
         nodes = conn.execute("SELECT count(*) FROM nodes").fetchone()[0]
         gpus = conn.execute("SELECT count(DISTINCT gpu_uuid) FROM gpus").fetchone()[0]
         observations = conn.execute("SELECT count(*) FROM observations").fetchone()[0]
         version = conn.execute("SHOW server_version").fetchone()[0]
         bounds = PriceBounds.from_env()
         fleet_snapshot(conn, as_of=AS_OF, price_bounds=bounds)  # warm the cache
+        workers = [psycopg.connect(dsn, autocommit=True) for _ in range(2)]
+        parallel_ms: dict[int, list[float]] = {1: [], 2: []}
         snapshot_ms, floor_ms = [], []
         floor_sql = ("SELECT count(*) FROM nodes n, LATERAL (SELECT o.time FROM observations o WHERE "
                      "o.node_id = n.node_id AND o.ok AND o.time <= %(at)s ORDER BY o.time DESC LIMIT 1) lo")
@@ -176,12 +180,17 @@ def main() -> None:
             snap = fleet_snapshot(conn, as_of=AS_OF, price_bounds=bounds)
             snapshot_ms.append((time.perf_counter() - started) * 1000)
             floor_ms.append(timed(conn, floor_sql, {"at": AS_OF}))
+            for n in parallel_ms:
+                started = time.perf_counter()
+                parallel = fleet_snapshot(conn, as_of=AS_OF, price_bounds=bounds, workers=workers[:n])
+                parallel_ms[n].append((time.perf_counter() - started) * 1000)
+                assert parallel.canonical == snap.canonical
         at = {"at": AS_OF}
         check_we = rollups.floor_bucket(AS_OF)
         hired_sql = accounting.NODE_WINDOW_SQL.replace("%(start)s", "%(ws)s").replace("%(end)s", "%(we)s")
         parts = {
             "node states": (NODE_STATE_SQL, at),
-            "node and GPU states, counts by model": (COUNTS_SQL, at),
+            "node and GPU states, counts by model": (counts_sql(1), at),
             "accrual, last 24 h": (accounting.WINDOW_SQL, {"start": AS_OF - timedelta(hours=24), "end": AS_OF}),
             "accrual, total": (accounting.WINDOW_SQL, {"start": "-infinity", "end": AS_OF}),
             "findings": (FINDINGS_SQL, at),
@@ -201,6 +210,9 @@ def main() -> None:
         "nodes": nodes, "gpus": gpus, "observations": observations, "runs": args.runs,
         "snapshot_ms_median": round(median, 1), "snapshot_ms_p95": round(p95, 1),
         "floor_ms_median": round(floor, 1), "ratio_to_floor": round(median / floor, 2),
+        **{f"snapshot_ms_median_{n}_workers": round(statistics.median(v), 1) for n, v in parallel_ms.items()},
+        **{f"snapshot_ms_p95_{n}_workers": round(sorted(v)[int(0.95 * (len(v) - 1))], 1)
+           for n, v in parallel_ms.items()},
         "parts_ms": {k: round(v, 1) for k, v in part_ms.items()}, "slowest_part": slowest,
         "gpus_online": snap.body["gpus"]["online"], "nodes_online": snap.body["nodes"]["online"],
     }

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 
 from fleetscope import accounting, states
@@ -32,6 +35,7 @@ SNAPSHOT_VERSION = 1
 # One tick = the default node interval: states cannot move faster than nodes report.
 SNAPSHOT_TICK_S = 15
 LAST_24H = timedelta(hours=24)
+SNAPSHOT_WORK_MEM = "64MB"
 # How many offending nodes a failed check names in its detail.
 DETAIL_EXAMPLES = 5
 
@@ -62,20 +66,23 @@ running AS (
                     AND NOT g.gpu_uuid = ANY(coalesce(ns.lost, '{{}}')), false) AS gpu_online,
            r.gpus AS hired_gpus
       FROM gpus g JOIN ns USING (node_id) LEFT JOIN running r USING (node_id)
-     WHERE g.first_seen <= %(at)s
+     -- A node with a running job keeps all its GPUs: they are ranked before the part is taken.
+     WHERE g.first_seen <= %(at)s AND (r.gpus IS NOT NULL OR {in_part})
 ), ranked AS (
-    SELECT gpu_uuid, model, checked_at, gpu_online, false AS covered FROM claims WHERE hired_gpus IS NULL
+    SELECT node_id, gpu_uuid, model, checked_at, gpu_online, false AS covered FROM claims WHERE hired_gpus IS NULL
     UNION ALL
-    SELECT gpu_uuid, model, checked_at, gpu_online,
-           row_number() OVER (PARTITION BY node_id ORDER BY gpu_online DESC, gpu_uuid COLLATE "C") <= hired_gpus
-      FROM claims WHERE hired_gpus IS NOT NULL
+    SELECT * FROM (
+        SELECT node_id, gpu_uuid, model, checked_at, gpu_online,
+               row_number() OVER (PARTITION BY node_id ORDER BY gpu_online DESC, gpu_uuid COLLATE "C") <= hired_gpus
+          FROM claims WHERE hired_gpus IS NOT NULL) hired
+     WHERE {in_part_hired}
 ), open_findings AS (
     SELECT node_id, gpu_uuid FROM integrity_findings
      WHERE first_seen <= %(at)s AND (resolved_at IS NULL OR resolved_at > %(at)s)
 ), flagged AS (
     SELECT gpu_uuid FROM open_findings WHERE gpu_uuid IS NOT NULL
     UNION
-    SELECT c.gpu_uuid FROM claims c JOIN open_findings f ON f.node_id = c.node_id AND f.gpu_uuid IS NULL
+    SELECT r.gpu_uuid FROM ranked r JOIN open_findings f ON f.node_id = r.node_id AND f.gpu_uuid IS NULL
 ), g AS MATERIALIZED (
     SELECT r.gpu_uuid,
            min(coalesce(r.model, 'unknown') COLLATE "C") AS model,
@@ -103,7 +110,23 @@ UNION ALL
 SELECT 'nodes', NULL, count(*), count(*) FILTER (WHERE online), count(*) FILTER (WHERE NOT online),
        NULL, NULL, NULL, NULL, NULL, NULL
   FROM ns
-""".format(node_state=states.NODE_STATE_SQL)
+"""
+
+
+@cache
+def counts_sql(parts: int) -> str:
+    """COUNTS_SQL for one of ``parts`` parts (%(part)s): GPUs whose hash(uuid) mod parts is the part.
+
+    The parts partition the distinct UUIDs, so their counts add up exactly.
+    With one part the filter is the constant true and costs nothing.
+    """
+    def in_part(column: str) -> str:
+        if parts == 1:
+            return "true"
+        return f"(hashtext({column}) & 2147483647) %% {parts} = %(part)s"
+
+    return COUNTS_SQL.format(node_state=states.NODE_STATE_SQL, in_part=in_part("g.gpu_uuid"),
+                             in_part_hired=in_part("hired.gpu_uuid"))
 
 FINDINGS_SQL = """
 SELECT kind, count(*) FROM integrity_findings
@@ -173,49 +196,104 @@ def _number(value: Decimal | int) -> float | int:
 
 
 def fleet_snapshot(conn: psycopg.Connection, *, as_of: datetime | None = None,
-                   price_bounds: PriceBounds | None = None) -> Snapshot:
-    """Compute the fleet snapshot as of ``as_of`` (default: the current tick)."""
+                   price_bounds: PriceBounds | None = None,
+                   workers: Sequence[psycopg.Connection] = ()) -> Snapshot:
+    """Compute the fleet snapshot as of ``as_of`` (default: the current tick).
+
+    ``conn`` must not be inside a transaction: the snapshot opens its own,
+    repeatable-read and read-only. With ``workers`` (other connections to the
+    same database, idle), parts of the computation run on them in parallel,
+    each in a transaction that imports the main transaction's snapshot
+    (pg_export_snapshot, as pg_dump -j does): every part reads exactly the
+    same data, so the result is identical to the sequential one.
+    """
     from psycopg.pq import TransactionStatus
 
-    if conn.info.transaction_status != TransactionStatus.IDLE:
-        raise ValueError("fleet_snapshot opens its own repeatable-read transaction; "
-                         "call it on a connection that is not inside one")
+    for c in (conn, *workers):
+        if c.info.transaction_status != TransactionStatus.IDLE:
+            raise ValueError("fleet_snapshot opens its own repeatable-read transaction; "
+                             "call it on connections that are not inside one")
     at = (as_of or default_as_of()).astimezone(timezone.utc)
     bounds = price_bounds or PriceBounds.from_env()
-    params = {"at": at}
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        conn.execute("SET LOCAL TimeZone = 'UTC'")
+        _set_local(conn)
         mode = database_mode(conn) or "plain"
-        rows = conn.execute(COUNTS_SQL, params).fetchall()
-        day = accounting.accrual(conn, start=at - LAST_24H, end=at)
-        total = accounting.accrual(conn, start="-infinity", end=at)
-        findings = dict(conn.execute(FINDINGS_SQL, params).fetchall())
-        check_we = floor_bucket(at)
-        check_ws = check_we - LAST_24H
-        hired_sql = accounting.NODE_WINDOW_SQL.replace("%(start)s", "%(ws)s").replace("%(end)s", "%(we)s")
-        over = conn.execute(
-            HIRED_VS_ONLINE_SQL.format(hired=hired_sql, rollup=node_hourly_sql(mode)),
-            {"at": at, "ws": check_ws, "we": check_we}).fetchall()
+        # The GPU counts split into parts by UUID; the money and the checks are
+        # one more part. Sequentially, the main connection does everything.
+        parts = max(1, len(workers))
+        jobs = [partial(_counts, at=at, part=i, parts=parts) for i in range(parts)]
+        jobs.append(partial(_money_and_checks, at=at, mode=mode))
+        if workers:
+            snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            with ThreadPoolExecutor(max_workers=len(workers)) as pool:
+                futures = [pool.submit(_in_snapshot, w, snapshot_id, job) for w, job in zip(workers, jobs[1:])]
+                results = [jobs[0](conn)] + [f.result() for f in futures]
+        else:
+            results = [job(conn) for job in jobs]
+    *count_parts, (day, total, findings, over, window) = results
 
-    gpus = dict(zip(GPU_FIELDS, next(r[2:] for r in rows if r[0] == "gpus")))
-    nodes = dict(zip(("registered", "online", "offline"), next(r[2:5] for r in rows if r[0] == "nodes")))
-    by_model = sorted(({"model": r[1], "registered": r[2], "online": r[3], "hired": r[5]}
-                       for r in rows if r[0] == "model"), key=lambda m: m["model"])
+    gpus = dict.fromkeys(GPU_FIELDS, 0)
+    models: dict[str, dict[str, int]] = {}
+    for rows in count_parts:
+        for kind, model, *values in rows:
+            if kind == "gpus":
+                for name, value in zip(GPU_FIELDS, values):
+                    gpus[name] += value
+            elif kind == "model":
+                m = models.setdefault(model, {"model": model, "registered": 0, "online": 0, "hired": 0})
+                m["registered"] += values[0]
+                m["online"] += values[1]
+                m["hired"] += values[3]
+    nodes = dict(zip(("registered", "online", "offline"), next(r[2:5] for r in count_parts[0] if r[0] == "nodes")))
     body: dict[str, Any] = {
         "snapshot_version": SNAPSHOT_VERSION,
         "definitions_version": states.DEFINITION_VERSION,
         "as_of": format_time(at),
         "nodes": nodes,
         "gpus": gpus,
-        "by_model": by_model,
+        "by_model": [models[k] for k in sorted(models)],
         "gpu_hours": {"last_24h": _number(day.gpu_hours), "total": _number(total.gpu_hours)},
         "revenue_usd": {"last_24h": _number(day.revenue_usd), "total": _number(total.revenue_usd)},
         "integrity": {"open_findings": sum(findings.values()), "by_kind": findings},
     }
-    body["checks"] = consistency_checks(body, day=day, over=over, window=(check_ws, check_we), bounds=bounds)
+    body["checks"] = consistency_checks(body, day=day, over=over, window=window, bounds=bounds)
     canonical = canonical_json(body)
     return Snapshot(body=body, canonical=canonical, sha256=hashlib.sha256(canonical).hexdigest())
+
+
+def _set_local(conn: psycopg.Connection) -> None:
+    # UTC for time_bucket and date arithmetic; enough work_mem that hashing
+    # ~100,000 GPUs stays in memory (at the 4 MB default it spills to disk and
+    # the snapshot takes a third longer: bench/bench_snapshot.py).
+    conn.execute("SET LOCAL TimeZone = 'UTC'")
+    conn.execute(f"SET LOCAL work_mem = '{SNAPSHOT_WORK_MEM}'")
+
+
+def _in_snapshot(conn: psycopg.Connection, snapshot_id: str, job):
+    from psycopg import sql
+
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
+        _set_local(conn)
+        return job(conn)
+
+
+def _counts(conn: psycopg.Connection, *, at: datetime, part: int, parts: int) -> list[tuple]:
+    return conn.execute(counts_sql(parts), {"at": at, "part": part}).fetchall()
+
+
+def _money_and_checks(conn: psycopg.Connection, *, at: datetime, mode: str):
+    day = accounting.accrual(conn, start=at - LAST_24H, end=at)
+    total = accounting.accrual(conn, start="-infinity", end=at)
+    findings = dict(conn.execute(FINDINGS_SQL, {"at": at}).fetchall())
+    check_we = floor_bucket(at)
+    check_ws = check_we - LAST_24H
+    hired_sql = accounting.NODE_WINDOW_SQL.replace("%(start)s", "%(ws)s").replace("%(end)s", "%(we)s")
+    over = conn.execute(HIRED_VS_ONLINE_SQL.format(hired=hired_sql, rollup=node_hourly_sql(mode)),
+                        {"at": at, "ws": check_ws, "we": check_we}).fetchall()
+    return day, total, findings, over, (check_ws, check_we)
 
 
 def consistency_checks(body: dict[str, Any], *, day: accounting.Accrual, over: list[tuple],

@@ -126,3 +126,20 @@ def test_the_snapshot_invariants_hold_on_random_fleets(shared_conn, fleet):
     distinct = shared_conn.execute("SELECT count(DISTINCT gpu_uuid) FROM gpus").fetchone()[0]
     assert body["gpus"]["registered"] == distinct
     assert fleet_snapshot(shared_conn, as_of=T0).canonical == snap.canonical
+
+
+@pytest.fixture
+def worker_conns(any_mode_dsn):
+    conns = [psycopg.connect(any_mode_dsn, autocommit=True) for _ in range(3)]
+    yield conns
+    for c in conns:
+        c.close()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fleet=fleet_st)
+def test_the_parallel_snapshot_is_byte_identical_to_the_sequential_one(shared_conn, worker_conns, fleet):
+    load(shared_conn, fleet)
+    sequential = fleet_snapshot(shared_conn, as_of=T0)
+    for n in (1, 2, 3):
+        assert fleet_snapshot(shared_conn, as_of=T0, workers=worker_conns[:n]).canonical == sequential.canonical

@@ -1,0 +1,158 @@
+"""Benchmark: the collector's writer against a plain binary COPY (issue 4: ratio >= 0.8).
+
+Both write the same GPU sample rows (8 GPUs per batch, from a recorded
+dcgm-exporter payload) into ``gpu_samples`` of the same database, alternating,
+several rounds:
+
+- baseline: psycopg's binary ``COPY gpu_samples ... FROM STDIN`` with
+  ``set_types``, the rows already built as tuples, one COPY per round;
+- writer: batches committed through the writer's appender as the push receiver
+  does, and the time until the writer has written them all (its groups also
+  carry the observations, identities, GPU sets, last_ok and heartbeat: its
+  whole job, counted against it).
+
+Rows/s are GPU sample rows per wall-clock second; the ratio is writer /
+baseline per round, median reported.
+
+    python bench/bench_writer.py                 # embedded server, plain mode
+    python bench/bench_writer.py --dsn DSN       # another server (TimescaleDB: hypertable)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from collector.ingest import Batch  # noqa: E402
+from collector.parse import PayloadParser  # noqa: E402
+from collector.writer import SAMPLE_COLUMNS, SAMPLE_TYPES, Writer  # noqa: E402
+from fleetscope.migrate import database_mode, init_database  # noqa: E402
+from fleetscope.registry import create_operator, register_node  # noqa: E402
+
+DATABASE = "fleetscope_bench_writer"
+PAYLOAD = Path(__file__).resolve().parents[1] / "tests/fixtures/payloads/dcgm_exporter_12fields_a100x8.prom"
+
+
+def admin_dsn(dsn: str | None) -> str:
+    if dsn:
+        return dsn
+    from fleetscope.embedded import embedded_server
+
+    os.environ.setdefault("FLEETSCOPE_DATA_DIR", "/var/tmp/fleetscope-bench")
+    server = embedded_server()
+    server.ensure_running()
+    return server.dsn("postgres")
+
+
+def fresh_database(admin: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{DATABASE}"')
+    params = conninfo_to_dict(admin)
+    params["dbname"] = DATABASE
+    dsn = make_conninfo(**params)
+    init_database(dsn)
+    return dsn
+
+
+def make_batches(node_ids: list[int], count: int, start: datetime) -> list[Batch]:
+    parsed = PayloadParser().parse(PAYLOAD.read_bytes())
+    batches = []
+    for i in range(count):
+        t = start + timedelta(microseconds=1000 * i)
+        node = node_ids[i % len(node_ids)]
+        batches.append(Batch(node_id=node, received_at=t, slot=int(t.timestamp()) // 15, source="push", ok=True,
+                             payload=parsed))
+    return batches
+
+
+def baseline(dsn: str, batches: list[Batch]) -> float:
+    rows = [(b.received_at, b.node_id, *s) for b in batches for s in b.payload.samples]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        started = time.perf_counter()
+        with conn.cursor() as cur, cur.copy(
+                f"COPY gpu_samples ({', '.join(SAMPLE_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(SAMPLE_TYPES)
+            for row in rows:
+                copy.write_row(row)
+        elapsed = time.perf_counter() - started
+    return len(rows) / elapsed
+
+
+async def through_writer(dsn: str, batches: list[Batch], spool: Path, mode: str) -> float:
+    async with Writer(dsn, spool_dir=spool, collector_id="bench", mode=mode) as writer:
+        # Warm the identity and GPU-set caches as a running collector has them.
+        warm = writer.appender()
+        for b in batches[: len({b.node_id for b in batches})]:
+            warm.append(Batch(b.node_id, b.received_at - timedelta(days=1), b.slot, b.source, b.ok, None, None,
+                              b.payload))
+        await warm.commit()
+        while writer.queue.qsize():
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)
+        written_before = writer._m_rows.labels("gpu_samples")._value.get()
+        started = time.perf_counter()
+        for b in batches:
+            appender = writer.appender()
+            appender.append(b)
+            await appender.commit()
+        target = written_before + 8 * len(batches)
+        while writer._m_rows.labels("gpu_samples")._value.get() < target:
+            await asyncio.sleep(0.002)
+        elapsed = time.perf_counter() - started
+    return 8 * len(batches) / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dsn")
+    parser.add_argument("--batches", type=int, default=25_000, help="batches per round (x 8 rows)")
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+
+    dsn = fresh_database(admin_dsn(args.dsn))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        mode = database_mode(conn)
+        version = conn.execute("SHOW server_version").fetchone()[0]
+        operator_id, _ = create_operator(conn, "bench")
+        nodes = [register_node(conn, operator_id=operator_id, name=f"n{i}").node_id for i in range(args.nodes)]
+    results = []
+    for r in range(args.rounds):
+        start = datetime(2026, 11, 24, tzinfo=timezone.utc) + timedelta(hours=r)
+        batches = make_batches(nodes, args.batches, start)
+        base = baseline(dsn, batches)
+        with tempfile.TemporaryDirectory() as spool:
+            ours = asyncio.run(through_writer(dsn, make_batches(nodes, args.batches, start + timedelta(minutes=30)),
+                                              Path(spool), mode))
+        results.append((base, ours))
+        print(f"round {r + 1}: baseline COPY {base:,.0f} rows/s, writer {ours:,.0f} rows/s, ratio {ours / base:.2f}")
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    summary = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "machine": f"{os.cpu_count()} cores, {mem_gb:.0f} GiB, Python {platform.python_version()}",
+        "postgres": version, "mode": mode, "rows_per_round": 8 * args.batches,
+        "baseline_rows_per_s": round(statistics.median(b for b, _ in results)),
+        "writer_rows_per_s": round(statistics.median(o for _, o in results)),
+        "ratio_median": round(statistics.median(o / b for b, o in results), 2),
+    }
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
