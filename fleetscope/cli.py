@@ -26,7 +26,8 @@ def _parse_time(text: str) -> datetime:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fleetscope", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="fleetscope", description="fleetscope: monitoring and a verifiable public "
+                                     "explorer for decentralised GPU networks")
     sub = parser.add_subparsers(dest="command", required=True)
 
     db = sub.add_parser("db", help="the database").add_subparsers(dest="db_command", required=True)
@@ -41,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     create = operator.add_parser("create", help="create an operator and print its token")
     create.add_argument("name")
     _dsn_arg(create)
+
+    from collector import demo, settings, simulate
+
+    settings.add_arguments(sub.add_parser("collector", help="run the collector: push, scrape, jobs and nodes API"))
+    simulate.add_arguments(sub.add_parser("simulate", help="serve or push a simulated fleet"))
+    demo.add_arguments(sub.add_parser("demo", help="the embedded database, a simulated fleet and the collector"))
 
     snap = sub.add_parser("snapshot", help="print the fleet snapshot as JSON")
     _dsn_arg(snap)
@@ -61,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from fleetscope import db
+
+    if args.command in ("collector", "simulate", "demo"):
+        return _run_service(args)
 
     if args.command == "db" and args.db_command in ("stop", "status"):
         from fleetscope.embedded import embedded_server
@@ -98,6 +108,28 @@ def _run(args: argparse.Namespace) -> int:
             snap = fleet_snapshot(conn, as_of=args.as_of)
             print(json.dumps(snap.as_dict(), indent=2, sort_keys=True, ensure_ascii=False))
     return 0
+
+
+def _run_service(args: argparse.Namespace) -> int:
+    """The long-running commands: log to stderr, run until Ctrl-C or SIGTERM."""
+    import asyncio
+    import logging
+
+    level = logging.INFO if args.command == "collector" else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "collector":
+        from collector.app import run
+        from collector.settings import from_args
+
+        asyncio.run(run(from_args(args)))
+        return 0
+    if args.command == "simulate":
+        from collector.simulate import run
+
+        return asyncio.run(run(args))
+    from collector.demo import run
+
+    return asyncio.run(run(args))
 
 
 def _require_schema(conn, dsn: str) -> None:

@@ -1,0 +1,351 @@
+"""The collector's aiohttp application: the factory, its lifecycle, and ``run``.
+
+As in aiohttp's own examples (STYLE.md rule 9), ``make_app`` builds an
+application whose state lives in typed ``web.AppKey``s and whose resources
+are opened and closed in ``cleanup_ctx``, in this order (and closed in
+reverse):
+
+1. the database pool (registration, jobs, channels, token lookups, /healthz);
+2. storage: the ``Appendable`` given to ``make_app`` (tests), or else the
+   production writer (collector/writer.py), built on the pool's database;
+3. the request handlers, which need both;
+4. the components that run beside the HTTP side (``default_components``:
+   the scraper and the maintenance loop), each an async context manager made
+   from the app, so that they share its pool, storage and metrics registry.
+
+aiohttp's own request-body inflater is turned off (``auto_decompress``):
+collector/limits.py inflates pushes itself, counting both sizes, so that a
+gzip bomb is refused while it inflates rather than after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import psycopg
+from aiohttp import web
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from psycopg_pool import AsyncConnectionPool
+
+from collector import limits
+from collector.auth import Authenticator
+from collector.channels import AlertChannels
+from collector.jobs import JobLedger
+from collector.limits import Rejected
+from collector.push import PushReceiver
+from collector.registration import Registration
+from collector.selfmetrics import FleetSnapshotGauges, SelfMetrics
+from collector.settings import CollectorSettings, add_arguments, from_args
+from fleetscope.errors import FleetscopeError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+    from contextlib import AbstractAsyncContextManager
+
+    from collector.ingest import Appendable
+
+    # Something that runs beside the HTTP side for the app's lifetime.
+    Component = Callable[[web.Application], AbstractAsyncContextManager[object]]
+
+log = logging.getLogger("fleetscope.collector")
+
+# /healthz waits at most this long for the database: a load balancer's probe
+# must get an answer well inside its own timeout.
+HEALTH_TIMEOUT_S = 2.0
+# Told to clients when the database is unreachable.
+DATABASE_RETRY_AFTER_S = 5
+# Seconds aiohttp gives in-flight requests at shutdown before closing them.
+SHUTDOWN_TIMEOUT_S = 10.0
+
+SETTINGS = web.AppKey("settings", CollectorSettings)
+METRICS = web.AppKey("metrics", SelfMetrics)
+POOL = web.AppKey("pool", AsyncConnectionPool)
+APPENDABLE = web.AppKey("appendable", object)  # an Appendable (a Protocol, so not checkable)
+AUTH = web.AppKey("auth", Authenticator)
+PUSH = web.AppKey("push", PushReceiver)
+REGISTRATION = web.AppKey("registration", Registration)
+JOBS = web.AppKey("jobs", JobLedger)
+CHANNELS = web.AppKey("channels", AlertChannels)
+SNAPSHOT_GAUGES = web.AppKey("snapshot_gauges", FleetSnapshotGauges)
+
+
+def make_app(settings: CollectorSettings, *, appendable: Appendable | None = None,
+             components: Sequence[Component] = ()) -> web.Application:
+    """The collector app. ``appendable``: storage (default: the writer). ``components``: see the module doc."""
+    app = web.Application(middlewares=[_errors_and_latency], client_max_size=settings.max_body_bytes,
+                          handler_args={"auto_decompress": False})
+    app[SETTINGS] = settings
+    app[METRICS] = SelfMetrics(collector_id=settings.collector_id, shard=settings.shard_text)
+    app.cleanup_ctx.append(_pool_ctx)
+    app.cleanup_ctx.append(_given_storage_ctx(appendable) if appendable is not None else _writer_ctx)
+    app.cleanup_ctx.append(_handlers_ctx)
+    for component in components:
+        app.cleanup_ctx.append(_component_ctx(component))
+
+    app.router.add_post("/api/v1/nodes", _delegate(REGISTRATION, "post"))
+    app.router.add_post("/api/v1/push", _delegate(PUSH, "post"))
+    app.router.add_post("/api/v1/jobs", _delegate(JOBS, "post"))
+    app.router.add_post("/api/v1/channels", _delegate(CHANNELS, "post"))
+    app.router.add_get("/api/v1/channels", _delegate(CHANNELS, "get"))
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/healthz", _healthz)
+    return app
+
+
+# -- lifecycle -------------------------------------------------------------------
+
+async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    pool = AsyncConnectionPool(
+        settings.dsn, min_size=1, max_size=settings.db_pool_size, open=False, name="collector",
+        kwargs={"autocommit": True, "connect_timeout": max(1, round(settings.db_timeout_s))},
+        timeout=settings.db_timeout_s,
+        # One empty round trip per checkout: after a database restart the
+        # first request gets a fresh connection instead of an error.
+        check=AsyncConnectionPool.check_connection,
+    )
+    # wait=False: a collector started while the database is down still
+    # serves /healthz (503) and comes right once the database is back.
+    await pool.open(wait=False)
+    app[POOL] = pool
+    try:
+        yield
+    finally:
+        await pool.close()
+
+
+def _given_storage_ctx(appendable: Appendable) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        app[APPENDABLE] = appendable
+        yield
+
+    return ctx
+
+
+async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The production writer (collector/writer.py), on the same metrics registry."""
+    from collector.writer import Writer
+
+    settings = app[SETTINGS]
+    mode = await asyncio.to_thread(database_mode, settings.dsn)
+    writer = Writer(settings.dsn, spool_dir=settings.spool_dir, collector_id=settings.collector_id,
+                    mode=mode, registry=app[METRICS].registry)
+    async with writer:
+        app[APPENDABLE] = writer
+        yield
+
+
+async def _handlers_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings, metrics, pool = app[SETTINGS], app[METRICS], app[POOL]
+    auth = Authenticator(pool, admin_token=settings.admin_token, cache_s=settings.token_cache_s)
+    app[AUTH] = auth
+    app[PUSH] = PushReceiver(auth=auth, appendable=app[APPENDABLE], metrics=metrics, settings=settings)
+    app[REGISTRATION] = Registration(pool=pool, auth=auth, max_json_bytes=settings.max_json_bytes)
+    app[JOBS] = JobLedger(pool=pool, auth=auth, max_json_bytes=settings.max_json_bytes)
+    app[CHANNELS] = AlertChannels(pool=pool, auth=auth, max_json_bytes=settings.max_json_bytes)
+    gauges = FleetSnapshotGauges(settings.dsn, on_error=metrics.snapshot_errors.inc)
+    metrics.registry.register(gauges)
+    app[SNAPSHOT_GAUGES] = gauges
+    try:
+        yield
+    finally:
+        metrics.registry.unregister(gauges)
+
+
+def _component_ctx(component: Component) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        async with component(app):
+            yield
+
+    return ctx
+
+
+def scraper_component(app: web.Application) -> AbstractAsyncContextManager[object]:
+    """The scraper (collector/scrape.py): this replica's shard, on the app's storage, pool and registry."""
+    from collector.scrape import Scraper
+
+    settings = app[SETTINGS]
+    return Scraper(settings.dsn, app[APPENDABLE], pool=app[POOL], shard=settings.shard,
+                   collector_id=settings.collector_id, registry=app[METRICS].registry,
+                   concurrency=settings.scrape_concurrency, timeout_s=settings.scrape_timeout_s,
+                   max_body_bytes=settings.max_body_bytes, max_series=settings.max_series_per_node,
+                   max_label_len=settings.max_label_len)
+
+
+def maintenance_component(app: web.Application) -> AbstractAsyncContextManager[object]:
+    """The maintenance loop (collector/maintenance.py): rollups and housekeeping."""
+    from collector.maintenance import Maintenance
+
+    return Maintenance(app[SETTINGS].dsn)
+
+
+def default_components(settings: CollectorSettings) -> list[Component]:
+    """What ``run`` starts beside the HTTP side: the scraper (unless --no-scrape) and maintenance."""
+    components: list[Component] = []
+    if settings.scrape_enabled:
+        components.append(scraper_component)
+    components.append(maintenance_component)
+    return components
+
+
+def database_mode(dsn: str) -> str:
+    """The database's mode, or FleetscopeError if it is unreachable or has no schema."""
+    from fleetscope.db import connect, describe_dsn
+    from fleetscope.migrate import database_mode as recorded_mode
+
+    with connect(dsn, autocommit=True) as conn:
+        mode = recorded_mode(conn)
+    if mode is None:
+        raise FleetscopeError(f"the database at {describe_dsn(dsn)} has no fleetscope schema; "
+                              "run 'fleetscope db init'")
+    return mode
+
+
+# -- handlers ---------------------------------------------------------------------
+
+def _delegate(key: web.AppKey, method: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A route handler calling ``method`` of the object at ``key`` (built at start-up)."""
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await getattr(request.app[key], method)(request)
+
+    handler.__name__ = method
+    return handler
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    await request.app[SNAPSHOT_GAUGES].refresh()
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    facts = {"collector_id": settings.collector_id, "shard": settings.shard_text}
+    wait = min(HEALTH_TIMEOUT_S, settings.db_timeout_s)
+    try:
+        async with asyncio.timeout(wait):
+            async with request.app[POOL].connection(timeout=wait) as conn:
+                await conn.execute("SELECT 1")
+    except (psycopg.Error, OSError, TimeoutError) as exc:
+        reason = _one_line(exc) or type(exc).__name__
+        return web.json_response({"ok": False, "error": f"database unavailable: {reason}", **facts}, status=503)
+    return web.json_response({"ok": True, "database": "ok", **facts})
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+def _error_response(status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, text=json.dumps({"error": message, "reason": reason}),
+                        content_type="application/json", headers=headers)
+
+
+@web.middleware
+async def _errors_and_latency(request: web.Request,
+                              handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """Every refusal as JSON with its reason counted; latency observed per route."""
+    metrics = request.app[METRICS]
+    started = time.perf_counter()
+    status = "cancelled"
+    try:
+        response = await handler(request)
+        status = str(response.status)
+        return response
+    except Rejected as rejected:
+        status = str(rejected.status)
+        metrics.reject(rejected.reason)
+        return _error_response(rejected.status, rejected.reason, rejected.message, rejected.headers)
+    except web.HTTPException as exc:  # the router's 404 and 405
+        status = str(exc.status)
+        if exc.status < 400:
+            raise
+        reason = {404: limits.R_NOT_FOUND, 405: limits.R_METHOD_NOT_ALLOWED}.get(exc.status, f"http_{exc.status}")
+        metrics.reject(reason)
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        return _error_response(exc.status, reason, exc.reason, headers)
+    except psycopg.OperationalError as exc:  # includes PoolTimeout: the database, not the request
+        status = "503"
+        log.warning("%s %s: database unavailable: %s", request.method, request.path, _one_line(exc))
+        metrics.reject(limits.R_DATABASE_UNAVAILABLE)
+        return _error_response(503, limits.R_DATABASE_UNAVAILABLE, "the database is unavailable; retry later",
+                               {"Retry-After": str(DATABASE_RETRY_AFTER_S)})
+    except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+        # A value our checks let through but the schema refused: still the
+        # client's input, so a 400, and logged so that the check gets fixed.
+        status = "400"
+        log.error("%s %s: the database refused a value the checks passed: %s",
+                  request.method, request.path, _one_line(exc))
+        metrics.reject(limits.R_INVALID_FIELD)
+        return _error_response(400, limits.R_INVALID_FIELD, f"a value was refused: {_one_line(exc)[:200]}")
+    except Exception:
+        status = "500"
+        log.exception("%s %s failed", request.method, request.path)
+        return _error_response(500, "internal_error", "internal error")
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        metrics.requests.labels(route, status).observe(time.perf_counter() - started)
+
+
+# -- running -----------------------------------------------------------------------
+
+async def run(settings: CollectorSettings, *, components: Sequence[Component] | None = None,
+              appendable: Appendable | None = None, stop: asyncio.Event | None = None) -> None:
+    """Serve the collector until SIGINT or SIGTERM (or ``stop`` is set), then close everything."""
+    await asyncio.to_thread(database_mode, settings.dsn)  # fail fast, with the reason, before listening
+    app = make_app(settings, appendable=appendable,
+                   components=default_components(settings) if components is None else components)
+    # No access log: at tens of thousands of pushing nodes it would be most of
+    # the collector's output; /metrics counts requests instead.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    await runner.setup()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    try:
+        for sig in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread, or Windows
+                loop.add_signal_handler(sig, stop.set)
+        site = web.TCPSite(runner, settings.host, settings.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise FleetscopeError(f"cannot listen on {settings.host}:{settings.port} "
+                                  f"(--host/--port): {exc.strerror or exc}") from None
+        log.info("collector %s (shard %s) listening on http://%s:%d", settings.collector_id,
+                 settings.shard_text, settings.host, settings.port)
+        await stop.wait()
+    finally:
+        for sig in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+        await runner.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m collector.app``, the same as ``fleetscope collector``."""
+    parser = argparse.ArgumentParser(prog="fleetscope collector", description="Run the fleetscope collector.")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(run(from_args(args)))
+    except FleetscopeError as err:
+        print(f"fleetscope collector: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Node registration: ``POST /api/v1/nodes`` with an operator token.
+
+The node is created for the operator whose token signed the request; its
+token is returned once and only its SHA-256 is stored (fleetscope/tokens.py).
+The checks are those of ``fleetscope.registry.register_node`` and the
+``nodes`` table's constraints, made here first so that a bad field is a 400
+that names it rather than a database error; the INSERT is the same
+statement, run on the collector's async pool.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import psycopg
+from aiohttp import web
+
+from collector.limits import R_CONFLICT, Rejected, bad_field, http_url, int_field, read_json_object, str_field
+from fleetscope import states, tokens
+
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool
+
+    from collector.auth import Authenticator
+
+# The nodes table's limits (fleetscope/migrations/0001_core.sql).
+MAX_NAME_LEN = 200
+MIN_INTERVAL_S = 5
+MAX_INTERVAL_S = 3600
+MAX_GRACE_S = 86400
+MAX_URL_LEN = 2000
+
+# fleetscope.registry.register_node's statement.
+INSERT_SQL = (
+    "INSERT INTO nodes (operator_id, name, scrape_url, interval_s, grace_s, token_hash)"
+    " VALUES (%s, %s, %s, %s, %s, %s) RETURNING node_id"
+)
+
+
+def check_interval(interval_s: int) -> None:
+    """The interval divides an hour so no uptime slot straddles an hourly rollup (fleetscope/uptime.py)."""
+    if MAX_INTERVAL_S % interval_s != 0:
+        raise bad_field("interval_s", f"must divide 3600 (e.g. 5, 10, 15, 30, 60), got {interval_s}")
+
+
+class Registration:
+    """Creates nodes for operators."""
+
+    def __init__(self, *, pool: AsyncConnectionPool, auth: Authenticator, max_json_bytes: int) -> None:
+        self._pool = pool
+        self._auth = auth
+        self._max_json_bytes = max_json_bytes
+
+    async def post(self, request: web.Request) -> web.Response:
+        operator_id = await self._auth.operator(request)
+        body = await read_json_object(request, max_bytes=self._max_json_bytes)
+        name = str_field(body, "name", max_len=MAX_NAME_LEN)
+        scrape_url = str_field(body, "scrape_url", max_len=MAX_URL_LEN, min_len=8, required=False)
+        if scrape_url is not None:
+            scrape_url = http_url("scrape_url", scrape_url)
+        interval_s = int_field(body, "interval_s", lo=MIN_INTERVAL_S, hi=MAX_INTERVAL_S,
+                               default=states.DEFAULT_INTERVAL_S)
+        check_interval(interval_s)
+        grace_s = int_field(body, "grace_s", lo=interval_s, hi=MAX_GRACE_S, required=False)
+        if grace_s is None:
+            grace_s = min(states.default_grace_s(interval_s), MAX_GRACE_S)
+        token = tokens.new_token("node")
+        try:
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(INSERT_SQL, (operator_id, name, scrape_url, interval_s, grace_s,
+                                                         tokens.token_hash(token)))
+                node_id = (await cursor.fetchone())[0]
+        except psycopg.errors.UniqueViolation:
+            raise Rejected(409, R_CONFLICT, f"you already have a node named {name!r}") from None
+        return web.json_response({"node_id": node_id, "node_token": token, "name": name,
+                                  "interval_s": interval_s, "grace_s": grace_s}, status=201)
