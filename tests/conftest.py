@@ -157,3 +157,15 @@ def open_tmp() -> Iterator[Path]:
     path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def own_server(open_tmp):
+    """A PostgreSQL server of the test's own, which it may kill: (EmbeddedServer, DSN of a migrated database)."""
+    from fleetscope.embedded import EmbeddedServer
+
+    server = EmbeddedServer(data_dir=open_tmp / "pg", port=free_port())
+    dsn = server.ensure_running()
+    init_database(dsn, mode="plain")
+    yield server, dsn
+    server.stop()

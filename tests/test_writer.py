@@ -9,12 +9,9 @@ import psycopg
 import pytest
 
 from collector.writer import StorageBusy, Writer
-from fleetscope.embedded import EmbeddedServer
-from fleetscope.migrate import init_database
 from fleetscope.registry import create_operator, register_node
 from fleetscope.snapshot import fleet_snapshot
 from tests.collectordata import failed_batch, ok_batch
-from tests.conftest import free_port
 
 
 def new_node(dsn: str) -> int:
@@ -82,16 +79,6 @@ async def test_a_full_queue_makes_commit_raise_storage_busy(dsn, open_tmp):
     await commit(writer, failed_batch(node, datetime.now(timezone.utc)), failed_batch(node, datetime.now(timezone.utc)))
     with pytest.raises(StorageBusy):
         await commit(writer, failed_batch(node, datetime.now(timezone.utc)))
-
-
-@pytest.fixture
-def own_server(open_tmp):
-    """A PostgreSQL server of this test's own, which it may kill."""
-    server = EmbeddedServer(data_dir=open_tmp / "pg", port=free_port())
-    dsn = server.ensure_running()
-    init_database(dsn, mode="plain")
-    yield server, dsn
-    server.stop()
 
 
 async def test_a_database_killed_mid_load_loses_nothing_and_duplicates_nothing(own_server, open_tmp):
