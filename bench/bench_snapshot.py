@@ -40,7 +40,7 @@ from fleetscope.config import PriceBounds  # noqa: E402
 from fleetscope.migrate import init_database  # noqa: E402
 from fleetscope.states import NODE_STATE_SQL  # noqa: E402
 from fleetscope.snapshot import (  # noqa: E402
-    counts_sql,
+    COUNTS_SQL,
     FINDINGS_SQL,
     HIRED_VS_ONLINE_SQL,
     SNAPSHOT_WORK_MEM,
@@ -170,8 +170,8 @@ def main() -> None:
         version = conn.execute("SHOW server_version").fetchone()[0]
         bounds = PriceBounds.from_env()
         fleet_snapshot(conn, as_of=AS_OF, price_bounds=bounds)  # warm the cache
-        workers = [psycopg.connect(dsn, autocommit=True) for _ in range(2)]
-        parallel_ms: dict[int, list[float]] = {1: [], 2: []}
+        workers = [psycopg.connect(dsn, autocommit=True)]
+        parallel_ms: dict[int, list[float]] = {1: []}
         snapshot_ms, floor_ms = [], []
         floor_sql = ("SELECT count(*) FROM nodes n, LATERAL (SELECT o.time FROM observations o WHERE "
                      "o.node_id = n.node_id AND o.ok AND o.time <= %(at)s ORDER BY o.time DESC LIMIT 1) lo")
@@ -190,7 +190,7 @@ def main() -> None:
         hired_sql = accounting.NODE_WINDOW_SQL.replace("%(start)s", "%(ws)s").replace("%(end)s", "%(we)s")
         parts = {
             "node states": (NODE_STATE_SQL, at),
-            "node and GPU states, counts by model": (counts_sql(1), at),
+            "node and GPU states, counts by model": (COUNTS_SQL, at),
             "accrual, last 24 h": (accounting.WINDOW_SQL, {"start": AS_OF - timedelta(hours=24), "end": AS_OF}),
             "accrual, total": (accounting.WINDOW_SQL, {"start": "-infinity", "end": AS_OF}),
             "findings": (FINDINGS_SQL, at),

@@ -22,6 +22,7 @@ value, which is what lets the parser cache the result per series text.
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
@@ -72,6 +73,16 @@ T_HZ_TO_MHZ = 3      # nvidia_gpu_exporter *_clock_hz
 T_J_TO_MJ = 4        # nvidia_gpu_exporter energy in joules
 T_MIB_TO_BYTES = 5   # DCGM_FI_DEV_FB_TOTAL into memory_total_bytes
 T_HEX32 = 6          # nvidia-smi pci.device_id, exported as a number
+
+# A target's GPU identities live as long as its parse cache (collector/parse.py,
+# `_Gpus`), and most of their values are the same across a fleet (model,
+# driver, vbios, memory size, clocks): one shared object each instead of one
+# per GPU per target saves ~5 KB per 8-GPU target (docs/benchmarks-parse.md,
+# 2026-11-24). Strings go through sys.intern, which forgets a string with its
+# last user; numbers through a memo by label text, bounded here so that odd
+# payloads cannot grow it (past the bound a number is simply not shared).
+MAX_SHARED_NUMBERS = 4096
+_NUMBERS: dict[tuple[int, str], int | float | None] = {}
 
 # Values that mean "not available" in nvidia-smi and NVML strings.
 _NOT_AVAILABLE = frozenset({"", "[N/A]", "N/A", "[Not Supported]", "[Unknown Error]",
@@ -197,16 +208,32 @@ def _index(value: str | None) -> int | None:
 
 
 def _identity_value(field: int, value: str) -> object:
+    """Return a label's value as the identity field holds it, None if it has none.
+
+    Equal values come back as one shared object (see `MAX_SHARED_NUMBERS`).
+    """
     if value in _NOT_AVAILABLE:
         return None
+    if field in INT_IDENTITY_FIELDS or field in FLOAT_IDENTITY_FIELDS:
+        key = (field, value)
+        try:
+            return _NUMBERS[key]
+        except KeyError:
+            pass
+        number = _number(field, value)
+        if len(_NUMBERS) < MAX_SHARED_NUMBERS:
+            _NUMBERS[key] = number
+        return number
+    return sys.intern(value)
+
+
+def _number(field: int, value: str) -> int | float | None:
     try:
         if field in INT_IDENTITY_FIELDS:
             return int(value) if value.isdigit() else int(float(value))
-        if field in FLOAT_IDENTITY_FIELDS:
-            return float(value)
+        return float(value)
     except (ValueError, OverflowError):
         return None
-    return value
 
 
 def _identity(labels: Mapping[str, str], table: Mapping[str, str]) -> tuple[tuple[int, object], ...]:

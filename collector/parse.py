@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import math
 import re
+import weakref
 from dataclasses import dataclass, field
-from itertools import filterfalse, repeat
+from itertools import chain, filterfalse, repeat
 from operator import getitem, itemgetter
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -122,6 +123,12 @@ _OM_NOT_NEGATIVE = ("_total", "_sum", "_count", "_bucket", "_gcount")
 _OM_UNPLANNED_TYPES = frozenset({"histogram", "gaugehistogram", "summary", "stateset"})
 
 _OTHER = 1  # marks a validated non-sample line in SeriesCache._others
+# A sample's role in a payload: (Entry kind, GPU slot or -1, target,
+# transform, xid); see `_split`.
+_Role = tuple[int, int, int, int, "int | None"]
+# Parts of `str.rpartition(" ")` of a sample line: series text, value token.
+_HEAD = itemgetter(0)
+_TOKEN = itemgetter(2)
 # Entry kinds whose sample value the result uses.
 _VALUE_KINDS = frozenset({mn.K_COLUMN, mn.K_IDENTITY, mn.K_MAX_POWER, mn.K_LOST,
                           mn.K_EXPORTER_OK, mn.K_XID_TS})
@@ -251,26 +258,84 @@ def _check_raw(x: float, rejects: dict[str, int]) -> bool:
     return True
 
 
-class _Layout:
-    """How the samples of one payload shape become rows and identities.
+class _Gpus:
+    """A target's own GPUs, in slot order: what a shared `_Layout` leaves out.
 
-    Built from the Entry of every sample, in payload order. Only some samples
+    Slots are numbered in the order a payload first names each UUID, so two
+    hosts with the same payload structure put their GPUs in the same slots.
+    """
+
+    __slots__ = ("uuids", "indexes", "identities", "constants")
+
+    def __init__(self, uuids: Sequence[str], indexes: Sequence[int | None],
+                 identities: Sequence[GpuIdentity]) -> None:
+        self.uuids = tuple(uuids)
+        self.indexes = tuple(indexes)
+        self.identities = tuple(identities)
+        # The tail of `_Layout._assemble_bulk`'s pool (see `_build_bulk`).
+        self.constants = (None, False, *self.uuids, *self.indexes)
+
+
+def _split(entries: Sequence[mn.Entry]) -> tuple[_Gpus, tuple[_Role, ...]]:
+    """Return the payload's own GPUs and the role of each sample.
+
+    A role is an Entry with its UUID replaced by the GPU's slot and its
+    identity labels left out: what the row assembly needs, and the same for
+    every host whose payload differs only in UUIDs, host names and other
+    label values. A `_Layout` is built from roles, so such hosts share one.
+    Where a GPU's identity field is given twice, an info metric wins over a
+    series label, and among equals the first wins.
+    """
+    slots: dict[str, int] = {}
+    uuids: list[str] = []
+    indexes: list[int | None] = []
+    idents: list[dict[int, tuple[object, int]]] = []
+    roles: list[_Role] = []
+    for e in entries:
+        uuid = e.uuid
+        if uuid is None:
+            roles.append((e.kind, -1, e.target, e.transform, e.xid))
+            continue
+        slot = slots.get(uuid)
+        if slot is None:
+            slot = slots[uuid] = len(uuids)
+            uuids.append(uuid)
+            indexes.append(None)
+            idents.append({})
+        if indexes[slot] is None:
+            indexes[slot] = e.gpu_index
+        known = idents[slot]
+        for fld, value in e.identity:
+            have = known.get(fld)
+            if have is None or have[1] > e.priority:
+                known[fld] = (value, e.priority)
+        roles.append((e.kind, slot, e.target, e.transform, e.xid))
+    identities = [
+        GpuIdentity(uuid, *(known[f][0] if f in known else None
+                            for f in range(1, len(mn.IDENTITY_FIELDS))))
+        for uuid, known in zip(uuids, idents)
+    ]
+    return _Gpus(uuids, indexes, identities), tuple(roles)
+
+
+class _Layout:
+    """How the samples of one payload structure become rows and identities.
+
+    Built from the role of every sample (`_split`), in payload order; holds
+    nothing of a particular host, so targets of the same structure share it
+    (`_shape`); `assemble` takes the target's `_Gpus`. Only some samples
     carry a value the result uses (`value_pos`, positions among the samples);
     `assemble` takes those values, in that order. Where a GPU has several
     samples for one field, the last one wins; validation applies to the
     winning values.
     """
 
-    def __init__(self, entries: Sequence[mn.Entry]) -> None:
-        value_pos = [pos for pos, e in enumerate(entries) if e.kind in _VALUE_KINDS]
+    def __init__(self, roles: Sequence[_Role]) -> None:
+        value_pos = [pos for pos, r in enumerate(roles) if r[0] in _VALUE_KINDS]
         self.value_pos = value_pos
         self.value_get = _getter(value_pos)
         at = {pos: i for i, pos in enumerate(value_pos)}  # sample position -> value index
-        slots: dict[str, int] = {}
-        uuids: list[str] = []
-        indexes: list[int | None] = []
-        idents: list[dict[int, tuple[object, int]]] = []
-        cells: dict[tuple[int, int], int] = {}
+        cells: dict[tuple[int, int], tuple[int, int]] = {}
         identity_values: dict[tuple[int, int], int] = {}
         max_power: dict[int, int] = {}
         lost: dict[int, int] = {}
@@ -278,56 +343,37 @@ class _Layout:
         self.exporter_ok_pos: int | None = None
         self.label_too_long = 0
         transforms: dict[int, int] = {}
-        for pos, e in enumerate(entries):
-            kind = e.kind
+        nslots = 0
+        for pos, (kind, slot, target, transform, xid) in enumerate(roles):
             if kind == mn.K_REJECTED:
                 self.label_too_long += 1
                 continue
-            uuid = e.uuid
-            if uuid is None:
+            if slot < 0:
                 if kind == mn.K_EXPORTER_OK:
                     self.exporter_ok_pos = at[pos]
                 continue
-            slot = slots.get(uuid)
-            if slot is None:
-                slot = slots[uuid] = len(uuids)
-                uuids.append(uuid)
-                indexes.append(None)
-                idents.append({})
-            if indexes[slot] is None:
-                indexes[slot] = e.gpu_index
-            known = idents[slot]
-            for fld, value in e.identity:
-                have = known.get(fld)
-                if have is None or have[1] > e.priority:
-                    known[fld] = (value, e.priority)
+            nslots = max(nslots, slot + 1)
             if kind == mn.K_COLUMN:
-                cells[(slot, e.target)] = at[pos]
+                cells[(slot, target)] = (at[pos], transform)
             elif kind == mn.K_IDENTITY:
-                identity_values[(slot, e.target)] = at[pos]
-                transforms[at[pos]] = e.transform
+                identity_values[(slot, target)] = at[pos]
+                transforms[at[pos]] = transform
             elif kind == mn.K_MAX_POWER:
                 max_power[slot] = at[pos]
             elif kind == mn.K_LOST:
                 lost[slot] = at[pos]
             elif kind == mn.K_XID_TS:
-                xid_ts.setdefault(slot, []).append((at[pos], e.xid))
-        self.nseries = len(entries)
-        self.uuids = uuids
-        self.indexes = indexes
+                xid_ts.setdefault(slot, []).append((at[pos], xid))
+        self.nseries = len(roles)
+        self.nslots = nslots
         self.identity_values = sorted(identity_values.items())
         self.identity_transforms = transforms
         self.max_power = max_power
         self.lost = sorted(lost.items())
         self.xid_ts = sorted(xid_ts.items())
-        self.identities = [
-            GpuIdentity(uuid, *(known[f][0] if f in known else None
-                                for f in range(1, len(mn.IDENTITY_FIELDS))))
-            for uuid, known in zip(uuids, idents)
-        ]
         # (slot, column, value index, transform) of every cell, slot-major.
-        self.cells = sorted((slot, col, i, entries[value_pos[i]].transform)
-                            for (slot, col), i in cells.items())
+        self.cells = sorted((slot, col, i, transform)
+                            for (slot, col), (i, transform) in cells.items())
         self._build_bulk()
 
     def _build_bulk(self) -> None:
@@ -359,15 +405,12 @@ class _Layout:
         for i in ints:
             pool_index[i] = top
             top += 1
-        constants: list[object] = [None, False]
-        constants.extend(self.uuids)
-        constants.extend(self.indexes)
-        self.constants = constants
+        # Then the target's `_Gpus.constants`: None, False, uuids, indexes.
         none_at, false_at, uuid_at = top, top + 1, top + 2
-        index_at = uuid_at + len(self.uuids)
+        index_at = uuid_at + self.nslots
         rows: list[list[int]] = [
             [uuid_at + s, index_at + s] + [none_at] * 13 + [false_at]
-            for s in range(len(self.uuids))
+            for s in range(self.nslots)
         ]
         for i, (slot, col, _, _) in enumerate(cells):
             rows[slot][col] = pool_index[i]
@@ -377,20 +420,21 @@ class _Layout:
         self.power_cells = [(pool_index[i], c[0]) for i, c in enumerate(cells) if c[1] == mn.C_POWER]
         self.power_get = _getter([p for p, _ in self.power_cells])
 
-    def assemble(self, xs: Sequence[float], path: str, *, bulk: bool = True) -> ParsedPayload:
-        """Build the payload's result from the values at `value_pos`."""
+    def assemble(self, xs: Sequence[float], gpus: _Gpus, path: str, *,
+                 bulk: bool = True) -> ParsedPayload:
+        """Build the payload's result from the values at `value_pos` and its GPUs."""
         rejects: dict[str, int] = {}
         if self.label_too_long:
             rejects[R_LABEL_TOO_LONG] = self.label_too_long
         limits = self._power_limits(xs) if self.max_power else None
-        samples = self._assemble_bulk(xs, limits) if bulk else None
+        samples = self._assemble_bulk(xs, gpus, limits) if bulk else None
         if samples is None:
-            samples = self._assemble_cells(xs, limits, rejects)
+            samples = self._assemble_cells(xs, gpus, limits, rejects)
         lost: set[str] = set()
         for slot, pos in self.lost:
             x = xs[pos]
             if _check_raw(x, rejects) and x != 0.0:
-                lost.add(self.uuids[slot])
+                lost.add(gpus.uuids[slot])
                 samples[slot] = samples[slot]._replace(lost=True)
         for slot, candidates in self.xid_ts:
             best = None
@@ -400,7 +444,7 @@ class _Layout:
                     best = (x, xid)
             if best is not None and samples[slot].xid_last is None:
                 samples[slot] = samples[slot]._replace(xid_last=best[1])
-        identities = self.identities
+        identities = gpus.identities
         if self.identity_values:
             identities = list(identities)
             for (slot, fld), pos in self.identity_values:
@@ -427,7 +471,7 @@ class _Layout:
                              self.nseries, path)
 
     def _power_limits(self, xs: Sequence[float]) -> list[float]:
-        limits = [MAX_POWER_W] * len(self.uuids)
+        limits = [MAX_POWER_W] * self.nslots
         for slot, pos in self.max_power.items():
             x = xs[pos]
             # Not a stored value: a broken limit only means "unknown".
@@ -435,7 +479,8 @@ class _Layout:
                 limits[slot] = MAX_POWER_FACTOR * x
         return limits
 
-    def _assemble_bulk(self, xs: Sequence[float], limits: list[float] | None) -> list[GpuSample] | None:
+    def _assemble_bulk(self, xs: Sequence[float], gpus: _Gpus,
+                       limits: list[float] | None) -> list[GpuSample] | None:
         """Rows when every value is ordinary, else None (see _build_bulk)."""
         vals = self.cell_get(xs)
         if vals:
@@ -459,15 +504,15 @@ class _Layout:
                     return None
             elif any(pool[i] > limits[slot] for i, slot in self.power_cells):
                 return None
-        pool.extend(self.constants)
+        pool.extend(gpus.constants)
         new = tuple.__new__  # GpuSample._make without its Python frame
         return [new(GpuSample, get(pool)) for get in self.row_getters]
 
-    def _assemble_cells(self, xs: Sequence[float], limits: list[float] | None,
+    def _assemble_cells(self, xs: Sequence[float], gpus: _Gpus, limits: list[float] | None,
                         rejects: dict[str, int]) -> list[GpuSample]:
         """Rows one validated cell at a time; the reference for the bulk path."""
         rows = [[uuid, index] + [None] * 13 + [False]
-                for uuid, index in zip(self.uuids, self.indexes)]
+                for uuid, index in zip(gpus.uuids, gpus.indexes)]
         for slot, col, pos, transform in self.cells:
             x = xs[pos]
             if not _check_raw(x, rejects):
@@ -491,36 +536,96 @@ class _Layout:
         return [GpuSample._make(row) for row in rows]
 
 
-class _Plan:
-    """The shape of the last fully parsed payload of a target.
-
-    A payload whose lines equal it everywhere except in the sample values is
-    parsed by slicing: comparisons and conversions are single C-level calls
-    over all lines (hot path, measured; see the module docstring).
+class _Shape:
+    """The structure of a payload: where its samples and other lines are, what
+    each sample is for, and the shared `_Layout`. Holds no text and nothing
+    of one host; targets whose payloads have the same structure share one
+    (`_shape`). Never changed once built.
     """
 
-    __slots__ = ("nlines", "other_get", "other_lines", "sample_get", "prefixes",
-                 "slices", "layout", "used_get", "unused_get", "openmetrics",
-                 "must_be_one", "not_nan", "not_negative")
+    __slots__ = ("nlines", "sample_get", "other_get", "layout", "used_get", "unused_get",
+                 "openmetrics", "must_be_one", "not_nan", "not_negative", "__weakref__")
 
-    def __init__(self, lines: Sequence[str], sample_pos: Sequence[int],
-                 keys: Sequence[str], layout: _Layout, openmetrics: bool) -> None:
+    def __init__(self, nlines: int, sample_pos: Sequence[int], layout: _Layout,
+                 openmetrics: bool, must_be_one: Sequence[int] = (),
+                 not_nan: Sequence[int] = (), not_negative: Sequence[int] = ()) -> None:
         samples = set(sample_pos)
-        others = [i for i in range(len(lines)) if i not in samples]
-        self.nlines = len(lines)
-        self.other_get = _getter(others)
-        self.other_lines = self.other_get(lines)
+        self.nlines = nlines
         self.sample_get = _getter(sample_pos)
-        self.prefixes = tuple(k + " " for k in keys)
-        self.slices = tuple(slice(len(k) + 1, None) for k in keys)
+        self.other_get = _getter([i for i in range(nlines) if i not in samples])
         self.layout = layout
         self.used_get = layout.value_get
         used = set(layout.value_pos)
-        self.unused_get = _getter([j for j in range(len(keys)) if j not in used])
+        self.unused_get = _getter([j for j in range(len(sample_pos)) if j not in used])
         self.openmetrics = openmetrics
-        self.must_be_one: Callable[[Sequence], tuple] | None = None
-        self.not_nan: Callable[[Sequence], tuple] | None = None
-        self.not_negative: Callable[[Sequence], tuple] | None = None
+        self.must_be_one = _getter(must_be_one) if must_be_one else None
+        self.not_nan = _getter(not_nan) if not_nan else None
+        self.not_negative = _getter(not_negative) if not_negative else None
+
+
+# Shapes in use, by their full description: a target's cold parse looks its
+# structure up here, so 30,000 hosts of one kind hold one `_Shape` and one
+# `_Layout` between them (docs/benchmarks-parse.md, 2026-11-24: about 25 KB
+# per 8-GPU shape). Weak values: a shape no cache uses any more is dropped.
+# Like `re`'s compiled-pattern cache it holds only values derived from its
+# keys, so it can be shared by every parser and thread; the bound only stops
+# a pathological mix of payloads (each shape is at least one live cache)
+# from growing it further: a shape past it is simply not shared.
+MAX_SHARED_SHAPES = 4096
+_SHAPES: weakref.WeakValueDictionary[tuple, _Shape] = weakref.WeakValueDictionary()
+
+
+def _shape(nlines: int, sample_pos: Sequence[int], roles: tuple[_Role, ...],
+           openmetrics: bool, must_be_one: Sequence[int] = (),
+           not_nan: Sequence[int] = (), not_negative: Sequence[int] = ()) -> _Shape:
+    """Return the shared `_Shape` of this description, building it if new.
+
+    The key is the whole description (compared exactly, not by a digest),
+    so two structures never share a shape by accident.
+    """
+    key = (openmetrics, nlines, tuple(sample_pos), roles, tuple(must_be_one),
+           tuple(not_nan), tuple(not_negative))
+    shape = _SHAPES.get(key)
+    if shape is None:
+        shape = _Shape(nlines, sample_pos, _Layout(roles), openmetrics,
+                       must_be_one, not_nan, not_negative)
+        if len(_SHAPES) < MAX_SHARED_SHAPES:
+            _SHAPES[key] = shape
+    return shape
+
+
+def _key_text(heads: Iterable[str], others: Iterable[str]) -> str:
+    """The non-value text of a payload: series texts, then the other lines."""
+    # Lines hold no "\n", and a shape fixes how many there are of each, so
+    # equal texts mean equal lines.
+    return "\n".join(chain(heads, others))
+
+
+class _Plan:
+    """A target's last fully parsed payload, kept small (docs/benchmarks-parse.md).
+
+    A payload whose lines equal it everywhere except in the sample values is
+    parsed by slicing: comparisons and conversions are single C-level calls
+    over all lines (hot path, measured; see the module docstring). The lines
+    themselves are not kept: only the shared `_Shape`, the target's GPUs, and
+    the length and hash of the non-value text (`_key_text`).
+
+    Python's str hash is SipHash-1-3 under a per-process random key (PEP
+    456): 64 bits, so two different texts of the same length and structure
+    pass for each other once in 2**64 comparisons, and a pusher cannot aim
+    for that without the key. And even then what is read is that target's own
+    previous structure with the new values: a payload it could have sent.
+    """
+
+    __slots__ = ("shape", "gpus", "key_len", "key_hash")
+
+    def __init__(self, shape: _Shape, gpus: _Gpus, lines: Sequence[str],
+                 keys: Sequence[str]) -> None:
+        self.shape = shape
+        self.gpus = gpus
+        text = _key_text(keys, shape.other_get(lines))
+        self.key_len = len(text)
+        self.key_hash = hash(text)
 
     def values(self, lines: Sequence[str]) -> list[float] | None:
         """The used sample values if `lines` has this shape, else None.
@@ -528,33 +633,33 @@ class _Plan:
         Every value token is checked as the reference would (it refuses the
         payload over a bad one), but only the used ones are converted.
         """
-        if self.other_get(lines) != self.other_lines:
+        shape = self.shape
+        parts = list(map(str.rpartition, shape.sample_get(lines), repeat(" ")))
+        text = _key_text(map(_HEAD, parts), shape.other_get(lines))
+        if len(text) != self.key_len or hash(text) != self.key_hash:
             return None
-        sample_lines = self.sample_get(lines)
-        if not all(map(str.startswith, sample_lines, self.prefixes)):
-            return None
-        tokens = list(map(getitem, sample_lines, self.slices))
+        tokens = list(map(_TOKEN, parts))
         joined = "".join(tokens)
-        if self.openmetrics:
+        if shape.openmetrics:
             if _OM_BAD_VALUE.search(joined):
                 return None
         elif "_" in joined:
             return None
         try:
-            xs = list(map(float, self.used_get(tokens)))
+            xs = list(map(float, shape.used_get(tokens)))
             # Values the result does not use are only checked. Decimal-digit
             # tokens, most of them, are integers to both parsers; the rest
             # must float() (measured: a third of converting them all).
-            list(map(float, filterfalse(str.isdecimal, self.unused_get(tokens))))
-            if self.openmetrics:
-                if self.must_be_one is not None and any(
-                        x != 1.0 for x in map(float, self.must_be_one(tokens))):
+            list(map(float, filterfalse(str.isdecimal, shape.unused_get(tokens))))
+            if shape.openmetrics:
+                if shape.must_be_one is not None and any(
+                        x != 1.0 for x in map(float, shape.must_be_one(tokens))):
                     return None
-                if self.not_nan is not None and any(
-                        x != x for x in map(float, self.not_nan(tokens))):
+                if shape.not_nan is not None and any(
+                        x != x for x in map(float, shape.not_nan(tokens))):
                     return None
-                if self.not_negative is not None and any(
-                        x < 0 for x in map(float, self.not_negative(tokens))):
+                if shape.not_negative is not None and any(
+                        x < 0 for x in map(float, shape.not_negative(tokens))):
                     return None
         except ValueError:
             return None
@@ -564,9 +669,16 @@ class _Plan:
 class SeriesCache:
     """Per-target parse cache; the caller keeps one per scrape target or pusher.
 
-    Maps a sample line's series text to its Entry, remembers validated comment
-    lines, and keeps the shape of the target's last payload. Not thread-safe;
-    one target's payloads are parsed one at a time.
+    Keeps the plan of the target's last payload (`_Plan`: a shared shape, the
+    target's GPUs and a hash of its text, about 3 KB for an 8-GPU host), or,
+    while the target's payloads cannot be planned (timestamps, odd lines),
+    maps each sample line's series text to its Entry and remembers validated
+    comment lines, up to `max_entries`. The map is dropped once a plan
+    stands for it: it held every line's text, ~170 KB per 8-GPU target,
+    where 30,000 targets must fit in a few hundred MB (docs/benchmarks-
+    scrape.md); a planned target whose structure changes parses its next
+    payload from scratch. `len()` is the size of that map. Not
+    thread-safe; one target's payloads are parsed one at a time.
     """
 
     def __init__(self, *, max_entries: int = DEFAULT_CACHE_ENTRIES) -> None:
@@ -592,7 +704,13 @@ class SeriesCache:
             self.clear()
             self._key = key
 
+    def _planned(self, plan: _Plan) -> None:
+        self._plan = plan
+        self._entries = {}
+        self._others = {}
+
     def _trim(self, keys: Iterable[str], lines: Iterable[str]) -> None:
+        self._plan = None
         if len(self) <= self.max_entries:
             return
         entries, others = self._entries, self._others
@@ -675,11 +793,12 @@ class PayloadParser:
         cache._use(openmetrics, self.max_label_len)
         lines = text.split("\n")
         plan = cache._plan
-        if plan is not None and plan.nlines == len(lines):
+        if plan is not None and plan.shape.nlines == len(lines):
             xs = plan.values(lines)
             if xs is not None:
-                self._check_count(plan.layout.nseries)
-                return plan.layout.assemble(xs, "warm")
+                layout = plan.shape.layout
+                self._check_count(layout.nseries)
+                return layout.assemble(xs, plan.gpus, "warm")
         if openmetrics:
             return self._parse_openmetrics(text, lines, cache)
         return self._parse_text(lines, cache)
@@ -694,8 +813,9 @@ class PayloadParser:
         limit = self.max_label_len
         entries = [mn.classify(s.name, s.labels, max_label_len=limit) for _, _, s in samples]
         xs = [_to_float(s.value) for _, _, s in samples]
-        layout = _Layout(entries)
-        return layout.assemble(layout.value_get(xs), "reference")
+        gpus, roles = _split(entries)
+        layout = _Layout(roles)
+        return layout.assemble(layout.value_get(xs), gpus, "reference")
 
     def _check_count(self, count: int) -> None:
         if count > self.max_series:
@@ -740,10 +860,15 @@ class PayloadParser:
             plannable = plannable and cached
             if len(entries) > limit:
                 self._check_count(len(entries))
-        layout = _Layout(entries)
-        cache._trim(keys, lines)
-        cache._plan = _Plan(lines, sample_pos, keys, layout, False) if plannable else None
-        return layout.assemble(layout.value_get(xs), "cold")
+        gpus, roles = _split(entries)
+        if plannable:
+            plan = _Plan(_shape(len(lines), sample_pos, roles, False), gpus, lines, keys)
+            cache._planned(plan)
+            layout = plan.shape.layout
+        else:
+            cache._trim(keys, lines)
+            layout = _Layout(roles)
+        return layout.assemble(layout.value_get(xs), gpus, "cold")
 
     def _text_line(self, line: str, key: str, token: str,
                    cache: SeriesCache) -> tuple[mn.Entry, float, bool] | None:
@@ -782,12 +907,18 @@ class PayloadParser:
         limit = self.max_label_len
         entries = [mn.classify(s.name, s.labels, max_label_len=limit) for _, _, s in samples]
         xs = [_to_float(s.value) for _, _, s in samples]
-        layout = _Layout(entries)
-        cache._plan = self._plan_openmetrics(lines, samples, layout)
-        return layout.assemble(layout.value_get(xs), "cold")
+        gpus, roles = _split(entries)
+        plan = self._plan_openmetrics(lines, samples, roles, gpus)
+        if plan is not None:
+            cache._planned(plan)
+            layout = plan.shape.layout
+        else:
+            cache._plan = None
+            layout = _Layout(roles)
+        return layout.assemble(layout.value_get(xs), gpus, "cold")
 
     def _plan_openmetrics(self, lines: list[str], samples: list,
-                          layout: _Layout) -> _Plan | None:
+                          roles: tuple[_Role, ...], gpus: _Gpus) -> _Plan | None:
         sample_pos: list[int] = []
         keys: list[str] = []
         for i, line in enumerate(lines):
@@ -813,11 +944,8 @@ class PayloadParser:
                 not_nan.append(j)
             if suffix in _OM_NOT_NEGATIVE:
                 not_negative.append(j)
-        plan = _Plan(lines, sample_pos, keys, layout, True)
-        plan.must_be_one = _getter(must_be_one) if must_be_one else None
-        plan.not_nan = _getter(not_nan) if not_nan else None
-        plan.not_negative = _getter(not_negative) if not_negative else None
-        return plan
+        shape = _shape(len(lines), sample_pos, roles, True, must_be_one, not_nan, not_negative)
+        return _Plan(shape, gpus, lines, keys)
 
 
 def parse_reference(body: bytes | str, *, content_type: str | None = None,

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 from fleetscope.errors import FleetscopeError
-from fleetscope.snapshot import GPU_FIELDS, Snapshot, default_as_of, fleet_snapshot
+from fleetscope.snapshot import GPU_FIELDS, Snapshot, default_as_of, snapshot_from_dsn
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -102,8 +102,7 @@ class FleetSnapshotGauges:
         return self.snapshot
 
     def _compute(self, tick: datetime) -> Snapshot:
-        with psycopg.connect(self._dsn, autocommit=True, connect_timeout=SNAPSHOT_CONNECT_TIMEOUT_S) as conn:
-            return fleet_snapshot(conn, as_of=tick)
+        return snapshot_from_dsn(self._dsn, as_of=tick, connect_timeout=SNAPSHOT_CONNECT_TIMEOUT_S)
 
     def describe(self) -> list:
         return []  # families depend on the data; nothing to pre-check

@@ -103,9 +103,9 @@ def _run(args: argparse.Namespace) -> int:
         elif args.command == "snapshot":
             import json
 
-            from fleetscope.snapshot import fleet_snapshot
+            from fleetscope.snapshot import snapshot_from_dsn
 
-            snap = fleet_snapshot(conn, as_of=args.as_of)
+            snap = snapshot_from_dsn(dsn, as_of=args.as_of)
             print(json.dumps(snap.as_dict(), indent=2, sort_keys=True, ensure_ascii=False))
     return 0
 

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from functools import cache, partial
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from fleetscope import accounting, states
@@ -39,19 +39,25 @@ SNAPSHOT_WORK_MEM = "64MB"
 # How many offending nodes a failed check names in its detail.
 DETAIL_EXAMPLES = 5
 
-# Per GPU UUID, its state at %(at)s. A UUID claimed by several nodes is one
-# GPU: online if any claim is (its node online and the UUID healthy in the
-# node's latest successful observation), hired if an online claim is covered
-# by a running job (a job covers gpu_count of its node's GPUs, online ones
-# first, then by UUID in byte order: COLLATE "C" so the result, and the hash,
-# do not depend on the server's locale), hired_offline if no claim is online
-# and one is covered. Its model is the least of its claims' models in byte
-# order (claims differ only for a duplicated UUID, itself a finding).
+# GPU states at %(at)s (DESIGN.md, Definitions), counted two ways that agree:
 #
-# One statement computes nodes, GPUs and models so the node states are
-# computed once; every state is counted on its own (none derived by
-# subtraction) so that the partition check tests the definitions rather than
-# restating arithmetic. Only nodes with a running job need their GPUs ranked.
+# - A node whose GPUs all have one model and none is claimed by another node
+#   (gpus.shared) is counted per node, from sizes alone: online GPUs are the
+#   size of its healthy set when it is online (the set names only its own
+#   registered GPUs, each once: node_gpu_sets_check), a running job covers
+#   gpu_count of its GPUs online ones first, so hired = min(J, online) and
+#   hired_offline = min(J - online, offline) when J exceeds online.
+# - Every other node's GPUs are counted per UUID: a UUID claimed by several
+#   nodes is one GPU, online if any claim is, hired if an online claim is
+#   covered (a node's GPUs are ranked online first, then by UUID in byte
+#   order: COLLATE "C", so the result does not depend on the server's
+#   locale), hired_offline if no claim is online and one is covered; its model
+#   is the least of its claims' models in byte order.
+#
+# The first way touches one row per node instead of one per GPU, which is most
+# of the snapshot's cost at 80,000 GPUs (bench/bench_snapshot.py); the second
+# keeps the exact per-UUID rules where UUIDs or models need them. Property
+# tests hold both to an oracle on random fleets.
 GPU_FIELDS = ("registered", "online", "offline", "hired", "hired_offline", "idle",
               "verified", "unverified", "flagged")
 COUNTS_SQL = """
@@ -60,32 +66,51 @@ running AS (
     SELECT node_id, sum(gpu_count) AS gpus FROM jobs
      WHERE started_at <= %(at)s AND (ended_at IS NULL OR ended_at > %(at)s)
      GROUP BY node_id
+), open_findings AS MATERIALIZED (
+    SELECT node_id, gpu_uuid FROM integrity_findings
+     WHERE first_seen <= %(at)s AND (resolved_at IS NULL OR resolved_at > %(at)s)
+), shape AS MATERIALIZED (
+    SELECT node_id, count(*) AS n, count(*) FILTER (WHERE checked_at <= %(at)s) AS checked,
+           min(coalesce(model, 'unknown') COLLATE "C") AS model,
+           min(coalesce(model, 'unknown') COLLATE "C") = max(coalesce(model, 'unknown') COLLATE "C")
+               AND NOT bool_or(shared) AS simple
+      FROM gpus WHERE first_seen <= %(at)s
+     GROUP BY node_id
+), uuid_flagged AS (
+    SELECT g.node_id, count(*) AS flagged, count(*) FILTER (WHERE g.checked_at <= %(at)s) AS flagged_checked
+      FROM (SELECT DISTINCT gpu_uuid FROM open_findings WHERE gpu_uuid IS NOT NULL) f
+      JOIN gpus g USING (gpu_uuid)
+     WHERE g.first_seen <= %(at)s
+     GROUP BY g.node_id
+), per_node AS (
+    SELECT sh.model, sh.n, sh.checked, coalesce(r.gpus, 0) AS j,
+           CASE WHEN NOT ns.online OR ns.healthy IS NULL THEN 0
+                WHEN cardinality(ns.lost) = 0 THEN cardinality(ns.healthy)
+                ELSE (SELECT count(*) FROM unnest(ns.healthy) AS h WHERE h <> ALL (ns.lost)) END AS o,
+           nf.node_id IS NOT NULL AS node_flag,
+           coalesce(uf.flagged, 0) AS uflag, coalesce(uf.flagged_checked, 0) AS uflag_checked
+      FROM shape sh JOIN ns USING (node_id)
+      LEFT JOIN running r USING (node_id) LEFT JOIN uuid_flagged uf USING (node_id)
+      LEFT JOIN (SELECT DISTINCT node_id FROM open_findings WHERE gpu_uuid IS NULL) nf USING (node_id)
+     WHERE sh.simple
 ), claims AS MATERIALIZED (
     SELECT g.node_id, g.gpu_uuid, g.model, g.checked_at,
            coalesce(ns.online AND g.gpu_uuid = ANY(ns.healthy)
                     AND NOT g.gpu_uuid = ANY(coalesce(ns.lost, '{{}}')), false) AS gpu_online,
            r.gpus AS hired_gpus
-      FROM gpus g JOIN ns USING (node_id) LEFT JOIN running r USING (node_id)
-     -- A node with a running job keeps all its GPUs: they are ranked before the part is taken.
-     WHERE g.first_seen <= %(at)s AND (r.gpus IS NOT NULL OR {in_part})
+      FROM gpus g JOIN shape sh USING (node_id) JOIN ns USING (node_id) LEFT JOIN running r USING (node_id)
+     WHERE g.first_seen <= %(at)s AND NOT sh.simple
 ), ranked AS (
-    SELECT node_id, gpu_uuid, model, checked_at, gpu_online, false AS covered FROM claims WHERE hired_gpus IS NULL
-    UNION ALL
-    SELECT * FROM (
-        SELECT node_id, gpu_uuid, model, checked_at, gpu_online,
-               row_number() OVER (PARTITION BY node_id ORDER BY gpu_online DESC, gpu_uuid COLLATE "C") <= hired_gpus
-          FROM claims WHERE hired_gpus IS NOT NULL) hired
-     WHERE {in_part_hired}
-), open_findings AS (
-    SELECT node_id, gpu_uuid FROM integrity_findings
-     WHERE first_seen <= %(at)s AND (resolved_at IS NULL OR resolved_at > %(at)s)
+    SELECT node_id, gpu_uuid, model, checked_at, gpu_online,
+           coalesce(row_number() OVER (PARTITION BY node_id ORDER BY gpu_online DESC, gpu_uuid COLLATE "C")
+                    <= hired_gpus, false) AS covered
+      FROM claims
 ), flagged AS (
     SELECT gpu_uuid FROM open_findings WHERE gpu_uuid IS NOT NULL
     UNION
     SELECT r.gpu_uuid FROM ranked r JOIN open_findings f ON f.node_id = r.node_id AND f.gpu_uuid IS NULL
-), g AS MATERIALIZED (
-    SELECT r.gpu_uuid,
-           min(coalesce(r.model, 'unknown') COLLATE "C") AS model,
+), per_uuid AS (
+    SELECT min(coalesce(r.model, 'unknown') COLLATE "C") AS model,
            bool_or(r.gpu_online) AS online,
            bool_or(r.gpu_online AND r.covered) AS hired,
            NOT bool_or(r.gpu_online) AND bool_or(r.covered) AS hired_offline,
@@ -93,40 +118,32 @@ running AS (
            bool_or(f.gpu_uuid IS NOT NULL) AS flagged
       FROM ranked r LEFT JOIN flagged f USING (gpu_uuid)
      GROUP BY r.gpu_uuid
+), counted AS (
+    SELECT model, n AS registered, o AS online, n - o AS offline, least(j, o) AS hired,
+           least(greatest(j - o, 0), n - o) AS hired_offline, o - least(j, o) AS idle,
+           CASE WHEN node_flag THEN 0 ELSE checked - uflag_checked END AS verified,
+           CASE WHEN node_flag THEN 0 ELSE n - checked - (uflag - uflag_checked) END AS unverified,
+           CASE WHEN node_flag THEN n ELSE uflag END AS flagged
+      FROM per_node
+    UNION ALL
+    SELECT model, 1, online::int, (NOT online)::int, hired::int, hired_offline::int, (online AND NOT hired)::int,
+           (checked AND NOT flagged)::int, (NOT checked AND NOT flagged)::int, flagged::int
+      FROM per_uuid
 )
 SELECT 'gpus' AS kind, NULL AS model,
-       count(*), count(*) FILTER (WHERE online), count(*) FILTER (WHERE NOT online),
-       count(*) FILTER (WHERE hired), count(*) FILTER (WHERE hired_offline),
-       count(*) FILTER (WHERE online AND NOT hired),
-       count(*) FILTER (WHERE checked AND NOT flagged),
-       count(*) FILTER (WHERE NOT checked AND NOT flagged),
-       count(*) FILTER (WHERE flagged)
-  FROM g
+       coalesce(sum(registered), 0)::bigint, coalesce(sum(online), 0)::bigint, coalesce(sum(offline), 0)::bigint,
+       coalesce(sum(hired), 0)::bigint, coalesce(sum(hired_offline), 0)::bigint, coalesce(sum(idle), 0)::bigint,
+       coalesce(sum(verified), 0)::bigint, coalesce(sum(unverified), 0)::bigint, coalesce(sum(flagged), 0)::bigint
+  FROM counted
 UNION ALL
-SELECT 'model', model, count(*), count(*) FILTER (WHERE online), NULL,
-       count(*) FILTER (WHERE hired), NULL, NULL, NULL, NULL, NULL
-  FROM g GROUP BY model
+SELECT 'model', model, sum(registered)::bigint, sum(online)::bigint, NULL, sum(hired)::bigint,
+       NULL, NULL, NULL, NULL, NULL
+  FROM counted GROUP BY model
 UNION ALL
 SELECT 'nodes', NULL, count(*), count(*) FILTER (WHERE online), count(*) FILTER (WHERE NOT online),
        NULL, NULL, NULL, NULL, NULL, NULL
   FROM ns
-"""
-
-
-@cache
-def counts_sql(parts: int) -> str:
-    """COUNTS_SQL for one of ``parts`` parts (%(part)s): GPUs whose hash(uuid) mod parts is the part.
-
-    The parts partition the distinct UUIDs, so their counts add up exactly.
-    With one part the filter is the constant true and costs nothing.
-    """
-    def in_part(column: str) -> str:
-        if parts == 1:
-            return "true"
-        return f"(hashtext({column}) & 2147483647) %% {parts} = %(part)s"
-
-    return COUNTS_SQL.format(node_state=states.NODE_STATE_SQL, in_part=in_part("g.gpu_uuid"),
-                             in_part_hired=in_part("hired.gpu_uuid"))
+""".format(node_state=states.NODE_STATE_SQL)
 
 FINDINGS_SQL = """
 SELECT kind, count(*) FROM integrity_findings
@@ -219,40 +236,31 @@ def fleet_snapshot(conn: psycopg.Connection, *, as_of: datetime | None = None,
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         _set_local(conn)
         mode = database_mode(conn) or "plain"
-        # The GPU counts split into parts by UUID; the money and the checks are
-        # one more part. Sequentially, the main connection does everything.
-        parts = max(1, len(workers))
-        jobs = [partial(_counts, at=at, part=i, parts=parts) for i in range(parts)]
-        jobs.append(partial(_money_and_checks, at=at, mode=mode))
+        # Two independent halves of similar cost (bench/bench_snapshot.py);
+        # with a worker they run side by side.
+        first = partial(_counts_and_total, at=at)
+        second = partial(_day_and_checks, at=at, mode=mode)
         if workers:
             snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-            with ThreadPoolExecutor(max_workers=len(workers)) as pool:
-                futures = [pool.submit(_in_snapshot, w, snapshot_id, job) for w, job in zip(workers, jobs[1:])]
-                results = [jobs[0](conn)] + [f.result() for f in futures]
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                future = pool.submit(_in_snapshot, workers[0], snapshot_id, second)
+                rows, total = first(conn)
+                day, findings, over, window = future.result()
         else:
-            results = [job(conn) for job in jobs]
-    *count_parts, (day, total, findings, over, window) = results
+            rows, total = first(conn)
+            day, findings, over, window = second(conn)
 
-    gpus = dict.fromkeys(GPU_FIELDS, 0)
-    models: dict[str, dict[str, int]] = {}
-    for rows in count_parts:
-        for kind, model, *values in rows:
-            if kind == "gpus":
-                for name, value in zip(GPU_FIELDS, values):
-                    gpus[name] += value
-            elif kind == "model":
-                m = models.setdefault(model, {"model": model, "registered": 0, "online": 0, "hired": 0})
-                m["registered"] += values[0]
-                m["online"] += values[1]
-                m["hired"] += values[3]
-    nodes = dict(zip(("registered", "online", "offline"), next(r[2:5] for r in count_parts[0] if r[0] == "nodes")))
+    gpus = dict(zip(GPU_FIELDS, next(r[2:] for r in rows if r[0] == "gpus")))
+    nodes = dict(zip(("registered", "online", "offline"), next(r[2:5] for r in rows if r[0] == "nodes")))
+    by_model = sorted(({"model": r[1], "registered": r[2], "online": r[3], "hired": r[5]}
+                       for r in rows if r[0] == "model"), key=lambda m: m["model"])
     body: dict[str, Any] = {
         "snapshot_version": SNAPSHOT_VERSION,
         "definitions_version": states.DEFINITION_VERSION,
         "as_of": format_time(at),
         "nodes": nodes,
         "gpus": gpus,
-        "by_model": [models[k] for k in sorted(models)],
+        "by_model": by_model,
         "gpu_hours": {"last_24h": _number(day.gpu_hours), "total": _number(total.gpu_hours)},
         "revenue_usd": {"last_24h": _number(day.revenue_usd), "total": _number(total.revenue_usd)},
         "integrity": {"open_findings": sum(findings.values()), "by_kind": findings},
@@ -260,6 +268,19 @@ def fleet_snapshot(conn: psycopg.Connection, *, as_of: datetime | None = None,
     body["checks"] = consistency_checks(body, day=day, over=over, window=window, bounds=bounds)
     canonical = canonical_json(body)
     return Snapshot(body=body, canonical=canonical, sha256=hashlib.sha256(canonical).hexdigest())
+
+
+def snapshot_from_dsn(dsn: str, *, as_of: datetime | None = None, connect_timeout: int = 10) -> Snapshot:
+    """``fleet_snapshot`` on fresh connections to ``dsn``: a main one and one worker.
+
+    For callers that hold no connection (the CLI, the collector's /metrics);
+    the worker halves the time on a server with a core to spare.
+    """
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=connect_timeout) as conn, \
+            psycopg.connect(dsn, autocommit=True, connect_timeout=connect_timeout) as worker:
+        return fleet_snapshot(conn, as_of=as_of, workers=[worker])
 
 
 def _set_local(conn: psycopg.Connection) -> None:
@@ -280,20 +301,20 @@ def _in_snapshot(conn: psycopg.Connection, snapshot_id: str, job):
         return job(conn)
 
 
-def _counts(conn: psycopg.Connection, *, at: datetime, part: int, parts: int) -> list[tuple]:
-    return conn.execute(counts_sql(parts), {"at": at, "part": part}).fetchall()
+def _counts_and_total(conn: psycopg.Connection, *, at: datetime) -> tuple[list[tuple], accounting.Accrual]:
+    rows = conn.execute(COUNTS_SQL, {"at": at}).fetchall()
+    return rows, accounting.accrual(conn, start="-infinity", end=at)
 
 
-def _money_and_checks(conn: psycopg.Connection, *, at: datetime, mode: str):
+def _day_and_checks(conn: psycopg.Connection, *, at: datetime, mode: str):
     day = accounting.accrual(conn, start=at - LAST_24H, end=at)
-    total = accounting.accrual(conn, start="-infinity", end=at)
     findings = dict(conn.execute(FINDINGS_SQL, {"at": at}).fetchall())
     check_we = floor_bucket(at)
     check_ws = check_we - LAST_24H
     hired_sql = accounting.NODE_WINDOW_SQL.replace("%(start)s", "%(ws)s").replace("%(end)s", "%(we)s")
     over = conn.execute(HIRED_VS_ONLINE_SQL.format(hired=hired_sql, rollup=node_hourly_sql(mode)),
                         {"at": at, "ws": check_ws, "we": check_we}).fetchall()
-    return day, total, findings, over, (check_ws, check_we)
+    return day, findings, over, (check_ws, check_we)
 
 
 def consistency_checks(body: dict[str, Any], *, day: accounting.Accrual, over: list[tuple],

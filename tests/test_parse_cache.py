@@ -102,7 +102,7 @@ def test_bulk_and_per_cell_assembly_agree_on_every_fixture():
         plan = cache._plan
         lines = text.split("\n")
         xs = plan.values(lines)
-        bulk = plan.layout.assemble(xs, "warm")
-        cells = plan.layout.assemble(xs, "warm", bulk=False)
+        bulk = plan.shape.layout.assemble(xs, plan.gpus, "warm")
+        cells = plan.shape.layout.assemble(xs, plan.gpus, "warm", bulk=False)
         assert bulk == cells, path.name
         assert isinstance(parse.ParsedPayload, type)

@@ -28,6 +28,7 @@ node_st = st.fixed_dictionaries({
     "healthy": st.lists(st.sampled_from(UUIDS), max_size=4, unique=True),
     "lost": st.lists(st.sampled_from(UUIDS), max_size=2, unique=True),
     "model": st.sampled_from(MODELS),
+    "mixed": st.booleans(),  # its GPUs cycle through the models instead
     "checked": st.booleans(),
     "jobs": st.lists(st.tuples(st.integers(1, 5), st.integers(-7200, 600), st.one_of(st.none(), st.integers(-3600, 3600))),
                      max_size=3),
@@ -53,10 +54,12 @@ def oracle(fleet: dict, node_ids: list[int]) -> dict:
         lost = [u for u in node["lost"] if u not in node["healthy"]]
         gpus = [(online and u in node["healthy"] and last_ok is not None, u) for u in node["healthy"] + lost]
         ranked = sorted(gpus, key=lambda g: (not g[0], g[1]))
+        models = model_of(node)
         for rank, (gpu_online, gpu_uuid) in enumerate(ranked):
-            claims.setdefault(gpu_uuid, []).append((gpu_online, rank < hired, node["model"], index))
+            claims.setdefault(gpu_uuid, []).append((gpu_online, rank < hired, models[gpu_uuid], index))
     counts = dict.fromkeys(("registered", "online", "offline", "hired", "hired_offline", "idle",
                             "verified", "unverified", "flagged"), 0)
+    by_model: dict[str, dict] = {}
     for gpu_uuid, cs in claims.items():
         online = any(c[0] for c in cs)
         hired = any(c[0] and c[1] for c in cs)
@@ -68,8 +71,21 @@ def oracle(fleet: dict, node_ids: list[int]) -> dict:
         counts["idle"] += online and not hired
         counts["hired_offline"] += not online and any(c[1] for c in cs)
         counts["flagged" if flagged else "verified" if checked else "unverified"] += 1
+        model = min(c[2] for c in cs)  # the least model name in byte order
+        m = by_model.setdefault(model, {"model": model, "registered": 0, "online": 0, "hired": 0})
+        m["registered"] += 1
+        m["online"] += online
+        m["hired"] += hired
     n = len(fleet["nodes"])
-    return {"gpus": counts, "nodes": {"registered": n, "online": nodes_online, "offline": n - nodes_online}}
+    return {"gpus": counts, "nodes": {"registered": n, "online": nodes_online, "offline": n - nodes_online},
+            "by_model": [by_model[k] for k in sorted(by_model)]}
+
+
+def model_of(node: dict) -> dict[str, str]:
+    uuids = node["healthy"] + [u for u in node["lost"] if u not in node["healthy"]]
+    if node["mixed"]:
+        return {u: MODELS[i % len(MODELS)] for i, u in enumerate(uuids)}
+    return dict.fromkeys(uuids, node["model"])
 
 
 def load(conn: psycopg.Connection, fleet: dict) -> list[int]:
@@ -82,7 +98,7 @@ def load(conn: psycopg.Connection, fleet: dict) -> list[int]:
         for seconds, ok in node["observations"]:
             builder.observe(node_id, T0 + timedelta(seconds=seconds), ok=ok)
         lost = [u for u in node["lost"] if u not in node["healthy"]]
-        builder.gpus(node_id, node["healthy"], lost=lost, model=node["model"], checked=node["checked"])
+        builder.gpus(node_id, node["healthy"], lost=lost, models=model_of(node), checked=node["checked"])
         for j, (count, start, end) in enumerate(node["jobs"]):
             started = T0 + timedelta(seconds=start)
             ended = None if end is None else started + timedelta(seconds=abs(end))
@@ -111,6 +127,7 @@ def test_the_snapshot_agrees_with_the_definitions_on_random_fleets(shared_conn, 
     expected = oracle(fleet, ids)
     assert snap.body["gpus"] == expected["gpus"]
     assert snap.body["nodes"] == expected["nodes"]
+    assert snap.body["by_model"] == expected["by_model"]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

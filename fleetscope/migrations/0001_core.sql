@@ -54,9 +54,40 @@ CREATE TABLE gpus (
     last_seen          timestamptz NOT NULL,
     -- Set by the integrity checks when they have examined this identity.
     checked_at         timestamptz,
+    -- Another node claims this UUID too (kept by gpus_mark_shared). The
+    -- snapshot counts the GPUs of nodes without shared claims per node and
+    -- keeps the per-UUID, deduplicating count for these few.
+    shared             boolean NOT NULL DEFAULT false,
     PRIMARY KEY (node_id, gpu_uuid)
 );
 CREATE INDEX gpus_uuid ON gpus (gpu_uuid);
+
+-- Claims per UUID, kept by gpus_mark_shared (a count never decreases: a
+-- deleted claim leaves the flag set, which only sends that UUID down the
+-- snapshot's exact per-UUID path).
+CREATE TABLE gpu_claims (
+    gpu_uuid text PRIMARY KEY,
+    claims   integer NOT NULL
+);
+
+CREATE FUNCTION gpus_mark_shared() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    -- The upsert's row lock makes two first claims of one UUID committed at
+    -- the same time wait for each other, so the second always sees the first
+    -- (and its UPDATE below, a new statement, sees the first's row). Not an
+    -- advisory lock per UUID: a bulk registration would hold thousands and
+    -- exhaust the server's lock table.
+    INSERT INTO gpu_claims AS c (gpu_uuid, claims) VALUES (NEW.gpu_uuid, 1)
+        ON CONFLICT (gpu_uuid) DO UPDATE SET claims = c.claims + 1
+        RETURNING claims INTO n;
+    IF n > 1 THEN
+        UPDATE gpus SET shared = true WHERE gpu_uuid = NEW.gpu_uuid AND NOT shared;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER gpus_shared AFTER INSERT ON gpus FOR EACH ROW EXECUTE FUNCTION gpus_mark_shared();
 
 -- Which GPUs a node reported, healthy or lost, in its successful
 -- observations: a row each time the set changes (not per observation), so the
@@ -68,6 +99,31 @@ CREATE TABLE node_gpu_sets (
     lost    text[] NOT NULL DEFAULT '{}',
     PRIMARY KEY (node_id, since)
 );
+
+-- A set names only GPUs registered for its node by then, each once, none both
+-- healthy and lost: the snapshot counts a node's online GPUs as the size of
+-- its healthy set, which is exact only under these rules.
+CREATE FUNCTION node_gpu_sets_check() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    missing text;
+BEGIN
+    IF (SELECT count(DISTINCT u) FROM unnest(NEW.healthy || NEW.lost) AS u)
+       <> cardinality(NEW.healthy) + cardinality(NEW.lost) THEN
+        RAISE EXCEPTION 'a GPU set of node % names a GPU twice, or as both healthy and lost', NEW.node_id
+            USING ERRCODE = 'check_violation';
+    END IF;
+    SELECT u INTO missing FROM unnest(NEW.healthy || NEW.lost) AS u
+     WHERE NOT EXISTS (SELECT 1 FROM gpus g
+                        WHERE g.node_id = NEW.node_id AND g.gpu_uuid = u AND g.first_seen <= NEW.since)
+     LIMIT 1;
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'GPU % is in a GPU set of node % but was not registered for it by %',
+            missing, NEW.node_id, NEW.since USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER node_gpu_sets_registered BEFORE INSERT ON node_gpu_sets
+    FOR EACH ROW EXECUTE FUNCTION node_gpu_sets_check();
 
 -- The jobs (hires) ledger, posted by the marketplace; upsert by job_id.
 CREATE TABLE jobs (
