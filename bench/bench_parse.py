@@ -6,23 +6,36 @@ bounded loop (BENCH.md: CPU per unit of work, medians of several runs, all
 paths measured in the same process and minute). The warm path gets a
 different rendering of the payload each time (values moved, as between real
 scrapes), so no string or float is reused from the previous iteration.
+
+`--baseline REV` also measures the parser as it was at git revision REV
+(its collector/parse.py and collector/metricnames.py, loaded as a separate
+package), interleaved with the current one in the same runs. `--memory N`
+measures instead the bytes a warm `SeriesCache` keeps per target
+(tracemalloc, over N distinct simulated or fixture-derived 8-GPU hosts).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import hashlib
+import importlib
 import os
 import platform
 import random
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import tracemalloc
 from pathlib import Path
+from types import ModuleType
 
 import prometheus_client
 
-from collector.parse import PayloadParser, SeriesCache
+from collector import parse as current
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOADS = ROOT / "tests" / "fixtures" / "payloads"
@@ -70,28 +83,125 @@ def cpu_per_1000(fn, bodies: list[bytes], loops: int) -> float:
     return (time.process_time() - start) / loops * 1000
 
 
-def bench(path: Path, content_type: str | None, runs: int) -> dict[str, float]:
-    parser = PayloadParser()
-    bodies = variants(path.read_text(), 64)
-    cache = SeriesCache()
+def load_baseline(rev: str) -> ModuleType:
+    """collector.parse as of git revision `rev`, with its own metricnames."""
+    root = Path(tempfile.mkdtemp(prefix="bench_parse_"))
+    package = root / "baseline_collector"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for name in ("parse.py", "metricnames.py"):
+        text = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:collector/{name}"],
+                              capture_output=True, text=True, check=True).stdout
+        text = text.replace("from collector import metricnames", "from baseline_collector import metricnames")
+        (package / name).write_text(text)
+    sys.path.insert(0, str(root))
+    return importlib.import_module("baseline_collector.parse")
+
+
+def path_timers(module: ModuleType, bodies: list[bytes], content_type: str | None) -> dict:
+    """The reference, cold and warm parse of one module, as one-argument calls."""
+    parser = module.PayloadParser()
+    cache = module.SeriesCache()
     parser.parse(bodies[0], content_type=content_type, cache=cache)
-
-    def warm(body: bytes) -> None:
-        parser.parse(body, content_type=content_type, cache=cache)
-
-    def cold(body: bytes) -> None:
-        parser.parse(body, content_type=content_type, cache=SeriesCache())
-
-    def reference(body: bytes) -> None:
-        parser.parse_reference(body, content_type=content_type)
-
     assert parser.parse(bodies[1], content_type=content_type, cache=cache).path == "warm"
-    results: dict[str, list[float]] = {"reference": [], "cold": [], "warm": []}
+    return {
+        "reference": lambda body: parser.parse_reference(body, content_type=content_type),
+        "cold": lambda body: parser.parse(body, content_type=content_type, cache=module.SeriesCache()),
+        "warm": lambda body: parser.parse(body, content_type=content_type, cache=cache),
+    }
+
+
+def bench(path: Path, content_type: str | None, runs: int,
+          baseline: ModuleType | None = None) -> dict[str, float]:
+    """Medians of `runs`; with a baseline, its cold and warm figures are interleaved."""
+    bodies = variants(path.read_text(), 64)
+    now = path_timers(current, bodies, content_type)
+    before = path_timers(baseline, bodies, content_type) if baseline else None
+    results: dict[str, list[float]] = {}
     for _ in range(runs):
-        results["reference"].append(cpu_per_1000(reference, bodies, REFERENCE_LOOPS))
-        results["cold"].append(cpu_per_1000(cold, bodies, COLD_LOOPS))
-        results["warm"].append(cpu_per_1000(warm, bodies, WARM_LOOPS))
+        loops = [("reference", now["reference"], REFERENCE_LOOPS)]
+        for path_name, n in (("cold", COLD_LOOPS), ("warm", WARM_LOOPS)):
+            if before is not None:
+                loops.append((f"{path_name} before", before[path_name], n))
+            loops.append((path_name, now[path_name], n))
+        for name, fn, n in loops:
+            results.setdefault(name, []).append(cpu_per_1000(fn, bodies, n))
     return {name: statistics.median(values) for name, values in results.items()}
+
+
+# --memory: distinct 8-GPU hosts.
+_UUID = re.compile(r"\b(GPU-)?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
+_HOSTNAME = re.compile(r'(Hostname="|hostname=")[^"]*"')
+
+
+def fixture_hosts(text: str, count: int) -> list[tuple[bytes, bytes]]:
+    """`count` hosts from one recorded payload: its UUIDs and host name replaced.
+
+    Each host gives two renderings with different values (cold, then warm).
+    """
+    one, two = variants(text, 2, seed=11)
+    hosts = []
+    for i in range(count):
+        def fresh(m: re.Match, i: int = i) -> str:
+            h = hashlib.blake2b(f"{i}/{m.group(0)}".encode(), digest_size=16).hexdigest()
+            return (m.group(1) or "") + f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+        def rename(body: bytes) -> bytes:
+            text = _UUID.sub(fresh, body.decode())
+            return _HOSTNAME.sub(lambda m: f'{m.group(1)}node-{i:05d}"', text).encode()
+
+        hosts.append((rename(one), rename(two)))
+    return hosts
+
+
+def sim_hosts(count: int) -> list[tuple[bytes, bytes]]:
+    """`count` simulated healthy 8-GPU hosts (exporters.sim), two scrapes each."""
+    from exporters.sim import SimFleet
+
+    fleet = SimFleet.from_scenario(11, [{"profile": "healthy", "count": count, "gpus": 8}])
+    t = 1_800_000_000.0
+    return [(fleet.render(i, t), fleet.render(i, t + 15)) for i in range(count)]
+
+
+def retained(module: ModuleType, hosts: list[tuple[bytes, bytes]],
+             content_type: str | None) -> tuple[float, float]:
+    """(bytes per warm cache, bytes the first cache kept): tracemalloc, after gc."""
+    parser = module.PayloadParser()
+    caches = []
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        first = 0
+        for one, two in hosts:
+            cache = module.SeriesCache()
+            parser.parse(one, content_type=content_type, cache=cache)
+            assert parser.parse(two, content_type=content_type, cache=cache).path == "warm"
+            caches.append(cache)
+            if not first:
+                gc.collect()
+                first = tracemalloc.get_traced_memory()[0] - base
+        gc.collect()
+        total = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    return total / len(caches), first
+
+
+def memory(count: int, baseline: ModuleType | None) -> None:
+    print(f"| {count} distinct 8-GPU hosts | KiB | before: per cache | after: per cache "
+          f"| after: first cache | after x 30,000 targets |")
+    print("|---|---:|---:|---:|---:|---:|")
+    sets = [("simulated fleet exporter (exporters.sim, healthy)", sim_hosts(count), None)]
+    for label, name, content_type in CASES:
+        if "dcgm" in name:
+            sets.append((label + ", UUIDs and host name replaced",
+                         fixture_hosts((PAYLOADS / name).read_text(), count), content_type))
+    for label, hosts, content_type in sets:
+        before = f"{retained(baseline, hosts, content_type)[0]:,.0f}" if baseline else "-"
+        per, first = retained(current, hosts, content_type)
+        print(f"| {label} | {len(hosts[0][0]) / 1024:.1f} | {before} | {per:,.0f} | "
+              f"{first:,.0f} | {per * 30000 / 1e6:,.0f} MB |", flush=True)
 
 
 def machine() -> str:
@@ -111,17 +221,34 @@ def _dist_version() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7, help="runs per figure; the median is shown")
+    ap.add_argument("--baseline", metavar="REV",
+                    help="also measure the parser of this git revision, interleaved")
+    ap.add_argument("--memory", type=int, metavar="N",
+                    help="measure bytes per warm cache over N hosts instead of CPU")
     args = ap.parse_args()
+    baseline = load_baseline(args.baseline) if args.baseline else None
     print(machine(), file=sys.stderr)
-    print("| payload | samples | KiB | reference | fast, cold cache | fast, warm cache | warm speed-up |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    if args.memory:
+        memory(args.memory, baseline)
+        return
+    if baseline is None:
+        print("| payload | samples | KiB | reference | fast, cold cache | fast, warm cache | warm speed-up |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+    else:
+        print(f"| payload | samples | KiB | reference | cold, {args.baseline} | cold | "
+              f"warm, {args.baseline} | warm | warm, now / {args.baseline} |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, name, content_type in CASES:
         path = PAYLOADS / name
-        series = PayloadParser().parse(path.read_bytes(), content_type=content_type).series
-        r = bench(path, content_type, args.runs)
-        print(f"| {label} | {series} | {path.stat().st_size / 1024:.1f} | "
-              f"{r['reference']:.2f} | {r['cold']:.3f} | {r['warm']:.3f} | "
-              f"{r['reference'] / r['warm']:.0f}x |", flush=True)
+        series = current.PayloadParser().parse(path.read_bytes(), content_type=content_type).series
+        r = bench(path, content_type, args.runs, baseline)
+        head = f"| {label} | {series} | {path.stat().st_size / 1024:.1f} | {r['reference']:.2f} | "
+        if baseline is None:
+            print(f"{head}{r['cold']:.3f} | {r['warm']:.3f} | "
+                  f"{r['reference'] / r['warm']:.0f}x |", flush=True)
+        else:
+            print(f"{head}{r['cold before']:.3f} | {r['cold']:.3f} | {r['warm before']:.3f} | "
+                  f"{r['warm']:.3f} | {r['warm'] / r['warm before']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

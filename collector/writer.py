@@ -6,8 +6,10 @@ and after COMMIT_TIMEOUT_S raise ``StorageBusy``, which the push receiver turns
 into a 503). One task drains the queue into *write groups* — everything that
 arrived in up to FLUSH_INTERVAL_S, at most MAX_GROUP_BATCHES batches — and
 writes each group in one transaction: observations and GPU samples with
-binary COPY, identity upserts and GPU-set changes, nodes' last_ok_at, the
-collector's heartbeat, and the group's id in ``ingest_batches``.
+binary COPY, identity upserts and GPU-set changes, the collector's heartbeat,
+and the group's id in ``ingest_batches``. (Nodes' alert bookkeeping,
+``nodes.last_ok_at``, is not kept per batch: an alert loop reads the
+observations since its last round, one indexed range scan per round.)
 
 Delivery is at-least-once with de-duplication: a group whose id is already in
 ``ingest_batches`` is skipped whole, so a retry after a lost COMMIT
@@ -17,8 +19,9 @@ in order, and once it is back the spool is replayed, oldest first, before any
 new group: order is kept and nothing accepted is lost.
 
 A group is built once (caches of identities and GPU sets are updated as it is
-built) and then written or spooled as a plain JSON-able dict, so a spooled
-group replays exactly as it would have been written.
+built) and then written, or spooled as JSON (``to_spool``, times as exact
+integer microseconds), so a spooled group replays exactly as it would have
+been written.
 """
 
 from __future__ import annotations
@@ -116,12 +119,16 @@ class Writer:
         self.commit_timeout_s = commit_timeout_s
         self._boot = f"{collector_id}:{time.time_ns()}"
         self._seq = 0
-        self._conn: psycopg.AsyncConnection | None = None
+        # A synchronous connection used from a worker thread, one call at a
+        # time: psycopg's sync COPY formats rows in C without a coroutine per
+        # row (the async one awaits each write_row), and a long COPY leaves
+        # the event loop free for pushes and scrapes.
+        self._conn: psycopg.Connection | None = None
         self._retry_at = 0.0
         self._retry_delay = RETRY_MIN_S
         self._task: asyncio.Task | None = None
         self._closing = False
-        self._identities: dict[tuple[int, str], tuple[tuple, float]] = {}
+        self._identities: dict[int, tuple[tuple, float]] = {}  # node -> (its last identities, when written)
         self._sets: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] | None = None
         self._period_start: datetime | None = None
         self._last_beat: datetime | None = None
@@ -144,7 +151,7 @@ class Writer:
             await self._task
             self._task = None
         if self._conn is not None:
-            await self._conn.close()
+            await asyncio.to_thread(self._conn.close)
             self._conn = None
 
     def appender(self) -> Appender:
@@ -198,42 +205,43 @@ class Writer:
             self._period_start = now
         self._last_beat = now
         self._seq += 1
-        observations, samples, identities, sets, last_ok = [], [], [], [], {}
+        observations, samples, identities, sets = [], [], [], []
         mono = time.monotonic()
+        cid = self.collector_id
         for b in batches:
-            t = _us(b.received_at)
-            observations.append([t, b.node_id, b.ok, b.source, b.slot, b.latency_ms, b.error])
+            t = b.received_at
+            observations.append((t, b.node_id, b.ok, b.source, b.slot, b.latency_ms, b.error, cid))
             if not b.ok or b.payload is None:
                 continue
-            last_ok[b.node_id] = max(t, last_ok.get(b.node_id, 0))
-            for s in b.payload.samples:
-                samples.append([t, b.node_id, *s])
+            head = (t, b.node_id)
+            samples.extend(head + s for s in b.payload.samples)
             self._identity_rows(b, t, mono, identities)
             self._set_row(b, t, sets)
         return {
             "id": f"{self._boot}:{self._seq}",
             "obs": observations, "samples": samples, "ids": identities, "sets": sets,
-            "last_ok": sorted(last_ok.items()),
-            "beat": [_us(self._period_start), _us(now)],
+            "beat": (self._period_start, now),
         }
 
-    def _identity_rows(self, b: Batch, t: int, mono: float, out: list) -> None:
-        seen = {}
-        for ident in b.payload.identities:
-            seen[ident.uuid] = ident
-        indexes = {s.gpu_uuid: s.gpu_index for s in b.payload.samples}
+    def _identity_rows(self, b: Batch, t: datetime, mono: float, out: list) -> None:
+        # Hot path: a node reports the same identities every interval. One
+        # C-level comparison of the whole (identities, GPU indexes) pair with
+        # the node's last one skips the per-GPU work (measured: 18 -> ~2 us a
+        # batch, bench/bench_writer.py).
+        shape = (tuple(b.payload.identities), tuple((s.gpu_uuid, s.gpu_index) for s in b.payload.samples))
+        cached = self._identities.get(b.node_id)
+        if cached is not None and cached[0] == shape and mono - cached[1] < IDENTITY_REFRESH_S:
+            return
+        self._identities[b.node_id] = (shape, mono)
+        seen = {ident.uuid: ident for ident in b.payload.identities}
+        indexes = dict(shape[1])
         # Every GPU with telemetry is registered, with what identity it gave.
         for gpu_uuid in list(indexes) + [u for u in seen if u not in indexes]:
             ident = seen.get(gpu_uuid)
-            values = (gpu_uuid, indexes.get(gpu_uuid), *(ident[1:] if ident else (None,) * 14))
-            key = (b.node_id, gpu_uuid)
-            cached = self._identities.get(key)
-            if cached is not None and cached[0] == values and mono - cached[1] < IDENTITY_REFRESH_S:
-                continue
-            self._identities[key] = (values, mono)
-            out.append([b.node_id, t, *values])
+            out.append((b.node_id, t, t, gpu_uuid, indexes.get(gpu_uuid),
+                        *(ident[1:] if ident else (None,) * 14)))
 
-    def _set_row(self, b: Batch, t: int, out: list) -> None:
+    def _set_row(self, b: Batch, t: datetime, out: list) -> None:
         current = (tuple(sorted(b.healthy_gpus)), tuple(b.lost_gpus))
         if self._sets is not None:
             if self._sets.get(b.node_id) == current:
@@ -241,7 +249,7 @@ class Writer:
             self._sets[b.node_id] = current
         # Without the cache (the database was down when we started) every set
         # is written: a repeated set is a redundant row, never a wrong one.
-        out.append([b.node_id, t, list(b.healthy_gpus), list(b.lost_gpus)])
+        out.append((b.node_id, t, list(b.healthy_gpus), list(b.lost_gpus)))
 
     # -- writing ------------------------------------------------------------------
 
@@ -258,13 +266,13 @@ class Writer:
         except psycopg.Error as err:
             # Not an outage: the data itself is refused. Keep it on disk, aside.
             log.error("database refused write group %s: %s", group["id"], err)
-            self.spool.append(group)
+            self.spool.append(to_spool(group))
             head = self.spool.head()
             self.spool.reject(head[0], str(err))
             self._m_groups.labels("rejected").inc()
 
     def _spool_group(self, group: dict[str, Any]) -> None:
-        self.spool.append(group)
+        self.spool.append(to_spool(group))
         self._m_groups.labels("spooled").inc()
 
     async def _drain_spool(self) -> None:
@@ -272,7 +280,8 @@ class Writer:
         while len(self.spool):
             if not await self._ensure_connection():
                 return
-            path, group = self.spool.head()
+            path, stored = self.spool.head()
+            group = from_spool(stored)
             try:
                 await self._write(group)
             except psycopg.OperationalError as err:
@@ -294,9 +303,9 @@ class Writer:
         if time.monotonic() < self._retry_at:
             return False
         try:
-            self._conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True,
-                                                               connect_timeout=CONNECT_TIMEOUT_S)
-            await self._load_sets()
+            self._conn = await asyncio.to_thread(psycopg.connect, self.dsn, autocommit=True,
+                                                 connect_timeout=CONNECT_TIMEOUT_S)
+            await asyncio.to_thread(self._load_sets)
         except psycopg.Error as err:
             self._lost_connection(err)
             return False
@@ -308,7 +317,7 @@ class Writer:
     def _lost_connection(self, err: Exception) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            asyncio.get_running_loop().create_task(_close_quietly(conn))
+            asyncio.get_running_loop().run_in_executor(None, _close_quietly, conn)
             log.warning("writer lost the database: %s; spooling to %s", str(err).strip(), self.spool.directory)
         self._m_db_up.set(0)
         # Exponential backoff with jitter: a fleet of collectors must not
@@ -316,71 +325,59 @@ class Writer:
         self._retry_at = time.monotonic() + self._retry_delay * (0.5 + os.urandom(1)[0] / 255)
         self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_S)
 
-    async def _load_sets(self) -> None:
+    def _load_sets(self) -> None:
         if self._sets is not None:
             return
-        rows = await (await self._conn.execute(
+        rows = self._conn.execute(
             "SELECT DISTINCT ON (node_id) node_id, healthy, lost FROM node_gpu_sets ORDER BY node_id, since DESC"
-        )).fetchall()
+        ).fetchall()
         self._sets = {r[0]: (tuple(sorted(r[1])), tuple(r[2])) for r in rows}
 
     async def _write(self, group: dict[str, Any]) -> None:
         """Write one group in one transaction, unless its id is already recorded."""
         started = time.perf_counter()
-        conn = self._conn
-        async with conn.transaction():
-            seen = await (await conn.execute(
-                "SELECT 1 FROM ingest_batches WHERE batch_id = %s", (group["id"],))).fetchone()
-            if seen:
-                self._m_groups.labels("duplicate").inc()
-                return
-            cur = conn.cursor()
-            if group["obs"]:
-                async with cur.copy(f"COPY observations ({', '.join(OBSERVATION_COLUMNS)}) FROM STDIN "
-                                    "(FORMAT BINARY)") as copy:
-                    copy.set_types(OBSERVATION_TYPES)
-                    cid = self.collector_id
-                    for o in group["obs"]:
-                        await copy.write_row((_dt(o[0]), o[1], o[2], o[3], o[4], o[5], o[6], cid))
-            if group["samples"]:
-                async with cur.copy(f"COPY gpu_samples ({', '.join(SAMPLE_COLUMNS)}) FROM STDIN "
-                                    "(FORMAT BINARY)") as copy:
-                    copy.set_types(SAMPLE_TYPES)
-                    times: dict[int, datetime] = {}
-                    for s in group["samples"]:
-                        t = times.get(s[0]) or times.setdefault(s[0], _dt(s[0]))
-                        await copy.write_row((t, *s[1:]))
-            if group["ids"]:
-                await cur.executemany(UPSERT_IDENTITY_SQL,
-                                      [(i[0], _dt(i[1]), _dt(i[1]), *i[2:]) for i in group["ids"]])
-            if group["sets"]:
-                await cur.executemany(
-                    "INSERT INTO node_gpu_sets (node_id, since, healthy, lost) VALUES (%s, %s, %s, %s)"
-                    " ON CONFLICT (node_id, since) DO NOTHING",
-                    [(n, _dt(t), healthy, lost) for n, t, healthy, lost in group["sets"]])
-            if group["last_ok"]:
-                ids, times_us = zip(*group["last_ok"])
-                await conn.execute(
-                    "UPDATE nodes n SET last_ok_at = u.t"
-                    "  FROM unnest(%s::bigint[], %s::timestamptz[]) AS u(node_id, t)"
-                    " WHERE n.node_id = u.node_id AND (n.last_ok_at IS NULL OR n.last_ok_at < u.t)",
-                    (list(ids), [_dt(t) for t in times_us]))
-            if group["obs"]:
-                # Late rows (a spool replay) below the rollup's watermark mark
-                # it for recomputation; a no-op for rows above it.
-                await rollups.invalidate_async(conn, _dt(min(o[0] for o in group["obs"])), mode=self.mode)
-            start_us, beat_us = group["beat"]
-            await conn.execute(
-                "INSERT INTO observing_periods (collector_id, started_at, last_beat_at) VALUES (%s, %s, %s)"
-                " ON CONFLICT (collector_id, started_at)"
-                " DO UPDATE SET last_beat_at = greatest(observing_periods.last_beat_at, EXCLUDED.last_beat_at)",
-                (self.collector_id, _dt(start_us), _dt(beat_us)))
-            rows = len(group["obs"]) + len(group["samples"])
-            await conn.execute("INSERT INTO ingest_batches (batch_id, rows) VALUES (%s, %s)", (group["id"], rows))
+        written = await asyncio.to_thread(self._write_sync, self._conn, group)
+        if not written:
+            self._m_groups.labels("duplicate").inc()
+            return
         self._m_rows.labels("observations").inc(len(group["obs"]))
         self._m_rows.labels("gpu_samples").inc(len(group["samples"]))
         self._m_groups.labels("written").inc()
         self._m_flush.observe(time.perf_counter() - started)
+
+    def _write_sync(self, conn: psycopg.Connection, group: dict[str, Any]) -> bool:
+        with conn.transaction():
+            if conn.execute("SELECT 1 FROM ingest_batches WHERE batch_id = %s", (group["id"],)).fetchone():
+                return False
+            cur = conn.cursor()
+            if group["obs"]:
+                with cur.copy(f"COPY observations ({', '.join(OBSERVATION_COLUMNS)}) FROM STDIN "
+                              "(FORMAT BINARY)") as copy:
+                    copy.set_types(OBSERVATION_TYPES)
+                    for row in group["obs"]:
+                        copy.write_row(row)
+            if group["samples"]:
+                with cur.copy(f"COPY gpu_samples ({', '.join(SAMPLE_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(SAMPLE_TYPES)
+                    for row in group["samples"]:
+                        copy.write_row(row)
+            if group["ids"]:
+                cur.executemany(UPSERT_IDENTITY_SQL, group["ids"])
+            if group["sets"]:
+                cur.executemany("INSERT INTO node_gpu_sets (node_id, since, healthy, lost) VALUES (%s, %s, %s, %s)"
+                                " ON CONFLICT (node_id, since) DO NOTHING", group["sets"])
+            if group["obs"]:
+                # Late rows (a spool replay) below the rollup's watermark mark
+                # it for recomputation; a no-op for rows above it.
+                rollups.invalidate(conn, min(o[0] for o in group["obs"]), mode=self.mode)
+            conn.execute(
+                "INSERT INTO observing_periods (collector_id, started_at, last_beat_at) VALUES (%s, %s, %s)"
+                " ON CONFLICT (collector_id, started_at)"
+                " DO UPDATE SET last_beat_at = greatest(observing_periods.last_beat_at, EXCLUDED.last_beat_at)",
+                (self.collector_id, *group["beat"]))
+            rows = len(group["obs"]) + len(group["samples"])
+            conn.execute("INSERT INTO ingest_batches (batch_id, rows) VALUES (%s, %s)", (group["id"], rows))
+        return True
 
     # -- metrics --------------------------------------------------------------------
 
@@ -404,11 +401,31 @@ class Writer:
                                registry=registry)
 
 
-async def _close_quietly(conn: psycopg.AsyncConnection) -> None:
+def _close_quietly(conn: psycopg.Connection) -> None:
     try:
-        await conn.close()
+        conn.close()
     except Exception:  # noqa: BLE001 - the connection is already broken
         pass
+
+
+# Which fields of a group hold times, by position, for the spool's JSON.
+_TIMED = {"obs": (0,), "samples": (0,), "ids": (1, 2), "sets": (1,)}
+
+
+def to_spool(group: dict[str, Any]) -> dict[str, Any]:
+    """A group as JSON-able data: times as integer microseconds since the epoch (exact)."""
+    out: dict[str, Any] = {"id": group["id"], "beat": [_us(t) for t in group["beat"]]}
+    for key, positions in _TIMED.items():
+        out[key] = [[_us(v) if i in positions else v for i, v in enumerate(row)] for row in group[key]]
+    return out
+
+
+def from_spool(data: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of ``to_spool``."""
+    group: dict[str, Any] = {"id": data["id"], "beat": tuple(_dt(t) for t in data["beat"])}
+    for key, positions in _TIMED.items():
+        group[key] = [tuple(_dt(v) if i in positions else v for i, v in enumerate(row)) for row in data[key]]
+    return group
 
 
 class _QueueAppender:

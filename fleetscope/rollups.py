@@ -80,12 +80,6 @@ def invalidate(conn: psycopg.Connection, since: datetime, *, mode: str) -> None:
         conn.execute(INVALIDATE_SQL, {"s": since})
 
 
-async def invalidate_async(conn: psycopg.AsyncConnection, since: datetime, *, mode: str) -> None:
-    """``invalidate`` on an async connection (the collector's writer)."""
-    if mode != "timescaledb":
-        await conn.execute(INVALIDATE_SQL, {"s": since})
-
-
 def refresh(conn: psycopg.Connection, *, up_to: datetime) -> tuple[datetime, int]:
     """Materialise closed buckets before ``up_to``; return (watermark, rows written).
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from collector.parse import PayloadParser, SeriesCache, parse_reference
+from tests.test_parse_cache_size import host
 
 PAYLOADS = Path(__file__).parent / "fixtures" / "payloads"
 
@@ -106,3 +107,44 @@ def test_bulk_and_per_cell_assembly_agree_on_every_fixture():
         cells = plan.shape.layout.assemble(xs, plan.gpus, "warm", bulk=False)
         assert bulk == cells, path.name
         assert isinstance(parse.ParsedPayload, type)
+
+
+def test_hosts_of_one_shape_share_a_layout_and_read_their_own_gpus_and_values():
+    parser = PayloadParser()
+    text = (PAYLOADS / "dcgm_exporter_12fields_a100x8.prom").read_text()
+    caches = [SeriesCache(), SeriesCache()]
+    for scrape in (1, 2):
+        for number, cache in enumerate(caches):
+            body = host(text, number, scrape)
+            result = parser.parse(body, cache=cache)
+            assert result.path == ("cold" if scrape == 1 else "warm")
+            assert result == parse_reference(body)
+            assert {s.gpu_uuid[:8] for s in result.samples} == {f"GPU-{number:04x}"}
+            assert result.samples[0].pcie_replay == scrape
+    assert caches[0]._plan.shape is caches[1]._plan.shape
+    assert caches[0]._plan.gpus.uuids != caches[1]._plan.gpus.uuids
+
+
+def test_a_payload_changed_in_one_label_character_is_parsed_afresh():
+    # Same length and structure, so only the hash of its text tells it apart.
+    parser = PayloadParser()
+    cache = SeriesCache()
+    body = (PAYLOADS / "dcgm_exporter_12fields_a100x8.prom").read_text()
+    parser.parse(body, cache=cache)
+    changed = body.replace('pod="llama-ft-7d9c5b8f6-x2kqp"', 'pod="llama-ft-7d9c5b8f6-x2kqq"', 1)
+    assert len(changed) == len(body) and changed != body
+    result = parser.parse(changed, cache=cache)
+    assert result.path == "cold" and result == parse_reference(changed)
+    moved = body.replace("GPU-d2eac902", "GPU-d2eac903")
+    result = parser.parse(moved, cache=cache)
+    assert result.path == "cold" and result == parse_reference(moved)
+    assert result.samples[0].gpu_uuid.startswith("GPU-d2eac903")
+
+
+def test_a_warm_target_keeps_no_line_of_its_payload():
+    parser = PayloadParser()
+    cache = SeriesCache()
+    body = (PAYLOADS / "dcgm_exporter_default_a100x8.prom").read_text()
+    parser.parse(body, cache=cache)
+    assert parser.parse(body, cache=cache).path == "warm"
+    assert len(cache) == 0

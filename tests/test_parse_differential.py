@@ -122,6 +122,30 @@ def test_text_payloads_parse_as_the_reference_parses_them(spec, data):
     check([render(spec, first), render(spec, second), render(spec, first)])
 
 
+def other_host(body):
+    """The payload as a host with other UUIDs would send it: two swapped, one renamed."""
+    swapped = body.replace("GPU-aaaa", "\0").replace("GPU-bbbb", "GPU-aaaa").replace("\0", "GPU-bbbb")
+    return swapped.replace("cccc-dddd", "cccc-9999").replace("MIG-eeee", "MIG-eeeeeeee")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=text_payload, data=st.data())
+def test_hosts_sharing_a_shape_each_parse_as_the_reference_parses_them(spec, data):
+    # The second host's cold parse finds the first host's shape in the shared
+    # registry; each must still read its own UUIDs and values.
+    n = sum(1 for kind, _, _ in spec if kind == "sample")
+    first = data.draw(st.lists(value, min_size=n, max_size=n))
+    second = data.draw(st.lists(value, min_size=n, max_size=n))
+    parser = PayloadParser()
+    caches = [SeriesCache(), SeriesCache()]
+    for values in (first, second):
+        body = render(spec, values)
+        for cache, text in zip(caches, (body, other_host(body))):
+            expected = outcome(parser.parse_reference, text)
+            for _ in range(2):
+                assert outcome(parser.parse, text, cache=cache) == expected
+
+
 @st.composite
 def om_family(draw, index):
     typ = draw(st.sampled_from(["gauge", "counter", "info", "unknown", "summary"]))
