@@ -112,15 +112,16 @@ def path_timers(module: ModuleType, bodies: list[bytes], content_type: str | Non
 
 
 def bench(path: Path, content_type: str | None, runs: int,
-          baseline: ModuleType | None = None) -> dict[str, float]:
+          baseline: ModuleType | None = None, *, warm_only: bool = False) -> dict[str, float]:
     """Medians of `runs`; with a baseline, its cold and warm figures are interleaved."""
     bodies = variants(path.read_text(), 64)
     now = path_timers(current, bodies, content_type)
     before = path_timers(baseline, bodies, content_type) if baseline else None
     results: dict[str, list[float]] = {}
+    paths = (("warm", WARM_LOOPS),) if warm_only else (("cold", COLD_LOOPS), ("warm", WARM_LOOPS))
     for _ in range(runs):
-        loops = [("reference", now["reference"], REFERENCE_LOOPS)]
-        for path_name, n in (("cold", COLD_LOOPS), ("warm", WARM_LOOPS)):
+        loops = [] if warm_only else [("reference", now["reference"], REFERENCE_LOOPS)]
+        for path_name, n in paths:
             if before is not None:
                 loops.append((f"{path_name} before", before[path_name], n))
             loops.append((path_name, now[path_name], n))
@@ -223,6 +224,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=7, help="runs per figure; the median is shown")
     ap.add_argument("--baseline", metavar="REV",
                     help="also measure the parser of this git revision, interleaved")
+    ap.add_argument("--warm-only", action="store_true",
+                    help="with --baseline: only the warm path, before and after")
     ap.add_argument("--memory", type=int, metavar="N",
                     help="measure bytes per warm cache over N hosts instead of CPU")
     args = ap.parse_args()
@@ -230,6 +233,16 @@ def main() -> None:
     print(machine(), file=sys.stderr)
     if args.memory:
         memory(args.memory, baseline)
+        return
+    if args.warm_only:
+        if baseline is None:
+            ap.error("--warm-only needs --baseline")
+        print(f"| payload | warm, {args.baseline} | warm | now / {args.baseline} |")
+        print("|---|---:|---:|---:|")
+        for label, name, content_type in CASES:
+            r = bench(PAYLOADS / name, content_type, args.runs, baseline, warm_only=True)
+            print(f"| {label} | {r['warm before']:.3f} | {r['warm']:.3f} | "
+                  f"{r['warm'] / r['warm before']:.2f} |", flush=True)
         return
     if baseline is None:
         print("| payload | samples | KiB | reference | fast, cold cache | fast, warm cache | warm speed-up |")

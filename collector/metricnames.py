@@ -83,6 +83,9 @@ T_HEX32 = 6          # nvidia-smi pci.device_id, exported as a number
 # payloads cannot grow it (past the bound a number is simply not shared).
 MAX_SHARED_NUMBERS = 4096
 _NUMBERS: dict[tuple[int, str], int | float | None] = {}
+# A serial number is one GPU's own: interning it would share nothing and only
+# grow the interpreter's table of interned strings (~1 KB per 8-GPU target).
+_UNSHARED_FIELDS = frozenset({_F["serial"]})
 
 # Values that mean "not available" in nvidia-smi and NVML strings.
 _NOT_AVAILABLE = frozenset({"", "[N/A]", "N/A", "[Not Supported]", "[Unknown Error]",
@@ -224,7 +227,7 @@ def _identity_value(field: int, value: str) -> object:
         if len(_NUMBERS) < MAX_SHARED_NUMBERS:
             _NUMBERS[key] = number
         return number
-    return sys.intern(value)
+    return value if field in _UNSHARED_FIELDS else sys.intern(value)
 
 
 def _number(field: int, value: str) -> int | float | None:
