@@ -72,14 +72,19 @@ IDENTITY_COLUMNS = ("gpu_uuid", "gpu_index", "model", "serial", "pci_bus_id", "p
                     "pci_subsystem_id", "board_part_number", "architecture", "virtualization_mode",
                     "memory_total_bytes", "sm_count", "max_sm_clock_mhz", "max_mem_clock_mhz",
                     "driver_version", "vbios_version")
+IDENTITY_TYPES = ("bigint", "timestamptz", "timestamptz", "text", "integer", "text", "text", "text", "text",
+                  "text", "text", "text", "text", "bigint", "integer", "integer", "integer", "text", "text")
+# One statement for a group's identities: the GPU claim trigger then runs once
+# per group (fleetscope/migrations/0001_core.sql, gpus_mark_shared).
 UPSERT_IDENTITY_SQL = """
-INSERT INTO gpus (node_id, first_seen, last_seen, {cols}) VALUES (%s, %s, %s, {params})
+INSERT INTO gpus (node_id, first_seen, last_seen, {cols})
+SELECT * FROM unnest({arrays})
 ON CONFLICT (node_id, gpu_uuid) DO UPDATE SET
     last_seen = greatest(gpus.last_seen, EXCLUDED.last_seen),
     {updates}
 """.format(
     cols=", ".join(IDENTITY_COLUMNS),
-    params=", ".join(["%s"] * len(IDENTITY_COLUMNS)),
+    arrays=", ".join(f"%s::{t}[]" for t in IDENTITY_TYPES),
     updates=",\n    ".join(f"{c} = coalesce(EXCLUDED.{c}, gpus.{c})" for c in IDENTITY_COLUMNS[1:]),
 )
 
@@ -362,7 +367,10 @@ class Writer:
                     for row in group["samples"]:
                         copy.write_row(row)
             if group["ids"]:
-                cur.executemany(UPSERT_IDENTITY_SQL, group["ids"])
+                # A node reporting one UUID twice would make the upsert touch a
+                # row twice; the last report wins.
+                ids = list({(row[0], row[3]): row for row in group["ids"]}.values())
+                conn.execute(UPSERT_IDENTITY_SQL, [list(column) for column in zip(*ids)])
             if group["sets"]:
                 cur.executemany("INSERT INTO node_gpu_sets (node_id, since, healthy, lost) VALUES (%s, %s, %s, %s)"
                                 " ON CONFLICT (node_id, since) DO NOTHING", group["sets"])

@@ -61,6 +61,9 @@ CREATE TABLE gpus (
     PRIMARY KEY (node_id, gpu_uuid)
 );
 CREATE INDEX gpus_uuid ON gpus (gpu_uuid);
+-- The claims not yet marked shared: marking a UUID claimed by a thousand
+-- cloned nodes then touches only the new claim, not all earlier ones.
+CREATE INDEX gpus_unshared ON gpus (gpu_uuid) WHERE NOT shared;
 
 -- Claims per UUID, kept by gpus_mark_shared (a count never decreases: a
 -- deleted claim leaves the flag set, which only sends that UUID down the
@@ -71,23 +74,25 @@ CREATE TABLE gpu_claims (
 );
 
 CREATE FUNCTION gpus_mark_shared() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    n integer;
 BEGIN
-    -- The upsert's row lock makes two first claims of one UUID committed at
-    -- the same time wait for each other, so the second always sees the first
-    -- (and its UPDATE below, a new statement, sees the first's row). Not an
-    -- advisory lock per UUID: a bulk registration would hold thousands and
-    -- exhaust the server's lock table.
-    INSERT INTO gpu_claims AS c (gpu_uuid, claims) VALUES (NEW.gpu_uuid, 1)
-        ON CONFLICT (gpu_uuid) DO UPDATE SET claims = c.claims + 1
-        RETURNING claims INTO n;
-    IF n > 1 THEN
-        UPDATE gpus SET shared = true WHERE gpu_uuid = NEW.gpu_uuid AND NOT shared;
-    END IF;
+    -- Once per statement, per UUID: the count row's upsert lock makes two
+    -- first claims of one UUID committed at the same time wait for each other
+    -- (the second then sees the first, and so does the UPDATE below, a new
+    -- statement). Statement-level, with UUIDs in order: a row-level trigger
+    -- would update a cloned UUID's count once per claim in one transaction
+    -- (a version chain walked per claim: quadratic), and an advisory lock per
+    -- UUID would exhaust the lock table on a bulk registration.
+    INSERT INTO gpu_claims AS c (gpu_uuid, claims)
+    SELECT gpu_uuid, count(*) FROM inserted GROUP BY gpu_uuid ORDER BY gpu_uuid
+        ON CONFLICT (gpu_uuid) DO UPDATE SET claims = c.claims + EXCLUDED.claims;
+    UPDATE gpus g SET shared = true
+      FROM gpu_claims c
+     WHERE c.gpu_uuid = g.gpu_uuid AND c.claims > 1 AND NOT g.shared
+       AND c.gpu_uuid IN (SELECT gpu_uuid FROM inserted);
     RETURN NULL;
 END $$;
-CREATE TRIGGER gpus_shared AFTER INSERT ON gpus FOR EACH ROW EXECUTE FUNCTION gpus_mark_shared();
+CREATE TRIGGER gpus_shared AFTER INSERT ON gpus REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION gpus_mark_shared();
 
 -- Which GPUs a node reported, healthy or lost, in its successful
 -- observations: a row each time the set changes (not per observation), so the
