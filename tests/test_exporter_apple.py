@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,19 +15,8 @@ from exporters.apple import (
     parse_platform_uuid,
 )
 from exporters.collector import GpuCollector
+from tests.fixtures.exporter import support
 
-
-def _support():
-    key = "fleetscope_exporter_fixture_support"
-    if key not in sys.modules:
-        path = Path(__file__).parent / "fixtures" / "exporter" / "support.py"
-        spec = importlib.util.spec_from_file_location(key, path)
-        sys.modules[key] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[key]
-
-
-support = _support()
 FIXTURES = Path(__file__).parent / "fixtures" / "exporter"
 UUID = "3F1C2A7E-5B6D-4E8F-9A0B-1C2D3E4F5A6B"
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pynvml
@@ -11,19 +9,8 @@ import pytest
 
 from exporters.collector import GpuCollector
 from exporters.nvml import NvmlSource
+from tests.fixtures.exporter import support
 
-
-def _support():
-    key = "fleetscope_exporter_fixture_support"
-    if key not in sys.modules:
-        path = Path(__file__).parent / "fixtures" / "exporter" / "support.py"
-        spec = importlib.util.spec_from_file_location(key, path)
-        sys.modules[key] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[key]
-
-
-support = _support()
 fake_nvml = support.load("fake_nvml")
 FakeGpu, FakeNvml, NOT_SUPPORTED = fake_nvml.FakeGpu, fake_nvml.FakeNvml, fake_nvml.NOT_SUPPORTED
 

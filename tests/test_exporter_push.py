@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import importlib.util
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,19 +16,8 @@ from exporters.collector import GpuCollector
 from exporters.push import Pusher
 from exporters.sim import HostSpec, SimFleet
 from exporters.spool import Spool
+from tests.fixtures.exporter import support
 
-
-def _support():
-    key = "fleetscope_exporter_fixture_support"
-    if key not in sys.modules:
-        path = Path(__file__).parent / "fixtures" / "exporter" / "support.py"
-        spec = importlib.util.spec_from_file_location(key, path)
-        sys.modules[key] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[key]
-
-
-support = _support()
 TOKEN = "node-token-123"
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import subprocess
 import sys
@@ -14,19 +13,8 @@ from prometheus_client import generate_latest
 
 from exporters.collector import GpuCollector
 from exporters.sim import MODELS, PROFILES, HostSpec, SimFleet
+from tests.fixtures.exporter import support
 
-
-def _support():
-    key = "fleetscope_exporter_fixture_support"
-    if key not in sys.modules:
-        path = Path(__file__).parent / "fixtures" / "exporter" / "support.py"
-        spec = importlib.util.spec_from_file_location(key, path)
-        sys.modules[key] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[key]
-
-
-support = _support()
 FIXTURES = Path(__file__).parent / "fixtures" / "exporter"
 T = 1_795_000_000.0  # 2026-11-19, a fixed instant
 DCGM_LABELS = {"gpu", "UUID", "pci_bus_id", "device", "modelName", "Hostname"}
