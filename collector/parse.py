@@ -90,6 +90,12 @@ R_DCGM_BLANK = "dcgm_blank"
 R_LABEL_TOO_LONG = "label_too_long"
 # Reasons a whole payload is refused (ParseError.reason).
 R_TOO_MANY_SERIES = "too_many_series"
+# A GPU UUID the database cannot key on (gpus.gpu_uuid holds at most 128
+# characters; NVML's are 40): refused whole, so one node cannot make the
+# writer's transaction, shared by every node, fail.
+R_INVALID_UUID = "invalid_uuid"
+MAX_UUID_LEN = 128
+_STORABLE = re.compile(r"[^\x00-\x1f\x7f]+")
 R_UNPARSABLE = "unparsable"
 
 OPENMETRICS_TYPE = "application/openmetrics-text"
@@ -315,12 +321,24 @@ def _split(entries: Sequence[mn.Entry]) -> tuple[_Gpus, tuple[_Role, ...]]:
             if have is None or have[1] > e.priority:
                 known[fld] = (value, e.priority)
         roles.append((e.kind, slot, e.target, e.transform, e.xid))
+    for uuid in uuids:
+        if len(uuid) > MAX_UUID_LEN or not _STORABLE.fullmatch(uuid):
+            raise ParseError(R_INVALID_UUID, f"GPU UUID {uuid[:40]!r}... is over {MAX_UUID_LEN} characters or "
+                             "holds control characters" if len(uuid) > 40 else
+                             f"GPU UUID {uuid!r} is over {MAX_UUID_LEN} characters or holds control characters")
     identities = [
-        GpuIdentity(uuid, *(known[f][0] if f in known else None
+        GpuIdentity(uuid, *(_storable(known[f][0]) if f in known else None
                             for f in range(1, len(mn.IDENTITY_FIELDS))))
         for uuid, known in zip(uuids, idents)
     ]
     return _Gpus(uuids, indexes, identities), tuple(roles)
+
+
+def _storable(value: object) -> object:
+    """Identity text as PostgreSQL can store it: without NUL (text cannot hold one)."""
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "")
+    return value
 
 
 class _Layout:

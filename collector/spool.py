@@ -36,8 +36,11 @@ class Spool:
             stale.unlink()
         self._files = sorted(self.directory.glob(f"*{SUFFIX}"))
         self._bytes = sum(p.stat().st_size for p in self._files)
-        last = self._files[-1].name.removesuffix(SUFFIX) if self._files else "0"
-        self._next = int(last) + 1
+        # Numbering continues past rejected groups too, so a rejected group is
+        # never overwritten by a later one of the same number.
+        numbers = [int(p.name.removesuffix(SUFFIX))
+                   for p in [*self._files, *self.rejected_dir.glob(f"*{SUFFIX}")]]
+        self._next = max(numbers, default=0) + 1
 
     def __len__(self) -> int:
         return len(self._files)

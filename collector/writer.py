@@ -59,6 +59,12 @@ COMMIT_TIMEOUT_S = 5.0          # how long a commit may wait on a full queue
 SPOOL_MAX_BYTES = 4 * 2**30     # ~ hours of a 10,000-node fleet's telemetry
 RETRY_MIN_S, RETRY_MAX_S = 0.5, 15.0  # reconnect backoff while the database is away
 IDENTITY_REFRESH_S = 300        # re-upsert an unchanged identity this often (keeps last_seen fresh)
+# A node's GPU set is compared with this process's last one; with several
+# replicas receiving one node's pushes another may have written a newer set,
+# so an unchanged set is offered again this often (the insert itself skips a
+# set equal to the latest in the database).
+SET_REFRESH_S = 60
+DRAIN_GROUPS_PER_ROUND = 20     # spool replay yields to new work and heartbeats in between
 CONNECT_TIMEOUT_S = 5
 
 OBSERVATION_COLUMNS = ("time", "node_id", "ok", "source", "slot", "latency_ms", "error", "collector_id")
@@ -87,6 +93,19 @@ ON CONFLICT (node_id, gpu_uuid) DO UPDATE SET
     arrays=", ".join(f"%s::{t}[]" for t in IDENTITY_TYPES),
     updates=",\n    ".join(f"{c} = coalesce(EXCLUDED.{c}, gpus.{c})" for c in IDENTITY_COLUMNS[1:]),
 )
+
+
+# A set is a row only when it differs from the node's latest set before it
+# (another replica, or this process before a restart, may have written it).
+INSERT_SET_SQL = """
+INSERT INTO node_gpu_sets (node_id, since, healthy, lost)
+SELECT %(node)s, %(since)s, %(healthy)s, %(lost)s
+ WHERE NOT EXISTS (
+       SELECT 1 FROM (SELECT healthy, lost FROM node_gpu_sets
+                       WHERE node_id = %(node)s AND since <= %(since)s ORDER BY since DESC LIMIT 1) latest
+        WHERE latest.healthy = %(healthy)s::text[] AND latest.lost = %(lost)s::text[])
+ON CONFLICT (node_id, since) DO NOTHING
+"""
 
 
 class StorageBusy(Exception):
@@ -134,7 +153,8 @@ class Writer:
         self._task: asyncio.Task | None = None
         self._closing = False
         self._identities: dict[int, tuple[tuple, float]] = {}  # node -> (its last identities, when written)
-        self._sets: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] | None = None
+        # node -> ((healthy, lost), when): the last set this process wrote or read.
+        self._sets: dict[int, tuple[tuple[tuple[str, ...], tuple[str, ...]], float]] | None = None
         self._period_start: datetime | None = None
         self._last_beat: datetime | None = None
         self._register_metrics(registry or CollectorRegistry())
@@ -249,40 +269,68 @@ class Writer:
     def _set_row(self, b: Batch, t: datetime, out: list) -> None:
         current = (tuple(sorted(b.healthy_gpus)), tuple(b.lost_gpus))
         if self._sets is not None:
-            if self._sets.get(b.node_id) == current:
+            mono = time.monotonic()
+            cached = self._sets.get(b.node_id)
+            if cached is not None and cached[0] == current and mono - cached[1] < SET_REFRESH_S:
                 return
-            self._sets[b.node_id] = current
+            self._sets[b.node_id] = (current, mono)
         # Without the cache (the database was down when we started) every set
         # is written: a repeated set is a redundant row, never a wrong one.
-        out.append((b.node_id, t, list(b.healthy_gpus), list(b.lost_gpus)))
+        # Sorted, so a set compares equal to the same set written by another process.
+        out.append((b.node_id, t, list(current[0]), list(current[1])))
 
     # -- writing ------------------------------------------------------------------
 
     async def _submit(self, group: dict[str, Any]) -> None:
-        if len(self.spool) or not await self._ensure_connection():
-            self._spool_group(group)
-            await self._drain_spool()
-            return
         try:
-            await self._write(group)
-        except psycopg.OperationalError as err:
-            self._lost_connection(err)
-            self._spool_group(group)
-        except psycopg.Error as err:
-            # Not an outage: the data itself is refused. Keep it on disk, aside.
-            log.error("database refused write group %s: %s", group["id"], err)
-            self.spool.append(to_spool(group))
-            head = self.spool.head()
-            self.spool.reject(head[0], str(err))
-            self._m_groups.labels("rejected").inc()
+            if len(self.spool) or not await self._ensure_connection():
+                self._spool_group(group)
+                await self._drain_spool()
+                return
+            try:
+                await self._write(group)
+            except psycopg.OperationalError as err:
+                self._lost_connection(err)
+                self._spool_group(group)
+            except psycopg.Error as err:
+                # Not an outage: the data itself is refused. Keep it on disk, aside.
+                log.error("database refused write group %s: %s", group["id"], err)
+                self.spool.append(to_spool(group))
+                self._reject_head(group, str(err))
+        except Exception:  # noqa: BLE001 - the writer must outlive any one group (a full disk, a bug)
+            log.exception("writer could not write or spool group %s", group["id"])
+            self._m_groups.labels("lost").inc()
+            self._forget(group)
+
+    def _reject_head(self, group: dict[str, Any], error: str) -> None:
+        path, _ = self.spool.head()
+        self.spool.reject(path, error)
+        self._m_groups.labels("rejected").inc()
+        self._forget(group)
+
+    def _forget(self, group: dict[str, Any]) -> None:
+        """Drop the caches' view of a group that was not written: its nodes' sets and identities are offered again."""
+        nodes = {row[1] for row in group["obs"]}
+        for node in nodes:
+            self._identities.pop(node, None)
+            if self._sets is not None:
+                self._sets.pop(node, None)
 
     def _spool_group(self, group: dict[str, Any]) -> None:
         self.spool.append(to_spool(group))
         self._m_groups.labels("spooled").inc()
 
     async def _drain_spool(self) -> None:
-        """Replay spooled groups, oldest first, while the database takes them."""
-        while len(self.spool):
+        """Replay spooled groups, oldest first, while the database takes them.
+
+        At most DRAIN_GROUPS_PER_ROUND per call (on close, all): the writer's
+        loop comes back between rounds, so heartbeats keep being written and
+        new batches keep joining the spool's tail in order.
+        """
+        budget = None if self._closing else DRAIN_GROUPS_PER_ROUND
+        while len(self.spool) and (budget is None or budget > 0):
+            if budget is not None:
+                budget -= 1
             if not await self._ensure_connection():
                 return
             path, stored = self.spool.head()
@@ -294,8 +342,7 @@ class Writer:
                 return
             except psycopg.Error as err:
                 log.error("database refused spooled group %s: %s", group["id"], err)
-                self.spool.reject(path, str(err))
-                self._m_groups.labels("rejected").inc()
+                self._reject_head(group, str(err))
                 continue
             self.spool.remove(path)
             self._m_groups.labels("replayed").inc()
@@ -336,7 +383,8 @@ class Writer:
         rows = self._conn.execute(
             "SELECT DISTINCT ON (node_id) node_id, healthy, lost FROM node_gpu_sets ORDER BY node_id, since DESC"
         ).fetchall()
-        self._sets = {r[0]: (tuple(sorted(r[1])), tuple(r[2])) for r in rows}
+        mono = time.monotonic()
+        self._sets = {r[0]: ((tuple(sorted(r[1])), tuple(r[2])), mono) for r in rows}
 
     async def _write(self, group: dict[str, Any]) -> None:
         """Write one group in one transaction, unless its id is already recorded."""
@@ -367,13 +415,19 @@ class Writer:
                     for row in group["samples"]:
                         copy.write_row(row)
             if group["ids"]:
-                # A node reporting one UUID twice would make the upsert touch a
-                # row twice; the last report wins.
-                ids = list({(row[0], row[3]): row for row in group["ids"]}.values())
+                # One statement may not touch a row twice: a GPU reported twice
+                # in a group keeps its latest identity and its earliest first_seen
+                # (the GPU-set rule checks first_seen <= the set's time).
+                merged: dict[tuple, tuple] = {}
+                for row in group["ids"]:
+                    key = (row[0], row[3])
+                    first = merged[key][1] if key in merged else row[1]
+                    merged[key] = (row[0], min(first, row[1]), *row[2:])
+                ids = list(merged.values())
                 conn.execute(UPSERT_IDENTITY_SQL, [list(column) for column in zip(*ids)])
             if group["sets"]:
-                cur.executemany("INSERT INTO node_gpu_sets (node_id, since, healthy, lost) VALUES (%s, %s, %s, %s)"
-                                " ON CONFLICT (node_id, since) DO NOTHING", group["sets"])
+                cur.executemany(INSERT_SET_SQL, [{"node": n, "since": t, "healthy": healthy, "lost": lost}
+                                                 for n, t, healthy, lost in group["sets"]])
             if group["obs"]:
                 # Late rows (a spool replay) below the rollup's watermark mark
                 # it for recomputation; a no-op for rows above it.
@@ -401,7 +455,8 @@ class Writer:
         self._m_rows = Counter("fleetscope_writer_rows_written", "Rows written, by table", ["table"],
                                registry=registry)
         self._m_groups = Counter("fleetscope_writer_groups", "Write groups by outcome: written, spooled, replayed,"
-                                 " duplicate (already written, skipped), rejected (kept in spool/rejected)",
+                                 " duplicate (already written, skipped), rejected (kept in spool/rejected),"
+                                 " lost (could be neither written nor spooled: see the log)",
                                  ["result"], registry=registry)
         self._m_flush = Histogram("fleetscope_writer_flush_seconds", "Time to write one group",
                                   buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=registry)
@@ -453,6 +508,11 @@ class _QueueAppender:
         if self._done:
             raise RuntimeError("commit after commit or rollback")
         self._done = True
+        if self._writer.spool.full and not self._writer.database_up:
+            # The database is away and the spool holds SPOOL_MAX_BYTES: refuse
+            # rather than accept what could not be kept (the sender retries).
+            self._writer._m_busy.inc()
+            raise StorageBusy("the database is unreachable and the writer's spool is full")
         queue = self._writer.queue
         for batch in self._pending:
             try:

@@ -10,7 +10,7 @@ shows them prints the same digits.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -73,6 +73,7 @@ def job_accrual(*, gpu_count: int, price_per_gpu_hour: Decimal, started_at: date
     job_start = started_at if start is None else max(started_at, start)
     if job_end <= job_start:
         return Accrual(Decimal(0), Decimal(0))
-    seconds = Decimal((job_end - job_start).total_seconds())
+    # Whole microseconds, never through a float: the SQL works in exact numeric.
+    seconds = Decimal((job_end - job_start) // timedelta(microseconds=1)) / Decimal(1_000_000)
     hours = seconds / Decimal(3600)
     return Accrual(gpu_count * hours, gpu_count * hours * Decimal(price_per_gpu_hour))

@@ -76,8 +76,17 @@ class EmbeddedServer:
     def log_path(self) -> Path:
         return self.data_dir / "postgres.log"
 
+    @property
+    def password_path(self) -> Path:
+        return self.data_dir / "password"
+
     def dsn(self, database: str = DATABASE) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+        try:
+            password = self.password_path.read_text().strip()
+        except FileNotFoundError:
+            password = ""  # a data directory from before passwords: trust authentication
+        credentials = f"postgres:{password}" if password else "postgres"
+        return f"postgresql://{credentials}@127.0.0.1:{self.port}/{database}"
 
     # -- start / stop -----------------------------------------------------
 
@@ -180,9 +189,25 @@ class EmbeddedServer:
     def _initdb(self) -> None:
         self.pgdata.mkdir(mode=0o700, exist_ok=True)
         self._hand_to_service_user(self.pgdata)
-        self._run([str(self._bin("initdb")), "-D", str(self.pgdata), "-U", "postgres",
-                   "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-instructions"],
-                  what=f"initialising the database in {self.pgdata}")
+        # A password, even on loopback: with trust any local user could log in
+        # as the superuser (and run programs through COPY ... PROGRAM). It is
+        # kept beside the data, readable only by the user who runs fleetscope.
+        import secrets
+
+        password = secrets.token_urlsafe(24)
+        pwfile = self.data_dir / f".initdb-password-{os.getpid()}"
+        for path in (self.password_path, pwfile):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(password + "\n")
+        self._hand_to_service_user(pwfile)  # initdb runs as the service user when we are root
+        try:
+            self._run([str(self._bin("initdb")), "-D", str(self.pgdata), "-U", "postgres",
+                       "--auth=scram-sha-256", f"--pwfile={pwfile}", "--encoding=UTF8", "--locale=C",
+                       "--no-instructions"],
+                      what=f"initialising the database in {self.pgdata}")
+        finally:
+            pwfile.unlink(missing_ok=True)
         with open(self.pgdata / "postgresql.conf", "a") as conf:
             conf.write("\n# written by fleetscope (fleetscope/embedded.py)\n")
             for key, value in SERVER_OPTIONS.items():

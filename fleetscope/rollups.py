@@ -72,11 +72,15 @@ UPDATE rollup_watermarks SET invalidated_from = least(coalesce(invalidated_from,
 
 
 def invalidate(conn: psycopg.Connection, since: datetime, *, mode: str) -> None:
-    """Record that observations at or after ``since`` were written late.
+    """Record that observations at or after ``since`` were written late (call it in the writing transaction).
 
-    A no-op in TimescaleDB mode, which keeps its own invalidation log.
+    The watermark row is share-locked first, so a ``refresh`` cannot move the
+    watermark past these rows between this check and the commit (it waits, and
+    then sees them). A no-op in TimescaleDB mode, which keeps its own
+    invalidation log.
     """
     if mode != "timescaledb":
+        conn.execute("SELECT 1 FROM rollup_watermarks WHERE name = 'node_hourly' FOR SHARE")
         conn.execute(INVALIDATE_SQL, {"s": since})
 
 

@@ -7,8 +7,8 @@ instant. Its canonical JSON (sorted keys, no whitespace, UTF-8) is hashed with
 SHA-256; the dashboard, the JSON API, the collector's /metrics and the CLI all
 show this same object, so they cannot disagree.
 
-The as-of time defaults to the start of the current SNAPSHOT_TICK_S tick, so
-every surface asking within one tick gets the same snapshot and hash.
+The as-of time defaults to the start of the latest settled SNAPSHOT_TICK_S
+tick, so every surface asking within one tick gets the same snapshot and hash.
 """
 
 from __future__ import annotations
@@ -34,6 +34,12 @@ if TYPE_CHECKING:
 SNAPSHOT_VERSION = 1
 # One tick = the default node interval: states cannot move faster than nodes report.
 SNAPSHOT_TICK_S = 15
+# A tick is computed only this long after it starts: rows timed before it are
+# committed by then (the writer flushes every 0.25 s), so every surface that
+# computes a tick, at whatever moment, reads the same rows and shows the same
+# hash. (Jobs the marketplace posts later than their start still change past
+# ticks: published snapshots, which store the computed bytes, fix those.)
+SNAPSHOT_SETTLE_S = 5
 LAST_24H = timedelta(hours=24)
 SNAPSHOT_WORK_MEM = "64MB"
 # How many offending nodes a failed check names in its detail.
@@ -186,9 +192,9 @@ class Snapshot:
 
 
 def default_as_of(now: datetime | None = None) -> datetime:
-    """The start of the current snapshot tick (UTC, whole seconds)."""
+    """The start of the latest settled snapshot tick (UTC, whole seconds)."""
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    seconds = int(now.timestamp()) // SNAPSHOT_TICK_S * SNAPSHOT_TICK_S
+    seconds = int(now.timestamp() - SNAPSHOT_SETTLE_S) // SNAPSHOT_TICK_S * SNAPSHOT_TICK_S
     return datetime.fromtimestamp(seconds, timezone.utc)
 
 

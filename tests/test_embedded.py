@@ -27,3 +27,18 @@ def test_it_initialises_starts_reuses_and_stops_a_server_in_its_data_directory(o
     finally:
         server.stop()
     assert server.stop() is False
+
+
+def test_the_server_refuses_a_connection_without_its_password(open_tmp):
+    import pytest
+
+    server = EmbeddedServer(data_dir=open_tmp / "data", port=free_port())
+    dsn = server.ensure_running()
+    try:
+        assert (open_tmp / "data" / "password").stat().st_mode & 0o077 == 0
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(f"postgresql://postgres@127.0.0.1:{server.port}/fleetscope", connect_timeout=5)
+    finally:
+        server.stop()

@@ -117,3 +117,24 @@ def test_openmetrics_without_eof_is_unparsable():
     with pytest.raises(ParseError, match="unparsable"):
         PayloadParser().parse(b"fleet_exporter_last_collect_success 1\n",
                               content_type="application/openmetrics-text; version=1.0.0")
+
+
+def test_a_uuid_the_database_cannot_store_is_refused_whole_by_both_paths():
+    from collector.parse import PayloadParser, ParseError, SeriesCache
+
+    parser = PayloadParser()
+    for uuid in ("GPU-" + "a" * 200, "GPU-with\x01control"):
+        body = f'DCGM_FI_DEV_GPU_UTIL{{gpu="0",UUID="{uuid}"}} 5\n'.encode()
+        for parse in (lambda: parser.parse(body, cache=SeriesCache()), lambda: parser.parse_reference(body)):
+            with pytest.raises(ParseError) as err:
+                parse()
+            assert err.value.reason == "invalid_uuid"
+
+
+def test_a_nul_in_an_identity_label_is_dropped_so_the_row_can_be_stored():
+    from collector.parse import PayloadParser
+
+    body = 'DCGM_FI_DEV_GPU_UTIL{gpu="0",UUID="GPU-1",modelName="NVIDIA A\x00100"} 5\n'.encode()
+    parser = PayloadParser()
+    assert parser.parse(body).identities[0].model == "NVIDIA A100"
+    assert parser.parse_reference(body).identities[0].model == "NVIDIA A100"

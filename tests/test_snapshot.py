@@ -111,9 +111,9 @@ def test_the_shown_object_carries_its_hash_and_as_of(conn):
                           "checks"}
 
 
-def test_the_default_as_of_is_the_start_of_the_current_tick():
-    assert default_as_of(at(29.9)) == at(15)
-    assert default_as_of(at(30)) == at(30)
+def test_the_default_as_of_is_the_latest_tick_that_has_settled():
+    assert default_as_of(at(34.9)) == at(15)   # tick 12:00:30 settles at 12:00:35
+    assert default_as_of(at(35)) == at(30)
 
 
 def test_selling_more_gpu_hours_than_online_fails_the_check(conn):

@@ -124,3 +124,25 @@ def test_a_spooled_group_reads_back_exactly_as_it_was_built(dsn, open_tmp):
     group = writer._build_group([ok_batch(7, t), failed_batch(7, t + timedelta(seconds=15))])
     writer.spool.append(to_spool(group))
     assert from_spool(writer.spool.head()[1]) == group
+
+
+async def test_a_refused_group_is_kept_aside_numbered_uniquely_and_its_nodes_are_offered_again(dsn, open_tmp):
+    from collector.spool import Spool
+
+    node = new_node(dsn)
+    async with Writer(dsn, spool_dir=open_tmp / "spool", collector_id="c1", mode="plain") as writer:
+        # Node 999999 does not exist: its GPUs cannot be registered, so the
+        # database refuses the whole group (a constraint, not an outage).
+        await commit(writer, ok_batch(999999))
+        await asyncio.sleep(1)
+        assert writer.spool.rejected == 1
+        assert 999999 not in writer._identities and 999999 not in (writer._sets or {})
+        await commit(writer, ok_batch(node))
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM observations WHERE node_id = %s", (node,)).fetchone()[0] == 1
+    rejected = sorted((open_tmp / "spool" / "rejected").glob("*.group"))
+    assert len(rejected) == 1 and (rejected[0].parent / (rejected[0].name + ".error")).read_text()
+    # A new spool over the same directory continues past the rejected group's number.
+    spool = Spool(open_tmp / "spool", max_bytes=2**20)
+    spool.append({"id": "x"})
+    assert spool.head()[0].name > rejected[0].name
