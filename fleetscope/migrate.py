@@ -26,6 +26,10 @@ MODES = ("plain", "timescaledb")
 # Any constant works; it only has to be the same for every fleetscope process
 # so two `db init` at once apply each migration once.
 ADVISORY_LOCK_KEY = 0x666C6565  # "flee"
+# Continuous aggregates with count(DISTINCT ...) FILTER need the finalized form
+# (2.7+), and DISTINCT aggregates over partly compressed chunks were fixed
+# after 2.10 (timescale/timescaledb#5487). Tested: 2.28.
+MIN_TIMESCALEDB = (2, 13)
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+?)(?:\.(plain|timescaledb))?\.sql$")
 
 BOOTSTRAP_SQL = """
@@ -134,6 +138,12 @@ def _ensure_timescaledb(conn: psycopg.Connection) -> None:
             f"the server has TimescaleDB but the extension cannot be created: {detail} "
             "(add timescaledb to shared_preload_libraries, or use --mode plain)"
         ) from None
+    version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").fetchone()[0]
+    numbers = tuple(int(part) for part in version.split("-")[0].split(".")[:2])
+    if numbers < MIN_TIMESCALEDB:
+        raise FleetscopeError(
+            f"TimescaleDB {version} is older than {'.'.join(map(str, MIN_TIMESCALEDB))}, which fleetscope needs "
+            "(ALTER EXTENSION timescaledb UPDATE, or use --mode plain)")
 
 
 def _apply(conn: psycopg.Connection, migrations: list[Migration], mode: str, *, first: bool,

