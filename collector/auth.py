@@ -29,6 +29,7 @@ from collector.limits import (
     Rejected,
 )
 from fleetscope import tokens
+from fleetscope.registry import NODE_BY_TOKEN_SQL, OPERATOR_BY_TOKEN_SQL
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -40,8 +41,6 @@ if TYPE_CHECKING:
 TOKEN_CACHE_ENTRIES = 100_000
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="fleetscope"'}
 
-NODE_SQL = "SELECT node_id, interval_s, token_hash FROM nodes WHERE token_hash = %s"
-OPERATOR_SQL = "SELECT operator_id, token_hash FROM operators WHERE token_hash = %s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +90,10 @@ class Authenticator:
         if cached is not None:
             return cached
         async with self._pool.connection() as conn:
-            row = await (await conn.execute(NODE_SQL, (digest,))).fetchone()
-        if row is None or not tokens.matches(token, bytes(row[2])):
+            row = await (await conn.execute(NODE_BY_TOKEN_SQL, (digest,))).fetchone()
+        if row is None or not tokens.matches(token, bytes(row[1])):
             raise _bad_token()
-        identity = NodeIdentity(node_id=row[0], interval_s=row[1])
+        identity = NodeIdentity(node_id=row[0], interval_s=row[2])
         self._remember(self._nodes, digest, identity)
         return identity
 
@@ -108,7 +107,7 @@ class Authenticator:
         if cached is not None:
             return cached
         async with self._pool.connection() as conn:
-            row = await (await conn.execute(OPERATOR_SQL, (digest,))).fetchone()
+            row = await (await conn.execute(OPERATOR_BY_TOKEN_SQL, (digest,))).fetchone()
         if row is None or not tokens.matches(token, bytes(row[1])):
             raise _bad_token()
         self._remember(self._operators, digest, row[0])

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from collector.limits import R_CONFLICT, Rejected, bad_field, http_url, int_field, read_json_object, str_field
 from fleetscope import states, tokens
+from fleetscope.registry import REGISTER_NODE_SQL
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -30,11 +31,6 @@ MAX_INTERVAL_S = 3600
 MAX_GRACE_S = 86400
 MAX_URL_LEN = 2000
 
-# fleetscope.registry.register_node's statement.
-INSERT_SQL = (
-    "INSERT INTO nodes (operator_id, name, scrape_url, interval_s, grace_s, token_hash)"
-    " VALUES (%s, %s, %s, %s, %s, %s) RETURNING node_id"
-)
 
 
 def check_interval(interval_s: int) -> None:
@@ -67,8 +63,8 @@ class Registration:
         token = tokens.new_token("node")
         try:
             async with self._pool.connection() as conn:
-                cursor = await conn.execute(INSERT_SQL, (operator_id, name, scrape_url, interval_s, grace_s,
-                                                         tokens.token_hash(token)))
+                cursor = await conn.execute(REGISTER_NODE_SQL, (operator_id, name, scrape_url, interval_s, grace_s,
+                                                                tokens.token_hash(token), None))
                 node_id = (await cursor.fetchone())[0]
         except psycopg.errors.UniqueViolation:
             raise Rejected(409, R_CONFLICT, f"you already have a node named {name!r}") from None

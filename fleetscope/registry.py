@@ -14,6 +14,17 @@ if TYPE_CHECKING:
     from datetime import datetime
 
 
+# The statements, shared with the collector's async handlers (collector/auth.py,
+# collector/registration.py): one place says how a node is created and how a
+# token finds its owner.
+REGISTER_NODE_SQL = (
+    "INSERT INTO nodes (operator_id, name, scrape_url, interval_s, grace_s, token_hash, registered_at)"
+    " VALUES (%s, %s, %s, %s, %s, %s, coalesce(%s, now())) RETURNING node_id"
+)
+OPERATOR_BY_TOKEN_SQL = "SELECT operator_id, token_hash FROM operators WHERE token_hash = %s"
+NODE_BY_TOKEN_SQL = "SELECT node_id, token_hash, interval_s FROM nodes WHERE token_hash = %s"
+
+
 @dataclass(frozen=True)
 class NewNode:
     node_id: int
@@ -37,8 +48,7 @@ def create_operator(conn: psycopg.Connection, name: str) -> tuple[int, str]:
 
 def operator_for_token(conn: psycopg.Connection, token: str) -> int | None:
     """The operator_id whose token this is, or None."""
-    row = conn.execute("SELECT operator_id, token_hash FROM operators WHERE token_hash = %s",
-                       (tokens.token_hash(token),)).fetchone()
+    row = conn.execute(OPERATOR_BY_TOKEN_SQL, (tokens.token_hash(token),)).fetchone()
     return row[0] if row and tokens.matches(token, row[1]) else None
 
 
@@ -53,16 +63,12 @@ def register_node(conn: psycopg.Connection, *, operator_id: int, name: str, scra
     if not interval_s <= grace <= 86400:
         raise FleetscopeError(f"grace_s={grace}: the grace period must be between the interval and 86400 s")
     with conn.transaction():
-        row = conn.execute(
-            "INSERT INTO nodes (operator_id, name, scrape_url, interval_s, grace_s, token_hash, registered_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, coalesce(%s, now())) RETURNING node_id",
-            (operator_id, name, scrape_url, interval_s, grace, tokens.token_hash(token), registered_at),
-        ).fetchone()
+        row = conn.execute(REGISTER_NODE_SQL, (operator_id, name, scrape_url, interval_s, grace,
+                                               tokens.token_hash(token), registered_at)).fetchone()
     return NewNode(node_id=row[0], node_token=token)
 
 
 def node_for_token(conn: psycopg.Connection, token: str) -> int | None:
     """The node_id whose token this is, or None."""
-    row = conn.execute("SELECT node_id, token_hash FROM nodes WHERE token_hash = %s",
-                       (tokens.token_hash(token),)).fetchone()
+    row = conn.execute(NODE_BY_TOKEN_SQL, (tokens.token_hash(token),)).fetchone()
     return row[0] if row and tokens.matches(token, row[1]) else None
