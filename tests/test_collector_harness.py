@@ -50,8 +50,13 @@ def settings(dsn: str, tmp_path: Path) -> CollectorSettings:
 
 
 @pytest.fixture
-async def client(aiohttp_client, settings: CollectorSettings, storage: MemoryAppendable) -> TestClient:
-    return await aiohttp_client(make_app(settings, appendable=storage))
+async def client(aiohttp_client, settings: CollectorSettings, storage: MemoryAppendable):
+    test_client = await aiohttp_client(make_app(settings, appendable=storage))
+    yield test_client
+    # Closed here, before the test's database is dropped (this fixture depends
+    # on it): aiohttp_client's own teardown comes after, and a pool still
+    # reconnecting to a database being dropped waits out its connect timeout.
+    await test_client.close()
 
 
 @pytest.fixture

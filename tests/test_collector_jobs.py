@@ -115,3 +115,4 @@ async def test_without_an_admin_token_configured_jobs_answer_503_saying_so(aioht
     response = await post_job(client, job(1))
     assert response.status == 503
     assert "no admin token configured" in (await response.json())["error"]
+    await client.close()  # before the test's database is dropped (see test_collector_harness.client)

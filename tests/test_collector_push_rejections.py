@@ -35,7 +35,9 @@ async def small(aiohttp_client, dsn, tmp_path, storage):
     """A collector with small limits, so the limits are reached with small bodies."""
     settings = collector_settings(dsn, tmp_path, max_body_bytes=MAX_BODY, max_decompressed_bytes=MAX_TEXT,
                                   max_series_per_node=MAX_SERIES)
-    return await aiohttp_client(make_app(settings, appendable=storage))
+    test_client = await aiohttp_client(make_app(settings, appendable=storage))
+    yield test_client
+    await test_client.close()  # before the test's database is dropped (see test_collector_harness.client)
 
 
 async def assert_refused(client, response, status: int, reason: str, storage: MemoryAppendable) -> dict:
