@@ -41,7 +41,7 @@ import re
 import weakref
 from dataclasses import dataclass, field
 from itertools import filterfalse, repeat
-from operator import getitem, itemgetter
+from operator import itemgetter
 from typing import TYPE_CHECKING, NamedTuple
 
 from prometheus_client.openmetrics.parser import (

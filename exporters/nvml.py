@@ -190,24 +190,11 @@ class NvmlSource:
                 handle = nvml.nvmlDeviceGetHandleByIndex(index)
                 identity = self._identity(index, handle)
                 telemetry = self._telemetry(handle, identity)
-            except _Lost:
-                reading.lost.append(
-                    LostGpu(
-                        index=index,
-                        uuid=known.uuid if known else "",
-                        pci_bus_id=known.pci_bus_id if known else "",
-                    )
-                )
-                continue
-            except _pynvml.NVMLError as exc:
-                if exc.value == _pynvml.NVML_ERROR_GPU_IS_LOST:
-                    reading.lost.append(
-                        LostGpu(
-                            index=index,
-                            uuid=known.uuid if known else "",
-                            pci_bus_id=known.pci_bus_id if known else "",
-                        )
-                    )
+            except (_Lost, _pynvml.NVMLError) as exc:
+                # Fell off the bus: reported as lost, with what it last said it was.
+                if isinstance(exc, _Lost) or exc.value == _pynvml.NVML_ERROR_GPU_IS_LOST:
+                    reading.lost.append(LostGpu(index=index, uuid=known.uuid if known else "",
+                                                pci_bus_id=known.pci_bus_id if known else ""))
                     continue
                 if exc.value in REINIT_ERRORS:
                     raise

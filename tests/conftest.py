@@ -169,3 +169,8 @@ def own_server(open_tmp):
     init_database(dsn, mode="plain")
     yield server, dsn
     server.stop()
+
+
+# The collector tests' shared fixtures (client, settings, storage,
+# operator_token), defined beside their helpers in tests/collector_harness.py.
+from tests.collector_harness import client, operator_token, settings, storage  # noqa: E402, F401

@@ -5,14 +5,7 @@ from __future__ import annotations
 import psycopg
 
 from fleetscope.registry import create_operator
-from tests.test_collector_harness import (  # noqa: F401 - fixtures
-    bearer,
-    client,
-    operator_token,
-    register,
-    settings,
-    storage,
-)
+from tests.collector_harness import bearer, register
 
 BAD_CHANNELS = [
     ({"kind": "sms", "target": "+15550100"}, "kind"),

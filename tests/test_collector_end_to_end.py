@@ -7,7 +7,7 @@ import asyncio
 import psycopg
 
 from collector.app import default_components, make_app
-from tests.test_collector_harness import FLEET_PROM, collector_settings, operator_token, push, register  # noqa: F401
+from tests.collector_harness import FLEET_PROM, collector_settings, push, register
 
 
 async def wait_for_rows(dsn: str, sql: str, args: tuple, *, want: int, timeout_s: float = 10.0) -> list[tuple]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collector.app import make_app
 from tests.conftest import free_port
-from tests.test_collector_harness import client, collector_settings, settings, storage  # noqa: F401 - fixtures
+from tests.collector_harness import collector_settings
 
 
 async def test_healthz_is_200_when_the_database_answers(client):

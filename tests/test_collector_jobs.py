@@ -8,17 +8,7 @@ from decimal import Decimal
 import psycopg
 
 from collector.app import make_app
-from tests.test_collector_harness import (  # noqa: F401 - fixtures
-    ADMIN_TOKEN,
-    bearer,
-    client,
-    collector_settings,
-    operator_token,
-    register,
-    rejects,
-    settings,
-    storage,
-)
+from tests.collector_harness import ADMIN_TOKEN, bearer, collector_settings, register, rejects
 
 JOB_COLUMNS = "job_id, node_id, gpu_count, price_per_gpu_hour, started_at, ended_at, status"
 

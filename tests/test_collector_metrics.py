@@ -12,16 +12,7 @@ from collector.parse import PayloadParser
 from collector.selfmetrics import FleetSnapshotGauges
 from fleetscope.snapshot import GPU_FIELDS, SNAPSHOT_TICK_S, default_as_of, fleet_snapshot
 from tests.fleetdata import Fleet
-from tests.test_collector_harness import (  # noqa: F401 - fixtures
-    client,
-    operator_token,
-    push,
-    register,
-    sample,
-    scrape_metrics,
-    settings,
-    storage,
-)
+from tests.collector_harness import push, register, sample, scrape_metrics
 
 
 def build_fleet(dsn: str) -> None:

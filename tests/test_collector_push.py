@@ -9,18 +9,14 @@ import psycopg
 
 from collector.parse import PayloadParser
 from fleetscope.uptime import slot_of
-from tests.test_collector_harness import (  # noqa: F401 - fixtures
+from tests.collector_harness import (
     FLEET_OPENMETRICS,
     FLEET_PROM,
     OPENMETRICS_TYPE,
-    client,
-    operator_token,
     push,
     register,
     sample,
     scrape_metrics,
-    settings,
-    storage,
 )
 
 

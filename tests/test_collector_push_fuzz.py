@@ -9,16 +9,7 @@ from hypothesis import HealthCheck, event, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from tests.test_collector_harness import (  # noqa: F401 - fixtures
-    FLEET_OPENMETRICS,
-    FLEET_PROM,
-    bearer,
-    client,
-    operator_token,
-    register,
-    settings,
-    storage,
-)
+from tests.collector_harness import FLEET_OPENMETRICS, FLEET_PROM, bearer, register
 
 HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
 LINES = FLEET_PROM.splitlines(keepends=True) + FLEET_OPENMETRICS.splitlines(keepends=True)

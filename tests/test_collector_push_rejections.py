@@ -9,20 +9,16 @@ import pytest
 
 from collector.app import make_app
 from collector.ingest import MemoryAppendable
-from tests.test_collector_harness import (  # noqa: F401 - fixtures
+from tests.collector_harness import (
     FLEET_PROM,
     TEXT_TYPE,
     bearer,
-    client,
     collector_settings,
-    operator_token,
     push,
     register,
     rejects,
     sample,
     scrape_metrics,
-    settings,
-    storage,
 )
 
 MAX_BODY = 8 * 1024

@@ -5,15 +5,7 @@ from __future__ import annotations
 import psycopg
 
 from fleetscope.registry import create_operator, node_for_token
-from tests.test_collector_harness import (  # noqa: F401 - fixtures
-    bearer,
-    client,
-    operator_token,
-    register,
-    rejects,
-    settings,
-    storage,
-)
+from tests.collector_harness import bearer, register, rejects
 
 
 async def test_a_node_is_registered_for_the_calling_operator_and_its_token_is_stored_hashed(

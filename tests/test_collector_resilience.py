@@ -10,7 +10,7 @@ import psycopg
 from collector.app import default_components, make_app, scraper_component
 from collector.simulate import SimServer, load_fleet, register_fleet
 from fleetscope.registry import create_operator, register_node
-from tests.test_collector_harness import FLEET_PROM, collector_settings, push
+from tests.collector_harness import FLEET_PROM, collector_settings, push
 
 
 async def wait_until(predicate, *, timeout_s: float = 30.0) -> None:

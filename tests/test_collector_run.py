@@ -11,7 +11,7 @@ import pytest
 from collector.app import APPENDABLE, METRICS, POOL, main, run
 from collector.ingest import MemoryAppendable
 from tests.conftest import free_port
-from tests.test_collector_harness import collector_settings
+from tests.collector_harness import collector_settings
 
 
 async def test_run_serves_http_until_stopped_and_runs_components_inside_the_apps_lifetime(dsn, tmp_path):

@@ -26,7 +26,7 @@ def parse_all_paths(body: str, parser: PayloadParser | None = None):
     (f"DCGM_FI_DEV_FB_USED{{{UUID}}} -Inf", "fb_used_mib", "nan", None),
     (f"DCGM_FI_DEV_FB_USED{{{UUID}}} -1", "fb_used_mib", "negative", None),
     (f"DCGM_FI_DEV_GPU_UTIL{{{UUID}}} 101.5", "gpu_util", "clamped_util", 100.0),
-    (f'nvidia_smi_utilization_memory_ratio{{uuid="11111111-2222-3333-4444-555555555555"}} 1.2', "mem_copy_util", "clamped_util", 100.0),
+    ('nvidia_smi_utilization_memory_ratio{uuid="11111111-2222-3333-4444-555555555555"} 1.2', "mem_copy_util", "clamped_util", 100.0),
     (f"DCGM_FI_DEV_POWER_USAGE{{{UUID}}} 1500.5", "power_w", "absurd_power", None),
     (f"DCGM_FI_DEV_GPU_TEMP{{{UUID}}} 151", "temp_c", "absurd_temp", None),
     (f"DCGM_FI_DEV_PCIE_REPLAY_COUNTER{{{UUID}}} 9223372036854775794", "pcie_replay", "dcgm_blank", None),

@@ -1,6 +1,6 @@
-"""Shared fixtures for the collector tests: a real collector on real HTTP and a real database.
+"""Shared fixtures and helpers for the collector tests: a real collector on real HTTP and a real database.
 
-Imported by the other tests/test_collector_*.py files (it holds no tests of
+Its fixtures are registered in tests/conftest.py; the test files import its helpers. (It holds no tests of
 its own). The collector runs with aiohttp's test server on 127.0.0.1 and a
 ``MemoryAppendable`` for storage, so a test sees exactly which batches were
 committed; everything else (tokens, nodes, jobs, channels, the snapshot) is
