@@ -23,15 +23,20 @@ if TYPE_CHECKING:
 
 BUCKET = timedelta(hours=1)
 
+# The hourly aggregate of observations in [{lo}, {hi}): what refresh
+# materialises and what reads add live above the watermark. (The migrations
+# define the same aggregate as the plain-mode view and the continuous
+# aggregate, for readers such as Grafana.)
 _AGGREGATE = """
 SELECT node_id, time_bucket('1 hour', time) AS bucket,
        (count(DISTINCT slot) FILTER (WHERE ok))::integer AS ok_slots,
        count(*)::integer AS observations,
        (count(*) FILTER (WHERE NOT ok))::integer AS failed
   FROM observations
- WHERE time >= %(lo)s AND time < %(hi)s
+ WHERE time >= {lo} AND time < {hi}
  GROUP BY node_id, time_bucket('1 hour', time)
 """
+_WATERMARK = "(SELECT coalesce(watermark, '-infinity') FROM rollup_watermarks WHERE name = 'node_hourly')"
 
 
 def floor_bucket(t: datetime) -> datetime:
@@ -50,18 +55,12 @@ def node_hourly_sql(mode: str) -> str:
     if mode == "timescaledb":
         return ("SELECT node_id, bucket, ok_slots, observations, failed FROM node_hourly"
                 " WHERE bucket >= %(ws)s AND bucket < %(we)s")
-    return """
-SELECT node_id, bucket, ok_slots, observations, failed FROM node_hourly_mat
- WHERE bucket >= %(ws)s AND bucket < %(we)s
-   AND bucket < (SELECT coalesce(watermark, '-infinity') FROM rollup_watermarks WHERE name = 'node_hourly')
-UNION ALL
-SELECT node_id, time_bucket('1 hour', time), (count(DISTINCT slot) FILTER (WHERE ok))::integer,
-       count(*)::integer, (count(*) FILTER (WHERE NOT ok))::integer
-  FROM observations
- WHERE time >= greatest(%(ws)s, (SELECT coalesce(watermark, '-infinity') FROM rollup_watermarks WHERE name = 'node_hourly'))
-   AND time < %(we)s
- GROUP BY node_id, time_bucket('1 hour', time)
-"""
+    return (
+        "SELECT node_id, bucket, ok_slots, observations, failed FROM node_hourly_mat"
+        f" WHERE bucket >= %(ws)s AND bucket < %(we)s AND bucket < {_WATERMARK}"
+        " UNION ALL "
+        + _AGGREGATE.format(lo=f"greatest(%(ws)s, {_WATERMARK})", hi="%(we)s")
+    )
 
 
 # Marks the rollup for recomputation from %(s)s when that is below its watermark.
@@ -113,7 +112,8 @@ def refresh(conn: psycopg.Connection, *, up_to: datetime) -> tuple[datetime, int
             return (mark or new_mark), 0
         conn.execute("DELETE FROM node_hourly_mat WHERE bucket >= %s AND bucket < %s", (lo, new_mark))
         cur = conn.execute(
-            "INSERT INTO node_hourly_mat (node_id, bucket, ok_slots, observations, failed) " + _AGGREGATE,
+            "INSERT INTO node_hourly_mat (node_id, bucket, ok_slots, observations, failed) "
+            + _AGGREGATE.format(lo="%(lo)s", hi="%(hi)s"),
             {"lo": lo, "hi": new_mark})
         conn.execute("UPDATE rollup_watermarks SET watermark = %s, invalidated_from = NULL"
                      " WHERE name = 'node_hourly'", (new_mark,))
