@@ -39,7 +39,13 @@ def build(dsn: str, cache_dir: str | None = None):
     from dashboard.app import create_app
     from dashboard.service import Explorer
 
-    return create_app(Explorer(dsn, cache_dir=Path(cache_dir) if cache_dir else None)).server
+    server = create_app(Explorer(dsn, cache_dir=Path(cache_dir) if cache_dir else None)).server
+    # Dash registers the JavaScript libraries it may serve while it renders
+    # its first page shell; a worker that never rendered one answers 500 for
+    # them. Render one here, before gunicorn forks, so every worker knows them
+    # (an unknown path: no database work).
+    server.test_client().get("/_fleetscope-warm-up")
+    return server
 
 
 def run(args: argparse.Namespace) -> int:
