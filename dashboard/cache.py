@@ -71,6 +71,19 @@ class SharedCache:
                 self._memory.popitem(last=False)
         return value[0]
 
+    def local(self, key: str, compute: Callable[[], T]) -> T:
+        """The value of ``key`` from this process's memory, else ``compute()`` (not shared: for rendered pages)."""
+        with self._lock:
+            if key in self._memory:
+                self._memory.move_to_end(key)
+                return self._memory[key]
+        value = compute()
+        with self._lock:
+            self._memory[key] = value
+            while len(self._memory) > self._memory_items:
+                self._memory.popitem(last=False)
+        return value
+
     def computations(self) -> list[str]:
         """Every computation recorded in this directory, one "time pid key" line each (for tests and benchmarks)."""
         try:

@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -25,6 +26,10 @@ from fleetscope.reputation import node_reputation
 
 from dashboard.cache import SharedCache
 from dashboard.tables import TableSpec, haystack
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
 
 NODE_STATUSES = ("new", "up", "late", "down")
 GPU_STATES = ("hired", "idle", "hired_offline", "offline")
@@ -67,8 +72,10 @@ def default_cache_dir(dsn: str) -> Path:
 class Explorer:
     """Every number the explorer shows, for the current tick, computed once across workers."""
 
-    def __init__(self, dsn: str, *, cache_dir: Path | None = None, pool_size: int = 4) -> None:
+    def __init__(self, dsn: str, *, cache_dir: Path | None = None, pool_size: int = 4,
+                 clock: Callable[[], datetime] = utcnow) -> None:
         self.dsn = dsn
+        self.clock = clock  # benchmarks replay a stored fleet at its own time
         self.cache = SharedCache(cache_dir or default_cache_dir(dsn))
         self._pool_size = pool_size
         self._pool = None
@@ -98,9 +105,9 @@ class Explorer:
                 self._mode = database_mode(conn) or "plain"
         return self._mode
 
-    @staticmethod
-    def tick(now: datetime | None = None) -> datetime:
-        return snapshot.default_as_of(now)
+    def tick(self) -> datetime:
+        """The as-of time of everything shown now: the snapshot's current settled tick."""
+        return snapshot.default_as_of(self.clock())
 
     # The snapshot: what / and /api/v1/fleet show.
     def snapshot(self, *, as_of: datetime | None = None) -> snapshot.Snapshot:
@@ -234,5 +241,3 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)

@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     from dashboard import serve as dashboard_serve
 
     dashboard_serve.add_arguments(sub.add_parser("dashboard", help="serve the public explorer and its JSON API"))
-    demo.add_arguments(sub.add_parser("demo", help="the embedded database, a simulated fleet and the collector"))
+    demo.add_arguments(sub.add_parser("demo", help="the embedded database, a simulated fleet, the collector and the explorer"))
 
     snap = sub.add_parser("snapshot", help="print the fleet snapshot as JSON")
     _dsn_arg(snap)

@@ -37,8 +37,15 @@ def _stat(label: str, path: str, value, text: str, unit: str, *, kind: str = "")
 
 
 def body():
+    # Rendered once per tick per process: every visitor's refresh in a tick
+    # gets the same components (building the figures is most of a render).
     ex = explorer()
-    snap = ex.snapshot()
+    tick = ex.tick()
+    return ex.cache.local(f"overview-{int(tick.timestamp())}", lambda: _render(ex, tick))
+
+
+def _render(ex, tick):
+    snap = ex.snapshot(as_of=tick)
     s = snap.body
     n, g = s["nodes"], s["gpus"]
     i = fmt.integer
@@ -89,14 +96,14 @@ def body():
         html.Section([html.H2("Consistency checks"), checks(s["checks"])]),
         html.Section([
             html.H2("Online and hired GPUs, last 24 h"),
-            dcc.Graph(id="overview-history", figure=history_figure(ex), config={"displaylogo": False}),
+            dcc.Graph(id="overview-history", figure=history_figure(ex, tick), config={"displaylogo": False}),
             html.P(["Each point is the snapshot's own count at that time, every 15 minutes. ",
                     html.A("JSON", href="/api/v1/fleet/history")], className="note"),
         ]),
         html.Div([
             html.Section([html.H2("GPUs by model"), models(s["by_model"])], className="half"),
             html.Section([html.H2("GPU-hours and revenue per day (UTC)"),
-                          dcc.Graph(id="overview-daily", figure=daily_figure(ex.daily()),
+                          dcc.Graph(id="overview-daily", figure=daily_figure(ex.daily(as_of=tick)),
                                     config={"displaylogo": False}),
                           html.P(html.A("JSON", href="/api/v1/fleet/daily"), className="note")],
                          className="half"),
@@ -121,15 +128,15 @@ def models(by_model) -> html.Table:
     ], id="fleet-by_model", className="table")
 
 
-def history_figure(ex) -> go.Figure:
-    points = ex.history()
+def history_figure(ex, tick) -> go.Figure:
+    points = ex.history(as_of=tick)
     times = [p["as_of"] for p in points]
     fig = go.Figure()
     for key, name, colour in (("registered", "registered", "#8c959f"), ("online", "online", STATE_COLOURS["online"]),
                               ("hired", "hired", STATE_COLOURS["hired"])):
         fig.add_trace(go.Scattergl(x=times, y=[p["gpus"][key] for p in points], name=name, mode="lines+markers",
                                    line={"color": colour, "width": 2}, marker={"size": 4}))
-    for jump in ex.fleet_jumps():
+    for jump in ex.fleet_jumps(as_of=tick):
         at = (jump.get("evidence") or {}).get("at") or jump["first_seen"]
         fig.add_vline(x=at, line={"color": STATE_COLOURS["flagged"], "dash": "dot"})
         fig.add_annotation(x=at, y=1, yref="paper", text=f"fleet jump ({(jump.get('evidence') or {}).get('metric', '')})",
