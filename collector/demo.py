@@ -53,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    started = datetime.now(timezone.utc)
     dsn = db.resolve_dsn(None)  # the embedded server (FLEETSCOPE_DSN, if set, is honoured)
     result = await asyncio.to_thread(init_database, dsn)
     fleet = load_fleet(DEMO_SEED)
@@ -77,22 +78,22 @@ fleetscope demo is running ({result.mode} mode, database {db.describe_dsn(dsn)})
   collector:       {base}  (/metrics, /healthz, /api/v1/...)
   fleet snapshot:  fleetscope snapshot     (the same numbers as the collector's /metrics)
 Press Ctrl-C to stop.""", flush=True)
+        await _end_stale_jobs(dsn, base, admin_token, cutoff=started)
         market = asyncio.create_task(_marketplace(base, admin_token, fleet, node_ids, first_round_s=args.interval + 2),
                                      name="marketplace")
         try:
-            if args.duration is None:
-                await collector
-            else:
-                done, _ = await asyncio.wait({collector}, timeout=args.duration)
-                if not done:
-                    stop.set()
-                    await collector
+            await asyncio.wait({collector}, timeout=args.duration)
         finally:
-            stop.set()
+            # The marketplace first, while the collector still takes its
+            # last posts (it ends its running jobs), then the rest.
             market.cancel()
+            await asyncio.gather(market, return_exceptions=True)
+            stop.set()
             dashboard.terminate()
             await asyncio.to_thread(dashboard.wait)
-            await asyncio.gather(market, collector, return_exceptions=True)
+            await asyncio.gather(collector, return_exceptions=True)
+        if collector.done() and not collector.cancelled() and collector.exception() is not None:
+            raise collector.exception()
     return 0
 
 
@@ -132,6 +133,41 @@ async def _wait_until_up(url: str, collector: asyncio.Task) -> None:
     raise RuntimeError(f"the collector did not come up at {url}")
 
 
+STALE_JOBS_SQL = """
+SELECT j.job_id, j.node_id, j.gpu_count, j.price_per_gpu_hour, j.started_at,
+       greatest(j.started_at, least(
+           (SELECT max(o.time) FROM observations o WHERE o.node_id = j.node_id AND o.ok AND o.time < %(cutoff)s),
+           (SELECT min(k.started_at) FROM jobs k WHERE k.node_id = j.node_id AND k.started_at > j.started_at)))
+       AS seen
+  FROM jobs j
+ WHERE j.status = 'running' AND j.job_id LIKE 'demo-%%' AND j.started_at < %(cutoff)s
+"""
+
+
+async def _end_stale_jobs(dsn: str, base: str, admin_token: str, *, cutoff: datetime) -> None:
+    """End the jobs an earlier demo on this database left running (it was killed, not stopped).
+
+    Each ends at its node's last successful observation before this demo
+    started (``cutoff``), or when a later demo hired the node again, if that
+    came first: the hours after it, when nobody watched the node or another
+    job had it, were never sold.
+    """
+    def stale() -> list[tuple]:
+        with db.connect(dsn, autocommit=True) as conn:
+            return conn.execute(STALE_JOBS_SQL, {"cutoff": cutoff}).fetchall()
+
+    rows = await asyncio.to_thread(stale)
+    if not rows:
+        return
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {admin_token}"}) as session:
+        for job_id, node_id, gpu_count, price, started_at, seen in rows:
+            await _post(session, f"{base}/api/v1/jobs", {
+                "job_id": job_id, "node_id": node_id, "gpu_count": gpu_count, "price_per_gpu_hour": str(price),
+                "started_at": started_at.isoformat(), "ended_at": (seen or started_at).isoformat(),
+                "status": "succeeded"})
+    log.warning("ended %d jobs an earlier demo left running", len(rows))
+
+
 async def _marketplace(base: str, admin_token: str, fleet, node_ids: list[int], *, first_round_s: float) -> None:
     """Hire the hired hosts once they have been seen, then end one job and start another every tick.
 
@@ -151,15 +187,28 @@ async def _marketplace(base: str, admin_token: str, fleet, node_ids: list[int], 
     async with aiohttp.ClientSession(headers=headers) as session:
         for job in running:
             await _post(session, f"{base}/api/v1/jobs", job)
-        while running:
-            await asyncio.sleep(MARKET_TICK_S)
-            finished = running.pop(rng.randrange(len(running)))
-            finished.update(status="succeeded", ended_at=datetime.now(timezone.utc).isoformat())
-            await _post(session, f"{base}/api/v1/jobs", finished)
-            fresh = dict(finished, job_id=f"{finished['job_id']}-r", status="running", ended_at=None,
-                         started_at=datetime.now(timezone.utc).isoformat())
-            await _post(session, f"{base}/api/v1/jobs", fresh)
-            running.append(fresh)
+        try:
+            await _hire_and_rotate(session, base, running, rng)
+        finally:
+            # Stopped (Ctrl-C, --duration): the marketplace ends its jobs, so a
+            # later demo on the same database does not find them still
+            # accruing hours for nodes nobody observed in between.
+            ended = datetime.now(timezone.utc).isoformat()
+            await asyncio.shield(asyncio.gather(*(
+                _post(session, f"{base}/api/v1/jobs", dict(job, status="succeeded", ended_at=ended))
+                for job in running), return_exceptions=True))
+
+
+async def _hire_and_rotate(session: aiohttp.ClientSession, base: str, running: list[dict], rng: random.Random) -> None:
+    while running:
+        await asyncio.sleep(MARKET_TICK_S)
+        finished = running.pop(rng.randrange(len(running)))
+        finished.update(status="succeeded", ended_at=datetime.now(timezone.utc).isoformat())
+        await _post(session, f"{base}/api/v1/jobs", finished)
+        fresh = dict(finished, job_id=f"{finished['job_id']}-r", status="running", ended_at=None,
+                     started_at=datetime.now(timezone.utc).isoformat())
+        await _post(session, f"{base}/api/v1/jobs", fresh)
+        running.append(fresh)
 
 
 async def _post(session: aiohttp.ClientSession, url: str, body: dict) -> None:

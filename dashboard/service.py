@@ -222,8 +222,11 @@ class Explorer:
                   as_of: datetime | None = None) -> dict[str, Any]:
         at = as_of or self.tick()
         snap = self.snapshot(as_of=at)
-        with self.pool().connection() as conn:
-            total, items = explorer.findings(conn, at=at, kind=kind, open_only=open_only, limit=limit, offset=offset)
+
+        def compute():
+            with self.pool().connection() as conn:
+                return explorer.findings(conn, at=at, kind=kind, open_only=open_only, limit=limit, offset=offset)
+        total, items = self.cache.get(f"findings-{int(at.timestamp())}-{kind}-{open_only:d}-{limit}-{offset}", compute)
         return {"as_of": snap.body["as_of"], "snapshot_sha256": snap.sha256,
                 "open_findings": snap.body["integrity"]["open_findings"],
                 "by_kind": snap.body["integrity"]["by_kind"], "checks": snap.body["checks"],

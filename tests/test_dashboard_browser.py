@@ -94,15 +94,16 @@ def test_every_headline_on_the_overview_equals_the_api(production_url, page, tmp
 
 def test_the_nodes_grid_pages_on_the_server_and_links_to_each_node(production_url, page, live_fleet):
     page.goto(f"{production_url}/nodes", wait_until="networkidle")
-    page.wait_for_selector("#nodes-grid .ag-row")
+    # Rows show as placeholders until their block arrives from the server.
+    page.wait_for_selector("#nodes-grid .ag-row [col-id=name] a")
     names = page.locator("#nodes-grid .ag-row [col-id=name]").all_inner_texts()
     assert sorted(n.strip() for n in names) == sorted(live_fleet)
     page.click("#nodes-tabs .tab >> text=GPUs")
-    page.wait_for_selector("#gpus-grid .ag-row")
+    page.wait_for_selector("#gpus-grid .ag-row [col-id=node_name] a")
     # Rows are rendered as they scroll into view; the pager counts them all.
     assert page.inner_text("#gpus-grid .ag-paging-row-summary-panel").split()[-1] == "13"
     page.goto(f"{production_url}/nodes", wait_until="networkidle")
-    page.wait_for_selector("#nodes-grid .ag-row")
+    page.wait_for_selector("#nodes-grid .ag-row [col-id=name] a")
     page.click("#nodes-grid a:text-is('delta')")
     page.wait_for_selector("#node-reputation")
     assert page.url.endswith(f"/nodes/{live_fleet['delta']}")

@@ -6,7 +6,9 @@ import json
 
 import dash
 import dash_ag_grid as dag
-from dash import html
+from dash import Input, Output, callback, dcc, html
+
+from fleetscope.snapshot import SNAPSHOT_TICK_S
 
 from dashboard import format as fmt
 from dashboard.app import explorer
@@ -17,6 +19,16 @@ SHOWN = 1000
 
 
 def layout(**_kwargs):
+    return html.Div([dcc.Interval(id="integrity-refresh", interval=SNAPSHOT_TICK_S * 1000),
+                     html.Div(render(), id="integrity-body")])
+
+
+@callback(Output("integrity-body", "children"), Input("integrity-refresh", "n_intervals"), prevent_initial_call=True)
+def refresh(_n):
+    return render()
+
+
+def render():
     body = explorer().integrity(kind=None, open_only=False, limit=SHOWN, offset=0)
     rows = [dict(f, evidence=json.dumps(f["evidence"], sort_keys=True),
                  node=f"[{f['node_name']}](/nodes/{f['node_id']})" if f["node_id"] else "")

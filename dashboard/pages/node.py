@@ -5,7 +5,9 @@ from __future__ import annotations
 import dash
 import dash_ag_grid as dag
 import plotly.graph_objects as go
-from dash import dcc, html
+from dash import Input, Output, State, callback, dcc, html
+
+from fleetscope.snapshot import SNAPSHOT_TICK_S
 
 from dashboard import format as fmt
 from dashboard.app import explorer
@@ -15,6 +17,17 @@ STATE_CLASS = {"up": "ok", "late": "warn", "down": "off", "new": "off"}
 
 
 def layout(node_id: str = "", **_kwargs):
+    return html.Div([dcc.Interval(id="node-refresh", interval=SNAPSHOT_TICK_S * 1000),
+                     dcc.Store(id="node-id", data=node_id), html.Div(body(node_id), id="node-body")])
+
+
+@callback(Output("node-body", "children"), Input("node-refresh", "n_intervals"), State("node-id", "data"),
+          prevent_initial_call=True)
+def refresh(_n, node_id):
+    return body(node_id or "")
+
+
+def body(node_id: str):
     ex = explorer()
     detail = ex.node(int(node_id)) if node_id.isdigit() and len(node_id) < 19 else None
     if detail is None:
