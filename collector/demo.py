@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import random
 import secrets
+import signal
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -66,7 +68,12 @@ async def run(args: argparse.Namespace) -> int:
 
         node_ids = await asyncio.to_thread(register)
         settings = CollectorSettings(dsn=dsn, host=args.host, port=args.collector_port, admin_token=admin_token)
-        collector = asyncio.create_task(run_collector(settings, stop=stop), name="collector")
+        collector = asyncio.create_task(run_collector(settings, stop=stop, handle_signals=False), name="collector")
+        shutdown = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                asyncio.get_running_loop().add_signal_handler(sig, shutdown.set)
+        waiting = asyncio.create_task(shutdown.wait())
         base = f"http://{args.host}:{args.collector_port}"
         await _wait_until_up(f"{base}/healthz", collector)
         dashboard = await _start_dashboard(dsn, args.host, args.dashboard_port)
@@ -82,7 +89,7 @@ Press Ctrl-C to stop.""", flush=True)
         market = asyncio.create_task(_marketplace(base, admin_token, fleet, node_ids, first_round_s=args.interval + 2),
                                      name="marketplace")
         try:
-            await asyncio.wait({collector}, timeout=args.duration)
+            await asyncio.wait({collector, waiting}, timeout=args.duration, return_when=asyncio.FIRST_COMPLETED)
         finally:
             # The marketplace first, while the collector still takes its
             # last posts (it ends its running jobs), then the rest.
@@ -91,7 +98,8 @@ Press Ctrl-C to stop.""", flush=True)
             stop.set()
             dashboard.terminate()
             await asyncio.to_thread(dashboard.wait)
-            await asyncio.gather(collector, return_exceptions=True)
+            waiting.cancel()
+            await asyncio.gather(collector, waiting, return_exceptions=True)
         if collector.done() and not collector.cancelled() and collector.exception() is not None:
             raise collector.exception()
     return 0
