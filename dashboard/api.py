@@ -86,7 +86,7 @@ def _table(spec: TableSpec, rows_name: str, text_name: str) -> Response:
     ex = explorer()
     tables = ex.tables()
     snap = ex.snapshot(as_of=tables.as_of)
-    rows = select(spec, getattr(tables, rows_name), getattr(tables, text_name), query)
+    rows = select(spec, getattr(tables, rows_name), getattr(tables, text_name), query, tables.orders[spec.name])
     if request.args.get("format") == "csv":
         return _csv(spec, rows, f"fleetscope-{spec.name}-{snap.body['as_of']}.csv")
     if request.args.get("format") not in (None, "", "json"):

@@ -15,7 +15,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from fleetscope.migrate import database_mode
 from fleetscope.reputation import node_reputation
 
 from dashboard.cache import SharedCache
-from dashboard.tables import TableSpec, haystack
+from dashboard.tables import TableSpec, haystacks
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -61,6 +61,8 @@ class Tables:
     gpu_text: list[str]
     node_rows: dict[int, int]              # node_id -> index in nodes
     gpu_rows: dict[int, tuple[int, int]]   # node_id -> [start, end) in gpus
+    # Sort orders computed so far in this process, per table: dashboard/tables.py.
+    orders: dict[str, dict] = field(default_factory=lambda: {"nodes": {}, "gpus": {}}, compare=False)
 
 
 def default_cache_dir(dsn: str) -> Path:
@@ -134,7 +136,7 @@ class Explorer:
             start, _ = gpu_rows.get(row[1], (i, i))
             gpu_rows[row[1]] = (start, i + 1)
         return Tables(as_of=at, nodes=t.nodes, gpus=t.gpus,
-                      node_text=[haystack(NODES, r) for r in t.nodes], gpu_text=[haystack(GPUS, r) for r in t.gpus],
+                      node_text=haystacks(NODES, t.nodes), gpu_text=haystacks(GPUS, t.gpus),
                       node_rows=node_rows, gpu_rows=gpu_rows)
 
     # Fleet over time and money per day.

@@ -71,7 +71,7 @@ def layout(**_kwargs):
 def _rows(spec, request, rows_name: str, text_name: str):
     tables = explorer().tables()
     query = grid_query(spec, request)
-    rows = select(spec, getattr(tables, rows_name), getattr(tables, text_name), query)
+    rows = select(spec, getattr(tables, rows_name), getattr(tables, text_name), query, tables.orders[spec.name])
     page = rows[query.offset:query.offset + query.limit]
     out = []
     for row in page:
