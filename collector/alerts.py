@@ -310,8 +310,9 @@ class Evaluator:
         state = Damping(row["window_started_at"], row["window_messages"] or 0, row["flaps"] or 0)
         decision = damp(state, now=now, window=self.flap_window, limit=self.limit)
         if decision.send:
-            await self._send(conn, row, event=event, since=since, now=now, flapping=False, suppressed=0,
-                             result=result)
+            # Changes muted in the previous window are told with the first message after it.
+            await self._send(conn, row, event=event, since=since, now=now, flapping=state.suppressed > 0,
+                             suppressed=state.suppressed, result=result)
             await self._save(conn, row, status=status, since=since, damping=decision, suppressed=0, notified=event)
         else:
             result.suppressed += 1
