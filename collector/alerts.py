@@ -44,7 +44,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from prometheus_client import Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from psycopg.types.json import Jsonb
 
 from fleetscope.states import DEFINITION_VERSION, NodeStatus, node_status
@@ -52,7 +52,6 @@ from fleetscope.states import DEFINITION_VERSION, NodeStatus, node_status
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from prometheus_client import CollectorRegistry
     from psycopg import AsyncConnection
     from psycopg_pool import AsyncConnectionPool
 
@@ -355,7 +354,8 @@ class AlertLoop:
         self._on_queued = on_queued
         self._clock = clock
         self._task: asyncio.Task | None = None
-        kw = {"registry": registry} if registry is not None else {}
+        # Its own registry when none is given: never prometheus_client's global one.
+        kw = {"registry": registry if registry is not None else CollectorRegistry()}
         self.rounds = Counter("fleetscope_alert_rounds", "Alert evaluation rounds by result (ok, skipped, error).",
                               ["result"], **kw)
         self.events = Counter("fleetscope_alert_events", "Node state changes by event and whether they were sent "

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import psycopg
-from prometheus_client import Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from psycopg.types.json import Jsonb
 
 from collector import messages
@@ -39,7 +39,6 @@ from collector import messages
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from prometheus_client import CollectorRegistry
     from psycopg_pool import AsyncConnectionPool
 
     from collector.settings import CollectorSettings
@@ -143,7 +142,8 @@ class Deliverer:
         self._sending: set[asyncio.Task] = set()
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task | None = None
-        kw = {"registry": registry} if registry is not None else {}
+        # Its own registry when none is given: never prometheus_client's global one.
+        kw = {"registry": registry if registry is not None else CollectorRegistry()}
         self.attempts = Counter("fleetscope_alert_delivery_attempts",
                                 "Alert delivery attempts by channel kind and result (ok, retry, failed).",
                                 ["kind", "result"], **kw)
