@@ -138,10 +138,13 @@ RETURNING n.node_id
 """
 NODE_COLUMNS = """n.node_id, n.operator_id, n.name, n.interval_s, n.grace_s, n.paused, n.last_ok_at,
        n.alert_after, s.status, s.since, s.window_started_at, s.window_messages, s.flaps, s.notified"""
+# Of the nodes with a new ok observation, those whose alert state is not
+# already up: in a healthy fleet that is none, so a round costs the scan and
+# the deadline update only.
 RETURNED_SQL = f"""
 SELECT {NODE_COLUMNS}
   FROM nodes n LEFT JOIN alert_state s USING (node_id)
- WHERE n.node_id = ANY(%s) FOR UPDATE OF n
+ WHERE n.node_id = ANY(%s) AND s.status IS DISTINCT FROM 'up' FOR UPDATE OF n
 """
 # Deadlines passed: the indexed read healthchecks' alert_after is for.
 DUE_SQL = f"""
@@ -154,7 +157,8 @@ SELECT {NODE_COLUMNS}
   FROM alert_state s JOIN nodes n USING (node_id)
  WHERE s.muted_until <= %s FOR UPDATE OF s
 """
-CLEAR_DEADLINE_SQL = "UPDATE nodes SET alert_after = NULL WHERE node_id = %s"
+# A down node has no deadline until it returns (the nodes DUE_SQL just locked).
+CLEAR_DEADLINES_SQL = "UPDATE nodes SET alert_after = NULL WHERE alert_after <= %s"
 SAVE_STATE_SQL = """
 INSERT INTO alert_state AS s (node_id, status, since, flaps, muted_until, window_started_at, window_messages, notified)
 VALUES (%(node_id)s, %(status)s, %(since)s, %(flaps)s, %(muted_until)s, %(window_started_at)s,
@@ -222,6 +226,7 @@ class Evaluator:
     def __init__(self, *, flap_window: timedelta, limit: int = MAX_MESSAGES_PER_WINDOW) -> None:
         self.flap_window = flap_window
         self.limit = limit
+        self._pending: list[dict[str, Any]] = []  # alert_state rows to write (_flush)
 
     async def run_round(self, conn: AsyncConnection, *, now: datetime) -> RoundResult:
         """Evaluate every node at ``now`` in one transaction (module doc, steps 1 to 4)."""
@@ -239,13 +244,21 @@ class Evaluator:
             result.scanned_nodes = len(fresh)
             await conn.execute(SET_PROGRESS_SQL, (max(now, scanned_to) if scanned_to else now,))
 
+            # State rows are written in one batch per step (a fleet's first
+            # round records thousands of first-known states); each step reads
+            # alert_state after the previous step's batch.
+            self._pending = []
             if fresh:
                 for row in await self._rows(conn, RETURNED_SQL, (fresh,)):
                     await self._maybe_up(conn, row, now=now, result=result)
+                await self._flush(conn)
             for row in await self._rows(conn, DUE_SQL, (now,)):
                 await self._down(conn, row, now=now, result=result)
+            await conn.execute(CLEAR_DEADLINES_SQL, (now,))
+            await self._flush(conn)
             for row in await self._rows(conn, UNMUTED_SQL, (now,)):
                 await self._unmuted(conn, row, now=now, result=result)
+            await self._flush(conn)
             await conn.execute(PRUNE_OUTBOX_SQL, (now - OUTBOX_KEEP,))
         return result
 
@@ -278,7 +291,6 @@ class Evaluator:
                            now=now, result=result)
 
     async def _down(self, conn: AsyncConnection, row: dict[str, Any], *, now: datetime, result: RoundResult) -> None:
-        await conn.execute(CLEAR_DEADLINE_SQL, (row["node_id"],))
         if self._status(row, now) is not NodeStatus.DOWN:
             return  # cannot happen while alert_after = last_ok_at + grace; kept as the definition's guard
         since = row["alert_after"]
@@ -329,7 +341,7 @@ class Evaluator:
     async def _save(self, conn: AsyncConnection, row: dict[str, Any], *, status: str, since: datetime,
                     damping: DampingDecision | None, suppressed: int | None = None,
                     notified: str | None = None) -> None:
-        await conn.execute(SAVE_STATE_SQL, {
+        self._pending.append({
             "node_id": row["node_id"], "status": status, "since": since,
             "flaps": (row["flaps"] or 0) if suppressed is None else suppressed,
             "muted_until": damping.muted_until if damping else None,
@@ -337,6 +349,12 @@ class Evaluator:
             "window_messages": damping.window_messages if damping else (row["window_messages"] or 0),
             "notified": notified or row["notified"],
         })
+
+    async def _flush(self, conn: AsyncConnection) -> None:
+        if self._pending:
+            async with conn.cursor() as cur:
+                await cur.executemany(SAVE_STATE_SQL, self._pending)
+            self._pending = []
 
 
 class AlertLoop:
