@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -183,13 +183,9 @@ class RoundResult:
 
     ran: bool = True            # False: another replica held the lock
     scanned_nodes: int = 0      # nodes with a new ok observation
-    messages: list[tuple[int, str]] = None  # type: ignore[assignment]  # (node_id, event) queued
+    messages: list[tuple[int, str]] = field(default_factory=list)  # (node_id, event) queued
     suppressed: int = 0         # changes not sent because of flap damping
     queued: int = 0             # outbox rows (messages x channels)
-
-    def __post_init__(self) -> None:
-        if self.messages is None:
-            self.messages = []
 
 
 def _iso(t: datetime | None) -> str | None:

@@ -10,8 +10,9 @@ reverse):
    production writer (collector/writer.py), built on the pool's database;
 3. the request handlers, which need both;
 4. the components that run beside the HTTP side (``default_components``:
-   the scraper and the maintenance loop), each an async context manager made
-   from the app, so that they share its pool, storage and metrics registry.
+   the scraper, the maintenance loop and the alert loop), each an async
+   context manager made from the app, so that they share its pool, storage
+   and metrics registry.
 
 aiohttp's own request-body inflater is turned off (``auto_decompress``):
 collector/limits.py inflates pushes itself, counting both sizes, so that a

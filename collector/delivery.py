@@ -215,6 +215,10 @@ class Deliverer:
                     error = DeliveryError(f"no answer within {self._timeout_s:g} s")
                 except (aiohttp.ClientError, OSError, smtplib.SMTPException, ssl.SSLError) as exc:
                     error = DeliveryError(f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_LEN])
+                except Exception as exc:  # a bug of ours: recorded and final, never a silent retry loop
+                    log.exception("alert delivery %d failed", message.outbox_id)
+                    error = DeliveryError(f"internal error: {type(exc).__name__}: {exc}"[:ERROR_TEXT_LEN],
+                                          final=True)
                 await self._record(message, error)
             finally:
                 self.in_flight.dec()
