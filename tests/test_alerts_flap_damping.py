@@ -90,7 +90,8 @@ async def test_a_node_flapping_every_minute_sends_no_more_than_the_documented_nu
     assert sum(b["suppressed_changes"] for b in bodies) + len(bodies) <= 2 * changes_per_hour * 2
 
 
-async def test_a_node_that_dies_while_muted_is_reported_down_when_the_window_ends(dsn):
+async def test_a_node_that_dies_while_muted_is_reported_down_when_the_window_ends(any_mode_dsn):
+    dsn = any_mode_dsn
     with psycopg.connect(dsn, autocommit=True) as conn:
         operator_id, _ = create_operator(conn, "acme")
         node_id = register_node(conn, operator_id=operator_id, name="dies", interval_s=15, grace_s=30,

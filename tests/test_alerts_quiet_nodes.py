@@ -29,7 +29,8 @@ async def _run(dsn: str, start, end) -> list[tuple[int, str]]:
     return sent
 
 
-async def test_paused_never_seen_and_already_down_nodes_send_nothing_while_a_live_node_does(dsn):
+async def test_paused_never_seen_and_already_down_nodes_send_nothing_while_a_live_node_does(any_mode_dsn):
+    dsn = any_mode_dsn
     with psycopg.connect(dsn, autocommit=True) as conn:
         operator_id, _ = create_operator(conn, "acme")
         add_channel(conn, operator_id, "webhook", "https://hooks.acme.example/fleet")
