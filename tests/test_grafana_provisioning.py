@@ -65,16 +65,23 @@ def _populate(conn: psycopg.Connection) -> dict[str, int]:
     up, flaky, gone = fleet.node(name="up"), fleet.node(name="flaky"), fleet.node(name="gone")
     fleet.observing(T0 - timedelta(days=1), T0)
     fleet.gpus(up, ["GPU-a", "GPU-b"], model="NVIDIA GeForce RTX 4090")
-    for seconds in range(-7200, 0, 15):
-        fleet.observe(up, at(seconds + 1))
-        fleet.observe(flaky, at(seconds + 2), ok=seconds % 60 != 0)
-        if seconds < -3600:
-            fleet.observe(gone, at(seconds + 3))
-        if seconds % 60 == 0:
-            for index, gpu in enumerate(["GPU-a", "GPU-b"]):
-                conn.execute("INSERT INTO gpu_samples (time, node_id, gpu_uuid, gpu_index, gpu_util, fb_used_mib,"
-                             " power_w, temp_c) VALUES (%s, %s, %s, %s, 87, 20000, 350, 66)",
-                             (at(seconds + 1), up, gpu, index))
+    # Two hours, every 15 s: "up" always ok, "flaky" failing once a minute,
+    # "gone" silent for the last hour; GPU samples once a minute.
+    conn.execute("""
+        INSERT INTO observations (time, node_id, ok, source, slot, latency_ms, error)
+        SELECT t, node_id, ok, 'scrape', floor(extract(epoch FROM t) / 15)::bigint, 3.0,
+               CASE WHEN ok THEN NULL ELSE 'connection refused' END
+          FROM generate_series(-7200, -15, 15) AS s,
+               LATERAL (VALUES (%(up)s, %(t0)s + make_interval(secs => s + 1), true),
+                               (%(flaky)s, %(t0)s + make_interval(secs => s + 2), s %% 60 <> 0),
+                               (%(gone)s, %(t0)s + make_interval(secs => s + 3), true)) AS v(node_id, t, ok)
+         WHERE v.node_id <> %(gone)s OR s < -3600
+    """, {"up": up, "flaky": flaky, "gone": gone, "t0": T0})
+    conn.execute("""
+        INSERT INTO gpu_samples (time, node_id, gpu_uuid, gpu_index, gpu_util, fb_used_mib, power_w, temp_c)
+        SELECT %(t0)s + make_interval(secs => s + 1), %(up)s, g.uuid, g.idx, 87, 20000, 350, 66
+          FROM generate_series(-7200, -60, 60) AS s, (VALUES ('GPU-a', 0), ('GPU-b', 1)) AS g(uuid, idx)
+    """, {"up": up, "t0": T0})
     fleet.observe(up, at(-1800 + 7), ok=False)  # one failed scrape in the middle of a good run
     fleet.job("job-1", up, gpu_count=1, price="0.40", started_at=T0 - timedelta(hours=3))
     conn.execute("INSERT INTO ingest_batches (batch_id, written_at, rows) VALUES ('b1', %s, 500), ('b2', %s, 700)",
