@@ -58,7 +58,7 @@ JITTER = 0.1
 LEASE_MARGIN = timedelta(seconds=30)
 # How often the loop looks for due retries when nothing wakes it.
 POLL_S = 1.0
-# Receivers' answers are kept in the delivery record up to this length.
+# Error texts (connection errors, SMTP answers) are kept up to this length.
 ERROR_TEXT_LEN = 300
 # Statuses worth retrying: timeouts, rate limits and server errors.
 RETRYABLE_4XX = (408, 429)
@@ -260,9 +260,11 @@ class Deliverer:
                                       allow_redirects=False) as response:
             if 200 <= response.status < 300:
                 return
-            text = " ".join((await response.text(errors="replace"))[:ERROR_TEXT_LEN].split())
+            # The status and its reason only, never the body: the record is
+            # shown to the operator, and the target may be a service inside
+            # our network that an operator should not be able to read.
             final = 400 <= response.status < 500 and response.status not in RETRYABLE_4XX
-            raise DeliveryError(f"HTTP {response.status}: {text}", final=final)
+            raise DeliveryError(f"HTTP {response.status} {response.reason or ''}".strip(), final=final)
 
     async def _send_email(self, message: Message) -> None:
         smtp = self._smtp

@@ -102,6 +102,10 @@ async def test_a_failing_receiver_is_retried_with_growing_waits_until_it_answers
     assert len(gone.received) == 1  # a 404 is final: not retried
     with psycopg.connect(dsn) as conn:
         rows = [(d["kind"], d["attempt"], d["ok"]) for d in deliveries(conn)]
+        errors = {(d["kind"], d["attempt"]): d["error"] for d in deliveries(conn)}
+        # The status only: a receiver's body is never kept (the operator reads these records).
+        assert errors[("webhook", 1)] == "HTTP 503 Service Unavailable"
+        assert errors[("slack", 1)] == "HTTP 404 Not Found" and errors[("webhook", 3)] is None
         assert sorted(rows) == [("slack", 1, False), ("webhook", 1, False), ("webhook", 2, False),
                                 ("webhook", 3, True)]
         outcomes = dict(conn.execute("SELECT c.kind, o.delivered FROM alert_outbox o"

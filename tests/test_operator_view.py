@@ -27,7 +27,7 @@ def _fleet(conn: psycopg.Connection) -> tuple[Fleet, dict[str, int], Fleet]:
     channel = conn.execute("INSERT INTO alert_channels (operator_id, kind, target) VALUES (%s, 'webhook',"
                            " 'https://hooks.acme.example/x') RETURNING channel_id", (acme.operator_id,)).fetchone()[0]
     conn.execute("INSERT INTO alert_deliveries (channel_id, node_id, event, payload, attempt, attempted_at, ok, error,"
-                 " kind) VALUES (%s, %s, 'node_down', %s, 1, %s, false, 'HTTP 503: busy', 'webhook'),"
+                 " kind) VALUES (%s, %s, 'node_down', %s, 1, %s, false, 'HTTP 503 Service Unavailable', 'webhook'),"
                  " (%s, %s, 'node_down', %s, 2, %s, true, NULL, 'webhook')",
                  (channel, nodes["down"], '{"since": "2026-11-24T11:59:59Z"}', at(-1),
                   channel, nodes["down"], '{"since": "2026-11-24T11:59:59Z"}', at(0)))
@@ -48,7 +48,7 @@ def test_the_view_lists_only_the_operators_nodes_with_states_uptime_and_alerts(c
     assert first["uptime_24h"] == expected.ratio and 0 < first["uptime_24h"] < 1
     assert [(a["event"], a["attempt"], a["ok"]) for a in view["alerts"]] == [("node_down", 2, True),
                                                                             ("node_down", 1, False)]
-    assert view["alerts"][1]["error"] == "HTTP 503: busy" and view["alerts"][0]["name"] == "c-down"
+    assert view["alerts"][1]["error"] == "HTTP 503 Service Unavailable" and view["alerts"][0]["name"] == "c-down"
     assert [c["target"] for c in view["channels"]] == ["https://hooks.acme.example/x"]
 
     theirs = operator_view(conn, rival.operator_id, at=T0)
