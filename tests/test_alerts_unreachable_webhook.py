@@ -52,7 +52,7 @@ async def test_a_hung_and_a_refusing_webhook_do_not_hold_up_a_working_one_or_the
         response = await client.post("/api/v1/nodes", json={"name": "rig-2", "scrape_url": None, "interval_s": 15},
                                      headers=bearer(operator_token))
         assert response.status == 201
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < TIMEOUT_S - 1  # answered while the hung send still waits
 
         # The hung one times out and is retried; the refused one fails fast and is retried.
         deadline = time.monotonic() + 3 * TIMEOUT_S + 5
