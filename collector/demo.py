@@ -16,6 +16,7 @@ import asyncio
 import logging
 import random
 import secrets
+import subprocess
 import sys
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -46,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address of every demo server")
     parser.add_argument("--collector-port", type=int, default=9300)
     parser.add_argument("--sim-port", type=int, default=9400, help="the simulated hosts' /metrics")
+    parser.add_argument("--dashboard-port", type=int, default=8050, help="the explorer (dashboard and JSON API)")
     parser.add_argument("--interval", type=int, default=15, help="the nodes' interval, s")
     parser.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
 
@@ -66,9 +68,12 @@ async def run(args: argparse.Namespace) -> int:
         collector = asyncio.create_task(run_collector(settings, stop=stop), name="collector")
         base = f"http://{args.host}:{args.collector_port}"
         await _wait_until_up(f"{base}/healthz", collector)
+        dashboard = await _start_dashboard(dsn, args.host, args.dashboard_port)
+        explorer_url = f"http://{args.host}:{args.dashboard_port}/"
         print(f"""
 fleetscope demo is running ({result.mode} mode, database {db.describe_dsn(dsn)})
   simulated fleet: {len(fleet)} hosts on {sim.base_url}/metrics/{{0..{len(fleet) - 1}}}, scraped every {args.interval} s
+  explorer:        {explorer_url}  (pages /, /nodes, /integrity, /methodology; JSON /api/v1/fleet)
   collector:       {base}  (/metrics, /healthz, /api/v1/...)
   fleet snapshot:  fleetscope snapshot     (the same numbers as the collector's /metrics)
 Press Ctrl-C to stop.""", flush=True)
@@ -85,8 +90,30 @@ Press Ctrl-C to stop.""", flush=True)
         finally:
             stop.set()
             market.cancel()
+            dashboard.terminate()
+            await asyncio.to_thread(dashboard.wait)
             await asyncio.gather(market, collector, return_exceptions=True)
     return 0
+
+
+async def _start_dashboard(dsn: str, host: str, port: int) -> subprocess.Popen:
+    """``fleetscope dashboard`` (gunicorn) in a child process, once it answers."""
+    proc = subprocess.Popen([sys.executable, "-m", "fleetscope.cli", "dashboard", "--dsn", dsn, "--host", host,
+                             "--port", str(port)], stdout=subprocess.DEVNULL)
+    async with aiohttp.ClientSession() as session:
+        for _ in range(300):
+            if proc.poll() is not None:
+                raise RuntimeError(f"the dashboard exited with status {proc.returncode} (is port {port} free? "
+                                   "--dashboard-port chooses another)")
+            try:
+                async with session.get(f"http://{host}:{port}/api/v1/fleet") as response:
+                    if response.status == 200:
+                        return proc
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    proc.terminate()
+    raise RuntimeError(f"the dashboard did not come up on {host}:{port}")
 
 
 async def _wait_until_up(url: str, collector: asyncio.Task) -> None:
