@@ -242,7 +242,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-scrape", dest="scrape_enabled", action="store_false", default=None,
                         help="receive pushes only; scrape nobody (env FLEETSCOPE_SCRAPE=0)")
     parser.add_argument("--no-alerts", dest="alerts_enabled", action="store_false", default=None,
-                        help="evaluate and send no offline alerts, e.g. on all but one replica (env FLEETSCOPE_ALERTS=0)")
+                        help="evaluate and send no offline alerts (env FLEETSCOPE_ALERTS=0)")
 
 
 def from_args(args: argparse.Namespace, *, environ: Mapping[str, str] | None = None,

@@ -1,4 +1,4 @@
-"""Each channel kind gets its own format: generic webhook JSON, Slack and Discord incoming webhooks, and email over SMTP.
+"""Each channel kind gets its own format: webhook JSON, Slack and Discord incoming webhooks, email over SMTP.
 
 One node goes down for an operator with one channel of each kind; the real
 deliverer sends to local receivers (aiohttp servers, an aiosmtpd server).

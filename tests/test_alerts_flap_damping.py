@@ -1,4 +1,6 @@
-"""A node flapping every minute sends at most MAX_MESSAGES_PER_WINDOW messages per damping window, and the last one tells its current state.
+"""A node flapping every minute sends at most MAX_MESSAGES_PER_WINDOW messages per damping window.
+
+The last message always tells its current state.
 
 Two hours of a node that is up for a minute and silent for a minute,
 evaluated every 15 s of simulated time (the evaluator takes ``now``), on a
