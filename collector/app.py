@@ -10,8 +10,9 @@ reverse):
    production writer (collector/writer.py), built on the pool's database;
 3. the request handlers, which need both;
 4. the components that run beside the HTTP side (``default_components``:
-   the scraper and the maintenance loop), each an async context manager made
-   from the app, so that they share its pool, storage and metrics registry.
+   the scraper, the maintenance loop and the alert loop), each an async
+   context manager made from the app, so that they share its pool, storage
+   and metrics registry.
 
 aiohttp's own request-body inflater is turned off (``auto_decompress``):
 collector/limits.py inflates pushes itself, counting both sizes, so that a
@@ -95,6 +96,8 @@ def make_app(settings: CollectorSettings, *, appendable: Appendable | None = Non
     app.router.add_post("/api/v1/jobs", _delegate(JOBS, "post"))
     app.router.add_post("/api/v1/channels", _delegate(CHANNELS, "post"))
     app.router.add_get("/api/v1/channels", _delegate(CHANNELS, "get"))
+    app.router.add_delete("/api/v1/channels/{channel_id}", _delegate(CHANNELS, "delete"))
+    app.router.add_get("/api/v1/operator", _operator_view)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     return app
@@ -187,12 +190,27 @@ def maintenance_component(app: web.Application) -> AbstractAsyncContextManager[o
     return Maintenance(app[SETTINGS].dsn)
 
 
+@contextlib.asynccontextmanager
+async def alerts_component(app: web.Application) -> AsyncIterator[object]:
+    """Offline alerts (issue 7): the evaluation loop (collector/alerts.py) and the deliverer (collector/delivery.py)."""
+    from collector.alerts import AlertLoop
+    from collector.delivery import Deliverer
+
+    settings, registry = app[SETTINGS], app[METRICS].registry
+    async with Deliverer.from_settings(app[POOL], settings, registry=registry) as deliverer:
+        async with AlertLoop(app[POOL], eval_s=settings.alert_eval_s, flap_window_s=settings.alert_flap_window_s,
+                             registry=registry, on_queued=deliverer.wake) as loop:
+            yield loop
+
+
 def default_components(settings: CollectorSettings) -> list[Component]:
-    """What ``run`` starts beside the HTTP side: the scraper (unless --no-scrape) and maintenance."""
+    """What ``run`` starts beside the HTTP side: the scraper (unless --no-scrape), maintenance and alerts."""
     components: list[Component] = []
     if settings.scrape_enabled:
         components.append(scraper_component)
     components.append(maintenance_component)
+    if settings.alerts_enabled:
+        components.append(alerts_component)
     return components
 
 
@@ -218,6 +236,17 @@ def _delegate(key: web.AppKey, method: str) -> Callable[[web.Request], Awaitable
 
     handler.__name__ = method
     return handler
+
+
+async def _operator_view(request: web.Request) -> web.Response:
+    """The caller's own nodes, states, uptime and alert history (fleetscope/operators.py)."""
+    from fleetscope.operators import operator_view_from_dsn
+
+    operator_id = await request.app[AUTH].operator(request)
+    view = await asyncio.to_thread(operator_view_from_dsn, request.app[SETTINGS].dsn, operator_id)
+    if view is None:  # deleted since its token was cached
+        raise Rejected(404, limits.R_NOT_FOUND, "no such operator")
+    return web.json_response(view)
 
 
 async def _metrics(request: web.Request) -> web.Response:

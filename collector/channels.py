@@ -1,8 +1,9 @@
-"""Operators' alert channels: ``POST`` and ``GET /api/v1/channels`` (operator token).
+"""Operators' alert channels: ``POST``, ``GET /api/v1/channels`` and ``DELETE /api/v1/channels/{id}`` (operator token).
 
 A channel belongs to the operator whose token created it, and the list shows
 the caller's channels only: the operator id comes from the token, never from
-the request, so no token can read or add another operator's channels.
+the request, so no token can read, add or delete another operator's channels (a delete of
+another operator's channel is a 404, as for one that does not exist).
 Creating a channel that already exists returns it (200) instead of a second
 row, so a retried request is harmless. Targets are checked here (webhook,
 Slack and Discord: an http(s) URL with a host; email: a plausible address);
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from collector.limits import bad_field, email_address, http_url, read_json_object, str_field
+from collector.limits import R_NOT_FOUND, Rejected, bad_field, email_address, http_url, read_json_object, str_field
 from fleetscope.snapshot import format_time
 
 if TYPE_CHECKING:
@@ -35,12 +36,15 @@ INSERT INTO alert_channels AS c (operator_id, kind, target) VALUES (%s, %s, %s)
 ON CONFLICT (operator_id, kind, target) DO UPDATE SET kind = c.kind
 RETURNING channel_id, (xmax = 0) AS inserted
 """
+# Scoped by operator: another operator's channel is "not found", exactly as a
+# channel that does not exist, so ids reveal nothing.
+DELETE_SQL = "DELETE FROM alert_channels WHERE channel_id = %s AND operator_id = %s"
 LIST_SQL = ("SELECT channel_id, kind, target, created_at FROM alert_channels"
             " WHERE operator_id = %s ORDER BY channel_id")
 
 
 class AlertChannels:
-    """Creates and lists an operator's alert channels."""
+    """Creates, lists and deletes an operator's alert channels."""
 
     def __init__(self, *, pool: AsyncConnectionPool, auth: Authenticator, max_json_bytes: int) -> None:
         self._pool = pool
@@ -67,3 +71,15 @@ class AlertChannels:
         return web.json_response({"channels": [
             {"channel_id": r[0], "kind": r[1], "target": r[2], "created_at": format_time(r[3])} for r in rows
         ]})
+
+    async def delete(self, request: web.Request) -> web.Response:
+        operator_id = await self._auth.operator(request)
+        raw = request.match_info["channel_id"]
+        channel_id = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
+        deleted = 0
+        if channel_id is not None:
+            async with self._pool.connection() as conn:
+                deleted = (await conn.execute(DELETE_SQL, (channel_id, operator_id))).rowcount
+        if not deleted:
+            raise Rejected(404, R_NOT_FOUND, f"no channel {raw[:40]!r} among this operator's channels")
+        return web.Response(status=204)

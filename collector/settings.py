@@ -53,8 +53,18 @@ DEFAULT_SCRAPE_CONCURRENCY = 1024
 DEFAULT_SCRAPE_TIMEOUT_S = 10.0
 # An admin token shorter than this is a typo or a placeholder, not a secret.
 MIN_ADMIN_TOKEN_LEN = 16
+# The alert loop's knobs (issue 7); collector/alerts.py explains the values.
+DEFAULT_ALERT_EVAL_S = 10.0
+DEFAULT_ALERT_FLAP_WINDOW_S = 3600.0
+DEFAULT_ALERT_TIMEOUT_S = 10.0
+DEFAULT_ALERT_MAX_ATTEMPTS = 8
+DEFAULT_ALERT_RETRY_BASE_S = 5.0
+# Email alerts: the submission port with STARTTLS is what mail providers offer.
+DEFAULT_SMTP_PORT = 587
+SMTP_SECURITY = ("starttls", "tls", "none")
 
 ENV_ADMIN_TOKEN = "FLEETSCOPE_ADMIN_TOKEN"
+ENV_SMTP_PASSWORD = "FLEETSCOPE_SMTP_PASSWORD"
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,18 @@ class CollectorSettings:
     scrape_enabled: bool = True
     scrape_concurrency: int = DEFAULT_SCRAPE_CONCURRENCY
     scrape_timeout_s: float = DEFAULT_SCRAPE_TIMEOUT_S
+    alerts_enabled: bool = True
+    alert_eval_s: float = DEFAULT_ALERT_EVAL_S
+    alert_flap_window_s: float = DEFAULT_ALERT_FLAP_WINDOW_S
+    alert_timeout_s: float = DEFAULT_ALERT_TIMEOUT_S
+    alert_max_attempts: int = DEFAULT_ALERT_MAX_ATTEMPTS
+    alert_retry_base_s: float = DEFAULT_ALERT_RETRY_BASE_S
+    smtp_host: str | None = None
+    smtp_port: int = DEFAULT_SMTP_PORT
+    smtp_security: str = "starttls"
+    smtp_from: str | None = None
+    smtp_user: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.dsn:
@@ -106,6 +128,22 @@ class CollectorSettings:
         _in_range("--db-timeout-s / FLEETSCOPE_DB_TIMEOUT_S", self.db_timeout_s, 0.1, 600)
         _in_range("--scrape-concurrency / FLEETSCOPE_SCRAPE_CONCURRENCY", self.scrape_concurrency, 1, 100_000)
         _in_range("--scrape-timeout-s / FLEETSCOPE_SCRAPE_TIMEOUT_S", self.scrape_timeout_s, 0.1, 600)
+        _in_range("--alert-eval-s / FLEETSCOPE_ALERT_EVAL_S", self.alert_eval_s, 0.05, 600)
+        _in_range("--alert-flap-window-s / FLEETSCOPE_ALERT_FLAP_WINDOW_S", self.alert_flap_window_s, 1, 7 * 86400)
+        _in_range("--alert-timeout-s / FLEETSCOPE_ALERT_TIMEOUT_S", self.alert_timeout_s, 0.1, 300)
+        _in_range("--alert-max-attempts / FLEETSCOPE_ALERT_MAX_ATTEMPTS", self.alert_max_attempts, 1, 100)
+        _in_range("--alert-retry-base-s / FLEETSCOPE_ALERT_RETRY_BASE_S", self.alert_retry_base_s, 0.01, 3600)
+        _in_range("--smtp-port / FLEETSCOPE_SMTP_PORT", self.smtp_port, 1, 65535)
+        if self.smtp_security not in SMTP_SECURITY:
+            raise FleetscopeError(f"--smtp-security / FLEETSCOPE_SMTP_SECURITY={self.smtp_security!r} "
+                                  f"must be one of {', '.join(SMTP_SECURITY)}")
+        if self.smtp_host and not self.smtp_from:
+            raise FleetscopeError("--smtp-from / FLEETSCOPE_SMTP_FROM is required with FLEETSCOPE_SMTP_HOST "
+                                  "(the sender address of alert emails)")
+        if self.smtp_from and ("@" not in self.smtp_from or any(c.isspace() for c in self.smtp_from.strip())):
+            raise FleetscopeError(f"--smtp-from / FLEETSCOPE_SMTP_FROM={self.smtp_from!r} is not an email address")
+        if self.smtp_password and not self.smtp_user:
+            raise FleetscopeError(f"{ENV_SMTP_PASSWORD} is set but --smtp-user / FLEETSCOPE_SMTP_USER is not")
         if not self.collector_id:
             # object.__setattr__: the one derived field of a frozen dataclass.
             object.__setattr__(self, "collector_id", f"{socket.gethostname()}:{self.port}")
@@ -170,6 +208,23 @@ _OPTIONS: tuple[tuple[str, str, str, type, str], ...] = (
      f"scrapes in flight at once (default {DEFAULT_SCRAPE_CONCURRENCY})"),
     ("--scrape-timeout-s", "scrape_timeout_s", "FLEETSCOPE_SCRAPE_TIMEOUT_S", float,
      f"one scrape's time limit (default {DEFAULT_SCRAPE_TIMEOUT_S:g})"),
+    ("--alert-eval-s", "alert_eval_s", "FLEETSCOPE_ALERT_EVAL_S", float,
+     f"seconds between alert evaluations (default {DEFAULT_ALERT_EVAL_S:g})"),
+    ("--alert-flap-window-s", "alert_flap_window_s", "FLEETSCOPE_ALERT_FLAP_WINDOW_S", float,
+     f"flap damping window per node (default {DEFAULT_ALERT_FLAP_WINDOW_S:g})"),
+    ("--alert-timeout-s", "alert_timeout_s", "FLEETSCOPE_ALERT_TIMEOUT_S", float,
+     f"one alert delivery attempt's time limit (default {DEFAULT_ALERT_TIMEOUT_S:g})"),
+    ("--alert-max-attempts", "alert_max_attempts", "FLEETSCOPE_ALERT_MAX_ATTEMPTS", int,
+     f"delivery attempts per message before giving up (default {DEFAULT_ALERT_MAX_ATTEMPTS})"),
+    ("--alert-retry-base-s", "alert_retry_base_s", "FLEETSCOPE_ALERT_RETRY_BASE_S", float,
+     f"first retry delay, doubled each attempt (default {DEFAULT_ALERT_RETRY_BASE_S:g})"),
+    ("--smtp-host", "smtp_host", "FLEETSCOPE_SMTP_HOST", str, "SMTP server for email alerts (default: none)"),
+    ("--smtp-port", "smtp_port", "FLEETSCOPE_SMTP_PORT", int, f"SMTP port (default {DEFAULT_SMTP_PORT})"),
+    ("--smtp-security", "smtp_security", "FLEETSCOPE_SMTP_SECURITY", str,
+     "starttls, tls or none (default starttls)"),
+    ("--smtp-from", "smtp_from", "FLEETSCOPE_SMTP_FROM", str, "sender address of alert emails"),
+    ("--smtp-user", "smtp_user", "FLEETSCOPE_SMTP_USER", str,
+     f"SMTP login (the password comes only from {ENV_SMTP_PASSWORD})"),
 )
 
 
@@ -186,6 +241,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help=f"{help_text}; env {env}")
     parser.add_argument("--no-scrape", dest="scrape_enabled", action="store_false", default=None,
                         help="receive pushes only; scrape nobody (env FLEETSCOPE_SCRAPE=0)")
+    parser.add_argument("--no-alerts", dest="alerts_enabled", action="store_false", default=None,
+                        help="evaluate and send no offline alerts (env FLEETSCOPE_ALERTS=0)")
 
 
 def from_args(args: argparse.Namespace, *, environ: Mapping[str, str] | None = None,
@@ -216,7 +273,12 @@ def from_args(args: argparse.Namespace, *, environ: Mapping[str, str] | None = N
     if scrape is None:
         scrape = _env_bool(env, "FLEETSCOPE_SCRAPE", True)
     values["scrape_enabled"] = scrape
+    alerts = getattr(args, "alerts_enabled", None)
+    if alerts is None:
+        alerts = _env_bool(env, "FLEETSCOPE_ALERTS", True)
+    values["alerts_enabled"] = alerts
     values["admin_token"] = env.get(ENV_ADMIN_TOKEN) or None
+    values["smtp_password"] = env.get(ENV_SMTP_PASSWORD) or None
     dsn = getattr(args, "dsn", None)
     if resolve_dsn:
         from fleetscope.db import resolve_dsn as resolve
