@@ -12,12 +12,13 @@ from dash import dcc, html
 from dashboard.api import api
 from dashboard.service import Explorer
 
-PAGES = ("overview", "nodes", "node", "integrity", "methodology", "not_found_404")
-PAGE_PATHS = {"/", "/nodes", "/integrity", "/methodology"}
+PAGES = ("overview", "nodes", "node", "integrity", "methodology", "operator", "not_found_404")
+PAGE_PATHS = {"/", "/nodes", "/integrity", "/methodology", "/operator"}
 NODE_PATH = re.compile(r"^/nodes/([^/]+)/?$")
 # Paths Dash and the API serve themselves.
 INTERNAL = ("/api/", "/_dash", "/assets/", "/_reload-hash", "/_favicon", "/favicon")
-NAV = (("Overview", "/"), ("Nodes & GPUs", "/nodes"), ("Integrity", "/integrity"), ("Methodology", "/methodology"))
+NAV = (("Overview", "/"), ("Nodes & GPUs", "/nodes"), ("Integrity", "/integrity"), ("Methodology", "/methodology"),
+       ("Operators", "/operator"))
 
 
 def explorer() -> Explorer:

@@ -131,3 +131,25 @@ def test_the_integrity_and_methodology_pages_render(production_url, page):
     for definition in ("node-state", "gpu-state", "uptime", "accounting", "reputation", "snapshot"):
         assert page.locator(f"#definition-{definition}").count() == 1
     assert "100 x V x (0.5 U7 + 0.3 U1 + 0.2 J)" in page.inner_text("#definition-reputation")
+
+
+def test_the_operator_view_shows_only_the_operators_own_nodes(dsn, production_url, page, live_fleet):
+    import psycopg
+
+    from fleetscope.registry import create_operator, register_node
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        _, token = create_operator(conn, "acme-gpu")
+        register_node(conn, operator_id=conn.execute("SELECT operator_id FROM operators WHERE name = 'acme-gpu'")
+                      .fetchone()[0], name="acme-rig-1")
+    page.goto(f"{production_url}/operator", wait_until="networkidle")
+    page.fill("#operator-token", "not-a-token")
+    page.click("#operator-submit")
+    page.wait_for_selector("#operator-error")
+    page.fill("#operator-token", token)
+    page.click("#operator-submit")
+    page.wait_for_selector("#operator-nodes .ag-row [col-id=link] a")
+    shown = page.locator("#operator-nodes .ag-row [col-id=link]").all_inner_texts()
+    assert [s.strip() for s in shown] == ["acme-rig-1"]
+    assert "acme-gpu" in page.inner_text("#operator-name")
+    assert token not in page.url
