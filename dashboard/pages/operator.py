@@ -63,7 +63,8 @@ def show(token, _n):
                   last_ok_at=fmt.when(n["last_ok_at"]), link=f"[{n['name']}](/nodes/{n['node_id']})")
              for n in view["nodes"]]
     return html.Div([
-        html.H2(f"{view['operator']}: {len(nodes)} node{'' if len(nodes) == 1 else 's'}, as of {fmt.when(view['as_of'])}", id="operator-name"),
+        html.H2(f"{view['operator']}: {len(nodes)} node{'' if len(nodes) == 1 else 's'}, "
+                f"as of {fmt.when(view['as_of'])}", id="operator-name"),
         dag.AgGrid(id="operator-nodes", rowData=nodes, className="ag-theme-alpine",
                    columnDefs=[{"field": "link", "headerName": "node", "cellRenderer": "markdown", "flex": 2},
                                {"field": "state", "width": 100}, {"field": "online", "width": 90},
