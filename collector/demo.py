@@ -62,7 +62,10 @@ async def run(args: argparse.Namespace) -> int:
                 return register_fleet(conn, fleet, sim.base_url, DEMO_OPERATOR, interval_s=args.interval)
 
         node_ids = await asyncio.to_thread(register)
-        settings = CollectorSettings(dsn=dsn, host=args.host, port=args.collector_port, admin_token=admin_token)
+        # The demo checks integrity every minute and publishes every 10 minutes,
+        # so its findings and bundles show up while someone is looking.
+        settings = CollectorSettings(dsn=dsn, host=args.host, port=args.collector_port, admin_token=admin_token,
+                                     integrity_interval_s=60, publish_interval_s=600)
         collector = asyncio.create_task(run_collector(settings, stop=stop), name="collector")
         base = f"http://{args.host}:{args.collector_port}"
         await _wait_until_up(f"{base}/healthz", collector)

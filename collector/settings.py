@@ -51,6 +51,11 @@ DEFAULT_DB_TIMEOUT_S = 5.0
 # which explains them.
 DEFAULT_SCRAPE_CONCURRENCY = 1024
 DEFAULT_SCRAPE_TIMEOUT_S = 10.0
+# Integrity checks every 5 minutes: a fake GPU shows on the public page within
+# minutes, and all checks over 80,000 GPUs cost a few seconds (docs/benchmarks.md).
+DEFAULT_INTEGRITY_INTERVAL_S = 300.0
+# A published snapshot with its bundle every hour (issue 6); 0 turns it off.
+DEFAULT_PUBLISH_INTERVAL_S = 3600
 # An admin token shorter than this is a typo or a placeholder, not a secret.
 MIN_ADMIN_TOKEN_LEN = 16
 
@@ -81,6 +86,9 @@ class CollectorSettings:
     scrape_enabled: bool = True
     scrape_concurrency: int = DEFAULT_SCRAPE_CONCURRENCY
     scrape_timeout_s: float = DEFAULT_SCRAPE_TIMEOUT_S
+    integrity_interval_s: float = DEFAULT_INTEGRITY_INTERVAL_S
+    publish_interval_s: int = DEFAULT_PUBLISH_INTERVAL_S
+    bundle_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.dsn:
@@ -106,6 +114,9 @@ class CollectorSettings:
         _in_range("--db-timeout-s / FLEETSCOPE_DB_TIMEOUT_S", self.db_timeout_s, 0.1, 600)
         _in_range("--scrape-concurrency / FLEETSCOPE_SCRAPE_CONCURRENCY", self.scrape_concurrency, 1, 100_000)
         _in_range("--scrape-timeout-s / FLEETSCOPE_SCRAPE_TIMEOUT_S", self.scrape_timeout_s, 0.1, 600)
+        _in_range("--integrity-interval-s / FLEETSCOPE_INTEGRITY_INTERVAL_S", self.integrity_interval_s, 0, 86400)
+        if self.publish_interval_s != 0:
+            _in_range("--publish-interval-s / FLEETSCOPE_PUBLISH_INTERVAL_S", self.publish_interval_s, 60, 86400)
         if not self.collector_id:
             # object.__setattr__: the one derived field of a frozen dataclass.
             object.__setattr__(self, "collector_id", f"{socket.gethostname()}:{self.port}")
@@ -115,6 +126,10 @@ class CollectorSettings:
             from fleetscope.config import default_data_dir
 
             object.__setattr__(self, "spool_dir", default_data_dir() / "collector-spool")
+        if self.bundle_dir is None:
+            from fleetscope.config import default_data_dir
+
+            object.__setattr__(self, "bundle_dir", default_data_dir() / "bundles")
 
     @property
     def shard_text(self) -> str:
@@ -170,6 +185,11 @@ _OPTIONS: tuple[tuple[str, str, str, type, str], ...] = (
      f"scrapes in flight at once (default {DEFAULT_SCRAPE_CONCURRENCY})"),
     ("--scrape-timeout-s", "scrape_timeout_s", "FLEETSCOPE_SCRAPE_TIMEOUT_S", float,
      f"one scrape's time limit (default {DEFAULT_SCRAPE_TIMEOUT_S:g})"),
+    ("--integrity-interval-s", "integrity_interval_s", "FLEETSCOPE_INTEGRITY_INTERVAL_S", float,
+     f"seconds between integrity check runs, 0 for none (default {DEFAULT_INTEGRITY_INTERVAL_S:g})"),
+    ("--publish-interval-s", "publish_interval_s", "FLEETSCOPE_PUBLISH_INTERVAL_S", int,
+     f"seconds between published snapshots, 0 for none (default {DEFAULT_PUBLISH_INTERVAL_S})"),
+    ("--bundle-dir", "bundle_dir", "FLEETSCOPE_BUNDLE_DIR", Path, "where published data bundles are written"),
 )
 
 

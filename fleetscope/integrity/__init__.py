@@ -56,6 +56,11 @@ class IntegritySettings:
     identity_window: timedelta = identity_change.DEFAULT_WINDOW
     jump: fleet_jump.JumpSettings = field(default_factory=fleet_jump.JumpSettings)
 
+    @classmethod
+    def from_env(cls) -> IntegritySettings:
+        """The defaults with fleet_jump's thresholds from the environment (FLEETSCOPE_JUMP_*)."""
+        return cls(jump=fleet_jump.JumpSettings.from_env())
+
 
 def run_checks(conn: psycopg.Connection, *, at: datetime,
                settings: IntegritySettings | None = None) -> dict[str, Reconciled]:

@@ -59,6 +59,21 @@ class JumpSettings:
     # judge nothing yet.
     min_points: int = 12
 
+    @classmethod
+    def from_env(cls) -> JumpSettings:
+        """The defaults, overridden by FLEETSCOPE_JUMP_{SPAN_S,HISTORY_S,K,MIN_ABS,MIN_REL}; a bad value
+        raises FleetscopeError naming the variable (checked once, at start-up)."""
+        from fleetscope.config import env_float, env_int
+
+        d = cls()
+        return cls(
+            span=timedelta(seconds=env_int("FLEETSCOPE_JUMP_SPAN_S", int(d.span.total_seconds()), lo=60, hi=86400)),
+            history=timedelta(seconds=env_int("FLEETSCOPE_JUMP_HISTORY_S", int(d.history.total_seconds()),
+                                              lo=3600, hi=90 * 86400)),
+            k=env_float("FLEETSCOPE_JUMP_K", d.k, lo=1.0, hi=1000.0),
+            min_abs=env_int("FLEETSCOPE_JUMP_MIN_ABS", d.min_abs, lo=0, hi=10**9),
+            min_rel=env_float("FLEETSCOPE_JUMP_MIN_REL", d.min_rel, lo=0.0, hi=10.0))
+
 
 @dataclass(frozen=True)
 class Jump:
