@@ -24,6 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fleetscope import slot_runs
 from fleetscope.reputation import U7_WINDOW
 from fleetscope.snapshot import canonical_json, format_time
 
@@ -66,23 +67,11 @@ SELECT DISTINCT ON (s.node_id) s.node_id, s.since, s.healthy, s.lost
   FROM node_gpu_sets s JOIN latest l ON l.node_id = s.node_id AND s.since <= l.max
  ORDER BY s.node_id, s.since DESC
 """.format(nodes=NODES_SQL.replace("ORDER BY n.node_id", ""))
-GPUS_SQL = """
-SELECT node_id, gpu_uuid, coalesce(model, 'unknown'), first_seen, checked_at, virtualization_mode, memory_total_bytes, sm_count,
-       max_sm_clock_mhz
-  FROM gpus WHERE first_seen <= %(at)s ORDER BY node_id, gpu_uuid COLLATE "C"
-"""
 # A GPU without a reported model is counted under "unknown" (fleetscope/snapshot.py).
-
-# Runs of consecutive slots (the node's current interval, as uptime.py
-# counts them) holding a successful observation in [%(since)s, %(at)s):
-# gaps and islands, a slot minus its rank is constant along a run.
-SLOTS_SQL = """
-SELECT node_id, min(k), max(k) FROM (
-    SELECT node_id, k, k - row_number() OVER (PARTITION BY node_id ORDER BY k) AS run FROM (
-        SELECT DISTINCT o.node_id, floor(extract(epoch FROM o.time) / n.interval_s)::bigint AS k
-          FROM observations o JOIN nodes n USING (node_id)
-         WHERE o.ok AND o.time >= %(since)s AND o.time < %(at)s AND n.registered_at <= %(at)s) s) r
- GROUP BY node_id, run ORDER BY node_id, 2
+GPUS_SQL = """
+SELECT node_id, gpu_uuid, coalesce(model, 'unknown'), first_seen, checked_at, virtualization_mode,
+       memory_total_bytes, sm_count, max_sm_clock_mhz
+  FROM gpus WHERE first_seen <= %(at)s ORDER BY node_id, gpu_uuid COLLATE "C"
 """
 PERIODS_SQL = """
 SELECT collector_id, started_at, last_beat_at FROM observing_periods
@@ -123,7 +112,12 @@ def _csv(header: tuple[str, ...], rows: list[tuple]) -> bytes:
 
 
 def export(conn: psycopg.Connection, *, at: datetime) -> dict[str, bytes]:
-    """The data members of a bundle as of ``at``, read in one repeatable-read transaction."""
+    """The data members of a bundle as of ``at``, read in one repeatable-read transaction.
+
+    The observation slots come from ``node_slot_runs`` (fleetscope/slot_runs.py):
+    call ``slot_runs.refresh(conn, up_to=at)`` first, or the raw rows past its
+    watermark are read.
+    """
     params = {"at": at, "since": at - SLOT_HISTORY}
     members: dict[str, bytes] = {}
     with conn.transaction():
@@ -131,9 +125,11 @@ def export(conn: psycopg.Connection, *, at: datetime) -> dict[str, bytes]:
         conn.execute("SET LOCAL TimeZone = 'UTC'")
         conn.execute("SET LOCAL work_mem = '256MB'")
         for name, sql in (("nodes.csv", NODES_SQL), ("gpu_sets.csv", SETS_SQL), ("gpus.csv", GPUS_SQL),
-                          ("observation_slots.csv", SLOTS_SQL), ("observing_periods.csv", PERIODS_SQL),
+                          ("observation_slots.csv", None), ("observing_periods.csv", PERIODS_SQL),
                           ("jobs.csv", JOBS_SQL), ("findings.csv", FINDINGS_SQL)):
-            members[name] = _csv(TABLES[name], conn.execute(sql, params).fetchall())
+            rows = (slot_runs.runs(conn, since=params["since"], at=at) if sql is None
+                    else conn.execute(sql, params).fetchall())
+            members[name] = _csv(TABLES[name], rows)
     return members
 
 

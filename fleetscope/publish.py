@@ -28,7 +28,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fleetscope import bundle, verify
+from fleetscope import bundle, slot_runs, verify
 from fleetscope.snapshot import canonical_json, fleet_snapshot, format_time
 
 if TYPE_CHECKING:
@@ -123,6 +123,7 @@ def publish(conn: psycopg.Connection, *, as_of: datetime, bundle_dir: Path) -> P
         if latest is not None and latest[0] >= as_of:
             return None
         prev = latest[1] if latest else None
+        slot_runs.refresh(conn, up_to=as_of)
         files = build(conn, as_of=as_of, prev_sha256=prev)
         body = files[bundle.PUBLISHED]
         sha = hashlib.sha256(body).hexdigest()

@@ -22,7 +22,6 @@ check's resolution text). The collector's maintenance loop calls
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -84,14 +83,6 @@ def run_checks(conn: psycopg.Connection, *, at: datetime,
     for module, find in runs:
         done[module.KIND] = reconcile(conn, module.KIND, find(), at=at, resolution=module.RESOLUTION)
     return done
-
-
-def timed_run_checks(conn: psycopg.Connection, *, at: datetime,
-                     settings: IntegritySettings | None = None) -> tuple[dict[str, Reconciled], float]:
-    """``run_checks`` and its wall time in seconds (for the maintenance log and the benchmark)."""
-    started = time.perf_counter()
-    done = run_checks(conn, at=at, settings=settings)
-    return done, time.perf_counter() - started
 
 
 def record_fleet_counts(conn: psycopg.Connection, *, at: datetime) -> tuple[int, int]:

@@ -19,3 +19,21 @@ CREATE TABLE fleet_counts (
     online     integer NOT NULL CHECK (online >= 0)
 );
 
+
+-- Each node's successful-observation slots as runs of consecutive slots
+-- (fleetscope/slot_runs.py): what published bundles carry for uptime, kept
+-- incrementally so a publication reads the last hour of raw observations,
+-- not a week of them (400 M rows at 10,000 nodes).
+CREATE TABLE node_slot_runs (
+    node_id    bigint NOT NULL,
+    interval_s integer NOT NULL,
+    first_slot bigint NOT NULL,
+    last_slot  bigint NOT NULL,
+    PRIMARY KEY (node_id, first_slot),
+    CHECK (last_slot >= first_slot)
+);
+-- Raw observations at or after this time are not in node_slot_runs yet.
+CREATE TABLE node_slot_runs_watermark (
+    only_row  boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    watermark timestamptz NOT NULL
+);
