@@ -70,7 +70,12 @@ def run_once(dsn: str, *, now: datetime | None = None, checks: IntegritySettings
         if bundle_dir is not None and publish_period is not None:
             from fleetscope.publish import publish_due
 
-            published = publish_due(conn, now=now, bundle_dir=bundle_dir, period=publish_period)
+            try:
+                published = publish_due(conn, now=now, bundle_dir=bundle_dir, period=publish_period)
+            except (RuntimeError, OSError) as err:  # a bundle that never verified, a full disk: next round
+                log.error("publication failed: %s", err)
+                done["publish_error"] = str(err)
+                published = None
             if published is not None:
                 done["published"] = published.sha256
                 log.info("published snapshot %s as of %s: %s", published.sha256[:12],
