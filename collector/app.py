@@ -301,8 +301,13 @@ async def _errors_and_latency(request: web.Request,
 # -- running -----------------------------------------------------------------------
 
 async def run(settings: CollectorSettings, *, components: Sequence[Component] | None = None,
-              appendable: Appendable | None = None, stop: asyncio.Event | None = None) -> None:
-    """Serve the collector until SIGINT or SIGTERM (or ``stop`` is set), then close everything."""
+              appendable: Appendable | None = None, stop: asyncio.Event | None = None,
+              handle_signals: bool = True) -> None:
+    """Serve the collector until SIGINT or SIGTERM (or ``stop`` is set), then close everything.
+
+    ``handle_signals=False`` leaves the signals to the caller (the demo stops
+    its marketplace before the collector).
+    """
     await asyncio.to_thread(database_mode, settings.dsn)  # fail fast, with the reason, before listening
     app = make_app(settings, appendable=appendable,
                    components=default_components(settings) if components is None else components)
@@ -312,7 +317,7 @@ async def run(settings: CollectorSettings, *, components: Sequence[Component] | 
     await runner.setup()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
+    signals = (signal.SIGINT, signal.SIGTERM) if handle_signals else ()
     try:
         for sig in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread, or Windows

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import random
 import secrets
+import signal
+import subprocess
 import sys
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -46,11 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address of every demo server")
     parser.add_argument("--collector-port", type=int, default=9300)
     parser.add_argument("--sim-port", type=int, default=9400, help="the simulated hosts' /metrics")
+    parser.add_argument("--dashboard-port", type=int, default=8050, help="the explorer (dashboard and JSON API)")
     parser.add_argument("--interval", type=int, default=15, help="the nodes' interval, s")
     parser.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
 
 
 async def run(args: argparse.Namespace) -> int:
+    started = datetime.now(timezone.utc)
     dsn = db.resolve_dsn(None)  # the embedded server (FLEETSCOPE_DSN, if set, is honoured)
     result = await asyncio.to_thread(init_database, dsn)
     fleet = load_fleet(DEMO_SEED)
@@ -66,30 +71,61 @@ async def run(args: argparse.Namespace) -> int:
         # so its findings and bundles show up while someone is looking.
         settings = CollectorSettings(dsn=dsn, host=args.host, port=args.collector_port, admin_token=admin_token,
                                      integrity_interval_s=60, publish_interval_s=600)
-        collector = asyncio.create_task(run_collector(settings, stop=stop), name="collector")
+        collector = asyncio.create_task(run_collector(settings, stop=stop, handle_signals=False), name="collector")
+        shutdown = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                asyncio.get_running_loop().add_signal_handler(sig, shutdown.set)
+        waiting = asyncio.create_task(shutdown.wait())
         base = f"http://{args.host}:{args.collector_port}"
         await _wait_until_up(f"{base}/healthz", collector)
+        dashboard = await _start_dashboard(dsn, args.host, args.dashboard_port)
+        explorer_url = f"http://{args.host}:{args.dashboard_port}/"
         print(f"""
 fleetscope demo is running ({result.mode} mode, database {db.describe_dsn(dsn)})
   simulated fleet: {len(fleet)} hosts on {sim.base_url}/metrics/{{0..{len(fleet) - 1}}}, scraped every {args.interval} s
+  explorer:        {explorer_url}  (pages /, /nodes, /integrity, /methodology; JSON /api/v1/fleet)
   collector:       {base}  (/metrics, /healthz, /api/v1/...)
   fleet snapshot:  fleetscope snapshot     (the same numbers as the collector's /metrics)
 Press Ctrl-C to stop.""", flush=True)
+        await _end_stale_jobs(dsn, base, admin_token, cutoff=started)
         market = asyncio.create_task(_marketplace(base, admin_token, fleet, node_ids, first_round_s=args.interval + 2),
                                      name="marketplace")
         try:
-            if args.duration is None:
-                await collector
-            else:
-                done, _ = await asyncio.wait({collector}, timeout=args.duration)
-                if not done:
-                    stop.set()
-                    await collector
+            await asyncio.wait({collector, waiting}, timeout=args.duration, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            stop.set()
+            # The marketplace first, while the collector still takes its
+            # last posts (it ends its running jobs), then the rest.
             market.cancel()
-            await asyncio.gather(market, collector, return_exceptions=True)
+            await asyncio.gather(market, return_exceptions=True)
+            stop.set()
+            dashboard.terminate()
+            await asyncio.to_thread(dashboard.wait)
+            waiting.cancel()
+            await asyncio.gather(collector, waiting, return_exceptions=True)
+        if collector.done() and not collector.cancelled() and collector.exception() is not None:
+            raise collector.exception()
     return 0
+
+
+async def _start_dashboard(dsn: str, host: str, port: int) -> subprocess.Popen:
+    """``fleetscope dashboard`` (gunicorn) in a child process, once it answers."""
+    proc = subprocess.Popen([sys.executable, "-m", "fleetscope.cli", "dashboard", "--dsn", dsn, "--host", host,
+                             "--port", str(port)], stdout=subprocess.DEVNULL)
+    async with aiohttp.ClientSession() as session:
+        for _ in range(300):
+            if proc.poll() is not None:
+                raise RuntimeError(f"the dashboard exited with status {proc.returncode} (is port {port} free? "
+                                   "--dashboard-port chooses another)")
+            try:
+                async with session.get(f"http://{host}:{port}/api/v1/fleet") as response:
+                    if response.status == 200:
+                        return proc
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    proc.terminate()
+    raise RuntimeError(f"the dashboard did not come up on {host}:{port}")
 
 
 async def _wait_until_up(url: str, collector: asyncio.Task) -> None:
@@ -106,6 +142,41 @@ async def _wait_until_up(url: str, collector: asyncio.Task) -> None:
                 pass
             await asyncio.sleep(0.1)
     raise RuntimeError(f"the collector did not come up at {url}")
+
+
+STALE_JOBS_SQL = """
+SELECT j.job_id, j.node_id, j.gpu_count, j.price_per_gpu_hour, j.started_at,
+       greatest(j.started_at, least(
+           (SELECT max(o.time) FROM observations o WHERE o.node_id = j.node_id AND o.ok AND o.time < %(cutoff)s),
+           (SELECT min(k.started_at) FROM jobs k WHERE k.node_id = j.node_id AND k.started_at > j.started_at)))
+       AS seen
+  FROM jobs j
+ WHERE j.status = 'running' AND j.job_id LIKE 'demo-%%' AND j.started_at < %(cutoff)s
+"""
+
+
+async def _end_stale_jobs(dsn: str, base: str, admin_token: str, *, cutoff: datetime) -> None:
+    """End the jobs an earlier demo on this database left running (it was killed, not stopped).
+
+    Each ends at its node's last successful observation before this demo
+    started (``cutoff``), or when a later demo hired the node again, if that
+    came first: the hours after it, when nobody watched the node or another
+    job had it, were never sold.
+    """
+    def stale() -> list[tuple]:
+        with db.connect(dsn, autocommit=True) as conn:
+            return conn.execute(STALE_JOBS_SQL, {"cutoff": cutoff}).fetchall()
+
+    rows = await asyncio.to_thread(stale)
+    if not rows:
+        return
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {admin_token}"}) as session:
+        for job_id, node_id, gpu_count, price, started_at, seen in rows:
+            await _post(session, f"{base}/api/v1/jobs", {
+                "job_id": job_id, "node_id": node_id, "gpu_count": gpu_count, "price_per_gpu_hour": str(price),
+                "started_at": started_at.isoformat(), "ended_at": (seen or started_at).isoformat(),
+                "status": "succeeded"})
+    log.warning("ended %d jobs an earlier demo left running", len(rows))
 
 
 async def _marketplace(base: str, admin_token: str, fleet, node_ids: list[int], *, first_round_s: float) -> None:
@@ -127,15 +198,28 @@ async def _marketplace(base: str, admin_token: str, fleet, node_ids: list[int], 
     async with aiohttp.ClientSession(headers=headers) as session:
         for job in running:
             await _post(session, f"{base}/api/v1/jobs", job)
-        while running:
-            await asyncio.sleep(MARKET_TICK_S)
-            finished = running.pop(rng.randrange(len(running)))
-            finished.update(status="succeeded", ended_at=datetime.now(timezone.utc).isoformat())
-            await _post(session, f"{base}/api/v1/jobs", finished)
-            fresh = dict(finished, job_id=f"{finished['job_id']}-r", status="running", ended_at=None,
-                         started_at=datetime.now(timezone.utc).isoformat())
-            await _post(session, f"{base}/api/v1/jobs", fresh)
-            running.append(fresh)
+        try:
+            await _hire_and_rotate(session, base, running, rng)
+        finally:
+            # Stopped (Ctrl-C, --duration): the marketplace ends its jobs, so a
+            # later demo on the same database does not find them still
+            # accruing hours for nodes nobody observed in between.
+            ended = datetime.now(timezone.utc).isoformat()
+            await asyncio.shield(asyncio.gather(*(
+                _post(session, f"{base}/api/v1/jobs", dict(job, status="succeeded", ended_at=ended))
+                for job in running), return_exceptions=True))
+
+
+async def _hire_and_rotate(session: aiohttp.ClientSession, base: str, running: list[dict], rng: random.Random) -> None:
+    while running:
+        await asyncio.sleep(MARKET_TICK_S)
+        finished = running.pop(rng.randrange(len(running)))
+        finished.update(status="succeeded", ended_at=datetime.now(timezone.utc).isoformat())
+        await _post(session, f"{base}/api/v1/jobs", finished)
+        fresh = dict(finished, job_id=f"{finished['job_id']}-r", status="running", ended_at=None,
+                     started_at=datetime.now(timezone.utc).isoformat())
+        await _post(session, f"{base}/api/v1/jobs", fresh)
+        running.append(fresh)
 
 
 async def _post(session: aiohttp.ClientSession, url: str, body: dict) -> None:

@@ -1,0 +1,1 @@
+"""The public explorer: Dash pages and the read-only JSON API (DESIGN.md, Contract)."""

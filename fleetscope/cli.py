@@ -47,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     settings.add_arguments(sub.add_parser("collector", help="run the collector: push, scrape, jobs and nodes API"))
     simulate.add_arguments(sub.add_parser("simulate", help="serve or push a simulated fleet"))
-    demo.add_arguments(sub.add_parser("demo", help="the embedded database, a simulated fleet and the collector"))
+    from dashboard import serve as dashboard_serve
+
+    dashboard_serve.add_arguments(sub.add_parser("dashboard", help="serve the public explorer and its JSON API"))
+    demo.add_arguments(sub.add_parser("demo", help="the embedded database, a simulated fleet, the collector and the explorer"))
 
     snap = sub.add_parser("snapshot", help="print the fleet snapshot as JSON")
     _dsn_arg(snap)
@@ -77,6 +80,10 @@ def _run(args: argparse.Namespace) -> int:
         return _run_service(args)
     if args.command == "verify":
         return _verify(args)
+    if args.command == "dashboard":
+        from dashboard.serve import run
+
+        return run(args)
 
     if args.command == "db" and args.db_command in ("stop", "status"):
         from fleetscope.embedded import embedded_server

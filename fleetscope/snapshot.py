@@ -256,10 +256,7 @@ def fleet_snapshot(conn: psycopg.Connection, *, as_of: datetime | None = None,
             rows, total = first(conn)
             day, findings, over, window = second(conn)
 
-    gpus = dict(zip(GPU_FIELDS, next(r[2:] for r in rows if r[0] == "gpus")))
-    nodes = dict(zip(("registered", "online", "offline"), next(r[2:5] for r in rows if r[0] == "nodes")))
-    by_model = sorted(({"model": r[1], "registered": r[2], "online": r[3], "hired": r[5]}
-                       for r in rows if r[0] == "model"), key=lambda m: m["model"])
+    nodes, gpus, by_model = _counts_from_rows(rows)
     body: dict[str, Any] = {
         "snapshot_version": SNAPSHOT_VERSION,
         "definitions_version": states.DEFINITION_VERSION,
@@ -274,6 +271,25 @@ def fleet_snapshot(conn: psycopg.Connection, *, as_of: datetime | None = None,
     body["checks"] = consistency_checks(body, day=day, over=over, window=window, bounds=bounds)
     canonical = canonical_json(body)
     return Snapshot(body=body, canonical=canonical, sha256=hashlib.sha256(canonical).hexdigest())
+
+
+def fleet_counts(conn: psycopg.Connection, *, at: datetime) -> dict[str, Any]:
+    """Nodes and GPUs by state and by model at ``at``: the snapshot's counts alone.
+
+    The same statement as the snapshot's (COUNTS_SQL), for the points of the
+    fleet-over-time chart. ``conn`` may be in any transaction state.
+    """
+    rows = conn.execute(COUNTS_SQL, {"at": at.astimezone(timezone.utc)}).fetchall()
+    nodes, gpus, by_model = _counts_from_rows(rows)
+    return {"as_of": format_time(at), "nodes": nodes, "gpus": gpus, "by_model": by_model}
+
+
+def _counts_from_rows(rows: list[tuple]) -> tuple[dict[str, int], dict[str, int], list[dict[str, Any]]]:
+    gpus = dict(zip(GPU_FIELDS, next(r[2:] for r in rows if r[0] == "gpus")))
+    nodes = dict(zip(("registered", "online", "offline"), next(r[2:5] for r in rows if r[0] == "nodes")))
+    by_model = sorted(({"model": r[1], "registered": r[2], "online": r[3], "hired": r[5]}
+                       for r in rows if r[0] == "model"), key=lambda m: m["model"])
+    return nodes, gpus, by_model
 
 
 def snapshot_from_dsn(dsn: str, *, as_of: datetime | None = None, connect_timeout: int = 10) -> Snapshot:
@@ -323,6 +339,19 @@ def _day_and_checks(conn: psycopg.Connection, *, at: datetime, mode: str):
     return day, findings, over, (check_ws, check_we)
 
 
+# The consistency checks every snapshot carries, in order (DESIGN.md).
+CHECKS = {
+    "state_partition": "registered = online + offline and online = hired + idle for nodes and GPUs; "
+                       "hired_offline is part of offline; registered = verified + unverified + flagged",
+    "no_hired_offline": "no GPU is covered by a running job while offline",
+    "models_sum_to_total": "the sums over GPU models equal the totals (registered, online, hired)",
+    "hired_hours_within_online_hours": "over the last 24 whole hours, no node's hired GPU-hours exceed its "
+                                       "online GPU-hours (ok slots x interval x registered GPUs)",
+    "implied_price_within_bounds": "revenue / GPU-hours over the last 24 h lies within the configured bounds "
+                                   "(FLEETSCOPE_PRICE_MIN, FLEETSCOPE_PRICE_MAX)",
+}
+
+
 def consistency_checks(body: dict[str, Any], *, day: accounting.Accrual, over: list[tuple],
                        window: tuple[datetime, datetime], bounds: PriceBounds) -> list[dict[str, Any]]:
     """The consistency checks of one snapshot, each {name, ok, detail}; failures are kept, never dropped."""
@@ -330,6 +359,8 @@ def consistency_checks(body: dict[str, Any], *, day: accounting.Accrual, over: l
     checks = []
 
     def check(name: str, ok: bool, detail: str) -> None:
+        if name not in CHECKS:
+            raise KeyError(f"check {name!r} is not described in CHECKS")
         checks.append({"name": name, "ok": bool(ok), "detail": detail})
 
     partition = (

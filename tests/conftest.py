@@ -174,3 +174,4 @@ def own_server(open_tmp):
 # The collector tests' shared fixtures (client, settings, storage,
 # operator_token), defined beside their helpers in tests/collector_harness.py.
 from tests.collector_harness import client, operator_token, settings, storage  # noqa: E402, F401
+from tests.dashboard_harness import explorer, explorer_url, live_fleet  # noqa: E402, F401

@@ -1,0 +1,196 @@
+"""The read-only JSON API (DESIGN.md, Contract: Dashboard HTTP).
+
+Each endpoint returns the very object the matching page renders, from the
+same ``Explorer`` (dashboard/service.py); list endpoints page, sort and
+filter server-side and also answer in CSV (``format=csv``) for downloads.
+Bad parameters get a 400 with the reason; unknown nodes a 404.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import TYPE_CHECKING, Any
+
+from flask import Blueprint, Response, current_app, request
+
+from fleetscope import methodology
+from fleetscope.snapshot import SNAPSHOT_TICK_S
+
+from dashboard.service import GPUS, NODES, dumps
+from dashboard.tables import BadParameter, TableSpec, as_json, parse_query, select
+
+if TYPE_CHECKING:
+    from dashboard.service import Explorer
+
+api = Blueprint("api", __name__, url_prefix="/api/v1")
+FINDING_KINDS = ("duplicate_uuid", "virtualized", "spec_mismatch", "cloned_telemetry", "identity_change",
+                 "fleet_jump")
+
+
+def explorer() -> Explorer:
+    return current_app.config["FLEETSCOPE_EXPLORER"]
+
+
+def _json(obj: Any, status: int = 200, *, cache_s: int = SNAPSHOT_TICK_S) -> Response:
+    response = Response(dumps(obj), status=status, mimetype="application/json")
+    response.headers["Cache-Control"] = f"public, max-age={cache_s}" if status == 200 else "no-store"
+    return response
+
+
+def error(status: int, code: str, reason: str) -> Response:
+    return _json({"error": code, "reason": reason}, status)
+
+
+@api.errorhandler(BadParameter)
+def _bad_parameter(err: BadParameter) -> Response:
+    return error(400, "bad_parameter", str(err))
+
+
+@api.errorhandler(404)
+def _not_found(_err) -> Response:
+    return error(404, "not_found", f"no such resource: {request.path}")
+
+
+@api.errorhandler(405)
+def _not_allowed(_err) -> Response:
+    return error(405, "method_not_allowed", "the API is read-only: GET only")
+
+
+@api.get("/fleet")
+def fleet() -> Response:
+    snap = explorer().snapshot()
+    response = _json(snap.as_dict())
+    response.headers["X-Snapshot-SHA256"] = snap.sha256
+    return response
+
+
+@api.get("/fleet/history")
+def fleet_history() -> Response:
+    ex = explorer()
+    snap = ex.snapshot()
+    return _json({"as_of": snap.body["as_of"], "snapshot_sha256": snap.sha256, "points": ex.history(),
+                  "fleet_jumps": ex.fleet_jumps()})
+
+
+@api.get("/fleet/daily")
+def fleet_daily() -> Response:
+    ex = explorer()
+    snap = ex.snapshot()
+    return _json({"as_of": snap.body["as_of"], "snapshot_sha256": snap.sha256, "days": ex.daily()})
+
+
+def _table(spec: TableSpec, rows_name: str, text_name: str) -> Response:
+    query = parse_query(spec, request.args)
+    ex = explorer()
+    tables = ex.tables()
+    snap = ex.snapshot(as_of=tables.as_of)
+    rows = select(spec, getattr(tables, rows_name), getattr(tables, text_name), query, tables.orders[spec.name])
+    if request.args.get("format") == "csv":
+        return _csv(spec, rows, f"fleetscope-{spec.name}-{snap.body['as_of']}.csv")
+    if request.args.get("format") not in (None, "", "json"):
+        raise BadParameter("format must be json or csv")
+    return _json({"as_of": snap.body["as_of"], "snapshot_sha256": snap.sha256, "total": len(rows),
+                  "limit": query.limit, "offset": query.offset, "sort": query.sort,
+                  "order": "desc" if query.descending else "asc",
+                  "items": [as_json(spec, r) for r in rows[query.offset:query.offset + query.limit]]})
+
+
+def _csv(spec: TableSpec, rows: list[tuple], filename: str) -> Response:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(spec.columns)
+    for row in rows:
+        writer.writerow(as_json(spec, row).values())
+    response = Response(out.getvalue(), mimetype="text/csv")
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@api.get("/nodes")
+def nodes() -> Response:
+    return _table(NODES, "nodes", "node_text")
+
+
+@api.get("/gpus")
+def gpus() -> Response:
+    return _table(GPUS, "gpus", "gpu_text")
+
+
+def _node_id(text: str) -> int | None:
+    return int(text) if text.isdigit() and len(text) < 19 else None
+
+
+@api.get("/nodes/<node_id>")
+def node(node_id: str) -> Response:
+    if request.args:
+        raise BadParameter(f"unknown parameter {sorted(request.args)[0]!r}")
+    nid = _node_id(node_id)
+    detail = explorer().node(nid) if nid is not None else None
+    if detail is None:
+        return error(404, "not_found", f"no node {node_id[:40]!r}")
+    return _json(detail)
+
+
+@api.get("/nodes/<node_id>/history")
+def node_history(node_id: str) -> Response:
+    nid = _node_id(node_id)
+    ex = explorer()
+    if nid is None or nid not in ex.tables().node_rows:
+        return error(404, "not_found", f"no node {node_id[:40]!r}")
+    return _json({"node_id": nid, "hours": ex.node_history(nid)})
+
+
+@api.get("/nodes/<node_id>/telemetry")
+def node_telemetry(node_id: str) -> Response:
+    nid = _node_id(node_id)
+    ex = explorer()
+    if nid is None or nid not in ex.tables().node_rows:
+        return error(404, "not_found", f"no node {node_id[:40]!r}")
+    return _json({"node_id": nid, "step_s": 300, "gpus": ex.node_telemetry(nid)})
+
+
+@api.get("/integrity")
+def integrity() -> Response:
+    args = request.args
+    unknown = sorted(set(args) - {"kind", "open", "limit", "offset", "format"})
+    if unknown:
+        raise BadParameter(f"unknown parameter {unknown[0]!r}; allowed: format, kind, limit, offset, open")
+    kind = args.get("kind") or None
+    if kind is not None and kind not in FINDING_KINDS:
+        raise BadParameter(f"kind must be one of {', '.join(FINDING_KINDS)}, got {kind[:40]!r}")
+    open_raw = args.get("open", "false")
+    if open_raw not in ("true", "false"):
+        raise BadParameter(f"open must be true or false, got {open_raw[:40]!r}")
+    limit = _bounded(args, "limit", 100, 1, 1000)
+    offset = _bounded(args, "offset", 0, 0, 10**9)
+    body = explorer().integrity(kind=kind, open_only=open_raw == "true", limit=limit, offset=offset)
+    if args.get("format") == "csv":
+        out = io.StringIO()
+        columns = ("finding_id", "kind", "node_id", "node_name", "gpu_uuid", "open", "first_seen", "last_seen",
+                   "resolved_at", "resolution", "evidence")
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        for item in body["items"]:
+            writer.writerow([json.dumps(item[c]) if c == "evidence" else item[c] for c in columns])
+        response = Response(out.getvalue(), mimetype="text/csv")
+        response.headers["Content-Disposition"] = f'attachment; filename="fleetscope-integrity-{body["as_of"]}.csv"'
+        return response
+    if args.get("format") not in (None, "", "json"):
+        raise BadParameter("format must be json or csv")
+    return _json(body)
+
+
+def _bounded(args, name: str, default: int, lo: int, hi: int) -> int:
+    raw = args.get(name)
+    if raw in (None, ""):
+        return default
+    if not raw.isdigit() or not lo <= int(raw) <= hi:
+        raise BadParameter(f"{name} must be an integer between {lo} and {hi}, got {raw[:40]!r}")
+    return int(raw)
+
+
+@api.get("/methodology")
+def methodology_json() -> Response:
+    return _json(methodology.definitions(), cache_s=3600)

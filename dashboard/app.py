@@ -1,0 +1,73 @@
+"""The dashboard's app factory: the Dash pages and the JSON API on one Flask server."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import dash
+import flask
+from dash import dcc, html
+
+from dashboard.api import api
+from dashboard.service import Explorer
+
+PAGES = ("overview", "nodes", "node", "integrity", "methodology", "not_found_404")
+PAGE_PATHS = {"/", "/nodes", "/integrity", "/methodology"}
+NODE_PATH = re.compile(r"^/nodes/([^/]+)/?$")
+# Paths Dash and the API serve themselves.
+INTERNAL = ("/api/", "/_dash", "/assets/", "/_reload-hash", "/_favicon", "/favicon")
+NAV = (("Overview", "/"), ("Nodes & GPUs", "/nodes"), ("Integrity", "/integrity"), ("Methodology", "/methodology"))
+
+
+def explorer() -> Explorer:
+    """The Explorer of the app serving the current request (pages and callbacks call this)."""
+    return flask.current_app.config["FLEETSCOPE_EXPLORER"]
+
+
+def create_app(ex: Explorer) -> dash.Dash:
+    server = flask.Flask("fleetscope-dashboard")
+    server.config["FLEETSCOPE_EXPLORER"] = ex
+    server.register_blueprint(api)
+    app = dash.Dash(
+        "fleetscope", server=server, use_pages=True, pages_folder="",
+        assets_folder=str(Path(__file__).parent / "assets"), title="fleetscope explorer",
+        suppress_callback_exceptions=True, update_title=None,
+        meta_tags=[{"name": "viewport", "content": "width=device-width, initial-scale=1"}])
+    # Pages register themselves (dash.register_page) when first imported.
+    import importlib
+
+    for name in PAGES:
+        importlib.import_module(f"dashboard.pages.{name}")
+    app.layout = html.Div([
+        html.Header([
+            html.A([html.Span("fleet", className="brand-a"), html.Span("scope", className="brand-b")],
+                   href="/", className="brand"),
+            html.Nav([dcc.Link(label, href=path, className="nav-link") for label, path in NAV]),
+            html.Span("public GPU network explorer · read-only · no login", className="tagline"),
+        ], className="topbar"),
+        html.Main(dash.page_container, className="page"),
+        html.Footer([
+            "Every number here comes from one definition in fleetscope/ and is recomputable from published data: ",
+            dcc.Link("methodology", href="/methodology"), " · ", html.A("JSON API", href="/api/v1/fleet"),
+        ], className="footer"),
+    ])
+
+    @server.before_request
+    def _real_404():
+        # Dash answers every path with its page shell and a 200; an unknown
+        # page or node must be a real 404 to browsers, crawlers and scripts.
+        path = flask.request.path
+        if path.startswith("/api/") and flask.request.blueprint != "api":
+            return flask.Response('{"error":"not_found","reason":"no such resource"}', status=404,
+                                  mimetype="application/json")
+        if flask.request.method != "GET" or path.startswith(INTERNAL) or path in PAGE_PATHS:
+            return None
+        match = NODE_PATH.match(path)
+        if match:
+            text = match.group(1)
+            if text.isdigit() and len(text) < 19 and int(text) in ex.tables().node_rows:
+                return None
+        return flask.Response(app.index(), status=404, mimetype="text/html")
+
+    return app

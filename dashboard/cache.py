@@ -1,0 +1,127 @@
+"""A cache shared by the dashboard's worker processes: one computation per key.
+
+gunicorn runs several worker processes; each visitor's request lands in one
+of them. A per-process cache would compute the snapshot once per worker per
+tick; this one computes it once per tick in all: the first process to miss
+takes an exclusive ``flock`` on the key's lock file, computes, and writes the
+value atomically (a temporary file renamed into place); the others wait on
+the lock and then read the file. In front of the files, each process keeps
+the values it has read in memory, so a hit costs no system call beyond a
+dictionary lookup.
+
+Values are pickled: the cache directory is created by this process with mode
+0700 and holds nothing anyone else wrote.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pickle
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# Values kept in each process's memory, newest first; a tick's snapshot and
+# tables, the history points and node details all fit well within this.
+MEMORY_ITEMS = 256
+# Files older than this are removed when new values are written (history
+# points are kept by their own, longer age).
+FILE_MAX_AGE_S = 15 * 60
+
+
+class SharedCache:
+    """Values computed once across processes, keyed by a file-name-safe string."""
+
+    def __init__(self, directory: Path, *, memory_items: int = MEMORY_ITEMS) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._memory: OrderedDict[str, Any] = OrderedDict()
+        self._memory_items = memory_items
+        self._lock = threading.Lock()
+        self._last_sweep = 0.0
+
+    def get(self, key: str, compute: Callable[[], T], *, keep_s: float = FILE_MAX_AGE_S) -> T:
+        """The value of ``key``: from memory, else from the shared file, else ``compute()`` once for all."""
+        with self._lock:
+            if key in self._memory:
+                self._memory.move_to_end(key)
+                return self._memory[key]
+        path = self.directory / f"{key}.pickle"
+        value = self._read(path)
+        if value is None:
+            with open(self.directory / f"{key}.lock", "a+b") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    value = self._read(path)
+                    if value is None:
+                        value = (compute(),)
+                        self._write(path, value, keep_s=keep_s)
+                        self._record(key)
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+        with self._lock:
+            self._memory[key] = value[0]
+            while len(self._memory) > self._memory_items:
+                self._memory.popitem(last=False)
+        return value[0]
+
+    def local(self, key: str, compute: Callable[[], T]) -> T:
+        """The value of ``key`` from this process's memory, else ``compute()`` (not shared: for rendered pages)."""
+        with self._lock:
+            if key in self._memory:
+                self._memory.move_to_end(key)
+                return self._memory[key]
+        value = compute()
+        with self._lock:
+            self._memory[key] = value
+            while len(self._memory) > self._memory_items:
+                self._memory.popitem(last=False)
+        return value
+
+    def computations(self) -> list[str]:
+        """Every computation recorded in this directory, one "time pid key" line each (for tests and benchmarks)."""
+        try:
+            return (self.directory / "computed.log").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+
+    @staticmethod
+    def _read(path: Path) -> tuple | None:
+        try:
+            with open(path, "rb") as f:
+                return pickle.load(f)
+        except FileNotFoundError:
+            return None
+
+    def _write(self, path: Path, value: tuple, *, keep_s: float) -> None:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+        # The file's mtime says until when it is worth keeping.
+        expires = time.time() + max(keep_s - FILE_MAX_AGE_S, 0)
+        os.utime(path, (expires, expires))
+        self._sweep()
+
+    def _record(self, key: str) -> None:
+        with open(self.directory / "computed.log", "a") as log:
+            log.write(f"{time.time():.3f} {os.getpid()} {key}\n")
+
+    def _sweep(self) -> None:
+        now = time.time()
+        if now - self._last_sweep < 60:
+            return
+        self._last_sweep = now
+        for path in self.directory.glob("*.pickle"):
+            try:
+                if path.stat().st_mtime < now - FILE_MAX_AGE_S:
+                    path.unlink()
+                    path.with_suffix(".lock").unlink(missing_ok=True)
+            except FileNotFoundError:
+                pass

@@ -1,0 +1,45 @@
+"""How numbers read on the pages: thousands separators, fixed decimals, units beside them.
+
+The element that shows a number also carries the exact value in
+``data-value`` (what the API returns), so a reader or a test can check the
+rounded text against the exact number.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from dash import html
+
+from fleetscope.snapshot import format_time
+
+
+def integer(value: int) -> str:
+    return f"{value:,}"
+
+
+def hours(value: float) -> str:
+    return f"{value:,.1f}"
+
+
+def usd(value: float) -> str:
+    return f"{value:,.2f}"
+
+
+def percent(ratio: float | None) -> str:
+    return "no data" if ratio is None else f"{100 * ratio:.2f} %"
+
+
+def when(value: str | datetime | None) -> str:
+    """A time as the pages print it: UTC, to the second."""
+    if value is None:
+        return "never"
+    if isinstance(value, datetime):
+        value = format_time(value.replace(microsecond=0))
+    return value.split(".")[0].rstrip("Z").replace("T", " ") + " UTC"
+
+
+def number(element_id: str, value: Any, text: str, **kwargs) -> html.Span:
+    """A number's element: rounded text, exact value in data-value."""
+    return html.Span(text, id=element_id, className="num", **{"data-value": str(value)}, **kwargs)

@@ -1,0 +1,77 @@
+"""/integrity : verification counts, open findings by kind, every consistency check, every finding."""
+
+from __future__ import annotations
+
+import json
+
+import dash
+import dash_ag_grid as dag
+from dash import Input, Output, callback, dcc, html
+
+from fleetscope.snapshot import SNAPSHOT_TICK_S
+
+from dashboard import format as fmt
+from dashboard.app import explorer
+from dashboard.pages.overview import checks
+
+
+SHOWN = 1000
+
+
+def layout(**_kwargs):
+    return html.Div([dcc.Interval(id="integrity-refresh", interval=SNAPSHOT_TICK_S * 1000),
+                     html.Div(render(), id="integrity-body")])
+
+
+@callback(Output("integrity-body", "children"), Input("integrity-refresh", "n_intervals"), prevent_initial_call=True)
+def refresh(_n):
+    return render()
+
+
+def render():
+    body = explorer().integrity(kind=None, open_only=False, limit=SHOWN, offset=0)
+    rows = [dict(f, evidence=json.dumps(f["evidence"], sort_keys=True),
+                 node=f"[{f['node_name']}](/nodes/{f['node_id']})" if f["node_id"] else "")
+            for f in body["items"]]
+    g = body["gpus"]
+    return html.Div([
+        html.H1("Integrity"),
+        html.Div([f"As of {fmt.when(body['as_of'])} · snapshot ", html.Code(body["snapshot_sha256"]),
+                  " · download ", html.A("findings CSV", href="/api/v1/integrity?format=csv&limit=1000"),
+                  " · ", html.A("JSON", href="/api/v1/integrity")], className="asof"),
+        html.Div([
+            html.Div([html.Div("verified GPUs", className="stat-label"),
+                      html.Div(fmt.number("integrity-verified", g["verified"], fmt.integer(g["verified"])),
+                               className="stat-value ok")], className="stat"),
+            html.Div([html.Div("unverified GPUs", className="stat-label"),
+                      html.Div(fmt.number("integrity-unverified", g["unverified"], fmt.integer(g["unverified"])),
+                               className="stat-value")], className="stat"),
+            html.Div([html.Div("flagged GPUs", className="stat-label"),
+                      html.Div(fmt.number("integrity-flagged", g["flagged"], fmt.integer(g["flagged"])),
+                               className="stat-value bad" if g["flagged"] else "stat-value")], className="stat"),
+            html.Div([html.Div("open findings", className="stat-label"),
+                      html.Div(fmt.number("integrity-open_findings", body["open_findings"],
+                                          fmt.integer(body["open_findings"])), className="stat-value")],
+                     className="stat"),
+        ], className="stats"),
+        html.P("A flagged GPU has an open integrity finding and is never counted as verified. Open findings by kind: "
+               + (", ".join(f"{k} {v:,}" for k, v in sorted(body["by_kind"].items())) or "none") + ".",
+               id="integrity-by-kind", className="note"),
+        html.Section([html.H2("Consistency checks of this snapshot"), checks(body["checks"])]),
+        html.Section([
+            html.H2(f"Findings ({body['total']:,}{', newest ' + str(SHOWN) + ' shown' if body['total'] > SHOWN else ''})"),
+            dag.AgGrid(id="integrity-findings", rowData=rows, className="ag-theme-alpine",
+                       columnDefs=[{"field": "kind", "filter": True, "width": 150},
+                                   {"field": "open", "width": 80},
+                                   {"field": "node", "cellRenderer": "markdown", "flex": 1},
+                                   {"field": "gpu_uuid", "headerName": "GPU", "flex": 2, "filter": True},
+                                   {"field": "first_seen", "flex": 1}, {"field": "last_seen", "flex": 1},
+                                   {"field": "resolution", "flex": 1},
+                                   {"field": "evidence", "flex": 3, "tooltipField": "evidence"}],
+                       defaultColDef={"sortable": True, "resizable": True},
+                       dashGridOptions={"pagination": True, "paginationPageSize": 25, "domLayout": "autoHeight"}),
+        ]),
+    ])
+
+
+dash.register_page(__name__, path="/integrity", name="Integrity", title="fleetscope · integrity", layout=layout)

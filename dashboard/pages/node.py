@@ -1,0 +1,135 @@
+"""/nodes/<node_id> : one node's state, GPUs, uptime, reputation with its inputs, findings, history."""
+
+from __future__ import annotations
+
+import dash
+import dash_ag_grid as dag
+import plotly.graph_objects as go
+from dash import Input, Output, State, callback, dcc, html
+
+from fleetscope.snapshot import SNAPSHOT_TICK_S
+
+from dashboard import format as fmt
+from dashboard.app import explorer
+
+
+STATE_CLASS = {"up": "ok", "late": "warn", "down": "off", "new": "off"}
+
+
+def layout(node_id: str = "", **_kwargs):
+    return html.Div([dcc.Interval(id="node-refresh", interval=SNAPSHOT_TICK_S * 1000),
+                     dcc.Store(id="node-id", data=node_id), html.Div(body(node_id), id="node-body")])
+
+
+@callback(Output("node-body", "children"), Input("node-refresh", "n_intervals"), State("node-id", "data"),
+          prevent_initial_call=True)
+def refresh(_n, node_id):
+    return body(node_id or "")
+
+
+def body(node_id: str):
+    ex = explorer()
+    detail = ex.node(int(node_id)) if node_id.isdigit() and len(node_id) < 19 else None
+    if detail is None:
+        return html.Div([html.H1("Node not found", id="node-not-found"),
+                         html.P(["There is no node ", html.Code(node_id[:40]), ". ",
+                                 dcc.Link("All nodes", href="/nodes")])])
+    nid = detail["node_id"]
+    state = detail["state"]
+    rep = detail["reputation"]
+    inputs = rep["inputs"]
+    return html.Div([
+        html.H1([detail["name"], " ", html.Span(state["status"], id="node-status",
+                                                 className=f"badge {STATE_CLASS[state['status']]}")]),
+        html.Div([f"node {nid} · operator {detail['operator']} · registered {fmt.when(detail['registered_at'])} · "
+                  f"interval {detail['interval_s']} s, grace {detail['grace_s']} s · last seen ",
+                  html.Span(fmt.when(state["last_ok"]), id="node-last_ok"),
+                  f" · as of {fmt.when(detail['as_of'])} · ",
+                  html.A("download JSON", href=f"/api/v1/nodes/{nid}")], className="asof"),
+        html.Div([
+            html.Section([
+                html.H2("Uptime"),
+                html.Div([
+                    _uptime("last 24 h", "node-uptime_24h", detail["uptime_24h"]),
+                    _uptime("last 7 days", "node-uptime_7d", detail["uptime_7d"]),
+                ], className="stats"),
+            ], className="half"),
+            html.Section([
+                html.H2(["Reputation ", html.Span(f"formula v{rep['formula_version']}", className="badge")]),
+                html.Div([fmt.number("node-reputation", rep["score"], f"{rep['score']:.2f}"),
+                          html.Span("/ 100", className="unit")], className="stat-value big"),
+                html.Code(rep["formula"]),
+                html.Table(html.Tbody([
+                    _row("V (verification)", f"{inputs['V']}", f"{inputs['gpus_verified']} verified, "
+                         f"{inputs['gpus_unverified']} unverified, {inputs['gpus_flagged']} flagged GPUs"),
+                    _row("U7 (uptime, 7 d)", fmt.percent(inputs["U7"]), _slots(inputs["uptime_7d_slots"])),
+                    _row("U1 (uptime, 24 h)", fmt.percent(inputs["U1"]), _slots(inputs["uptime_24h_slots"])),
+                    _row("J (job success, 30 d)", f"{inputs['J']:.4f}",
+                         f"({inputs['jobs_succeeded_30d']} + 1) / ({inputs['jobs_finished_30d']} + 2)"),
+                ]), id="node-reputation-inputs", className="table"),
+            ], className="half"),
+        ], className="row"),
+        html.Section([
+            html.H2(f"GPUs ({len(detail['gpus'])})"),
+            dag.AgGrid(id="node-gpus", rowData=detail["gpus"], columnSize="sizeToFit",
+                       columnDefs=[{"field": "gpu_index", "headerName": "#", "width": 60},
+                                   {"field": "gpu_uuid", "headerName": "UUID", "flex": 3},
+                                   {"field": "model", "flex": 2}, {"field": "memory_gib", "headerName": "GiB"},
+                                   {"field": "state"}, {"field": "verification"}, {"field": "shared"}],
+                       dashGridOptions={"domLayout": "autoHeight"}, className="ag-theme-alpine"),
+        ]),
+        html.Section([html.H2(f"Integrity findings ({detail['findings']['total']})"),
+                      _findings(detail["findings"]["items"])]),
+        html.Section([html.H2("Slots seen per hour, last 7 days"),
+                      dcc.Graph(id="node-history", figure=_history(ex.node_history(nid)),
+                                config={"displaylogo": False})]),
+        html.Section([html.H2("GPU utilisation, last 24 h (5-minute means)"),
+                      dcc.Graph(id="node-telemetry", figure=_telemetry(ex.node_telemetry(nid)),
+                                config={"displaylogo": False})]),
+    ])
+
+
+def _uptime(label: str, element_id: str, u) -> html.Div:
+    return html.Div([html.Div(label, className="stat-label"),
+                     html.Div(fmt.number(element_id, u["ratio"], fmt.percent(u["ratio"])), className="stat-value"),
+                     html.Div(_slots(u), className="detail")], className="stat")
+
+
+def _slots(u) -> str:
+    return (f"{u['ok_slots']:,} of {u['observed_slots']:,} slots seen"
+            + (f"; {u['window_slots'] - u['observed_slots']:,} left out (fleetscope not observing)"
+               if u["window_slots"] != u["observed_slots"] else ""))
+
+
+def _row(name: str, value: str, why: str) -> html.Tr:
+    return html.Tr([html.Th(name), html.Td(value, className="num"), html.Td(why, className="detail")])
+
+
+def _findings(items) -> html.Div:
+    if not items:
+        return html.P("None.", id="node-findings", className="note")
+    return html.Ul([html.Li([html.Span("open" if f["open"] else "resolved", className="bad" if f["open"] else "off"),
+                             " ", html.Strong(f["kind"]), f" · GPU {f['gpu_uuid'] or 'all'} · first seen "
+                             f"{fmt.when(f['first_seen'])}", html.Pre(str(f["evidence"]), className="evidence")])
+                    for f in items], id="node-findings", className="checks")
+
+
+def _history(hours) -> go.Figure:
+    fig = go.Figure(go.Bar(x=[h["hour"] for h in hours], y=[min(h["ok_slots"] / h["slots"], 1) for h in hours],
+                           marker={"color": "#1a7f37"}, name="seen"))
+    fig.update_layout(template="plotly_white", height=260, margin={"l": 50, "r": 20, "t": 10, "b": 40},
+                      xaxis={"type": "date"}, yaxis={"title": "fraction of slots", "range": [0, 1.05], "tickformat": ".0%"})
+    return fig
+
+
+def _telemetry(series) -> go.Figure:
+    fig = go.Figure()
+    for uuid, s in sorted(series.items()):
+        fig.add_trace(go.Scattergl(x=s["time"], y=s["gpu_util"], mode="lines+markers", marker={"size": 3},
+                                   name=uuid[:13]))
+    fig.update_layout(template="plotly_white", height=300, margin={"l": 50, "r": 20, "t": 10, "b": 40},
+                      xaxis={"type": "date"}, yaxis={"title": "GPU utilisation (%)", "range": [0, 100]})
+    return fig
+
+
+dash.register_page(__name__, path_template="/nodes/<node_id>", name="Node", title="fleetscope · node", layout=layout)

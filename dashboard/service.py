@@ -1,0 +1,248 @@
+"""The explorer's data, per snapshot tick, shared by every page and the API.
+
+Pages and API handlers ask the ``Explorer`` for the current tick's snapshot,
+tables, history and node details; it computes each at most once per tick for
+all worker processes (dashboard/cache.py) by calling ``fleetscope/``
+functions, which own every definition. The page and the API therefore render
+the very same objects, with the same hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from fleetscope import explorer, snapshot
+from fleetscope.migrate import database_mode
+from fleetscope.reputation import node_reputation
+
+from dashboard.cache import SharedCache
+from dashboard.tables import TableSpec, haystacks
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+NODE_STATUSES = ("new", "up", "late", "down")
+GPU_STATES = ("hired", "idle", "hired_offline", "offline")
+VERIFICATIONS = ("verified", "unverified", "flagged")
+NODES = TableSpec("nodes", explorer.NODE_COLUMNS, search=("name", "operator", "models", "node_id"),
+                  exact={"status": NODE_STATUSES}, default_sort="node_id")
+GPUS = TableSpec("gpus", explorer.GPU_COLUMNS, search=("gpu_uuid", "node_name", "model", "operator"),
+                 exact={"state": GPU_STATES, "verification": VERIFICATIONS, "node_status": NODE_STATUSES},
+                 default_sort="node_id")
+
+# The fleet-over-time chart: a point every 15 minutes over the last 24 hours,
+# each the snapshot's own counts at that time. A past point never changes
+# (its tick is settled), so each is computed once and kept for a day.
+HISTORY_SPAN = timedelta(hours=24)
+HISTORY_STEP = timedelta(minutes=15)
+HISTORY_KEEP_S = 26 * 3600
+DAILY_DAYS = 30
+TELEMETRY_SPAN = timedelta(hours=24)
+TELEMETRY_STEP_S = 300
+NODE_HISTORY_HOURS = 7 * 24
+
+
+@dataclass(frozen=True)
+class Tables:
+    as_of: datetime
+    nodes: list[tuple]
+    gpus: list[tuple]
+    node_text: list[str]
+    gpu_text: list[str]
+    node_rows: dict[int, int]              # node_id -> index in nodes
+    gpu_rows: dict[int, tuple[int, int]]   # node_id -> [start, end) in gpus
+    # Sort orders computed so far in this process, per table: dashboard/tables.py.
+    orders: dict[str, dict] = field(default_factory=lambda: {"nodes": {}, "gpus": {}}, compare=False)
+
+
+def default_cache_dir(dsn: str) -> Path:
+    """A per-user, per-database directory under the system's temporary directory."""
+    digest = hashlib.sha256(dsn.encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"fleetscope-dashboard-{os.getuid()}-{digest}"
+
+
+class Explorer:
+    """Every number the explorer shows, for the current tick, computed once across workers."""
+
+    def __init__(self, dsn: str, *, cache_dir: Path | None = None, pool_size: int = 4,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.dsn = dsn
+        self.clock = clock  # benchmarks replay a stored fleet at its own time
+        self.cache = SharedCache(cache_dir or default_cache_dir(dsn))
+        self._pool_size = pool_size
+        self._pool = None
+        self._pool_pid = 0
+        self._pool_lock = threading.Lock()
+        self._mode: str | None = None
+
+    # Connections: one pool per process, opened on first use (after gunicorn forks).
+    def pool(self):
+        with self._pool_lock:
+            if self._pool is None or self._pool_pid != os.getpid():
+                from psycopg_pool import ConnectionPool
+
+                self._pool = ConnectionPool(self.dsn, min_size=1, max_size=self._pool_size,
+                                            kwargs={"autocommit": True}, open=True, name="dashboard")
+                self._pool_pid = os.getpid()
+            return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None and self._pool_pid == os.getpid():
+            self._pool.close()
+        self._pool = None
+
+    def mode(self) -> str:
+        if self._mode is None:
+            with self.pool().connection() as conn:
+                self._mode = database_mode(conn) or "plain"
+        return self._mode
+
+    def tick(self) -> datetime:
+        """The as-of time of everything shown now: the snapshot's current settled tick."""
+        return snapshot.default_as_of(self.clock())
+
+    # The snapshot: what / and /api/v1/fleet show.
+    def snapshot(self, *, as_of: datetime | None = None) -> snapshot.Snapshot:
+        at = as_of or self.tick()
+        body, canonical, sha = self.cache.get(f"snapshot-{int(at.timestamp())}", lambda: self._snapshot(at))
+        return snapshot.Snapshot(body=body, canonical=canonical, sha256=sha)
+
+    def _snapshot(self, at: datetime):
+        with self.pool().connection() as conn, self.pool().connection() as worker:
+            snap = snapshot.fleet_snapshot(conn, as_of=at, workers=[worker])
+        return snap.body, snap.canonical, snap.sha256
+
+    # The node and GPU tables of the same tick.
+    def tables(self, *, as_of: datetime | None = None) -> Tables:
+        at = as_of or self.tick()
+        return self.cache.get(f"tables-{int(at.timestamp())}", lambda: self._tables(at))
+
+    def _tables(self, at: datetime) -> Tables:
+        with self.pool().connection() as conn:
+            t = explorer.fleet_tables(conn, at=at)
+        node_rows = {row[0]: i for i, row in enumerate(t.nodes)}
+        gpu_rows: dict[int, tuple[int, int]] = {}
+        for i, row in enumerate(t.gpus):  # ordered by node_id
+            start, _ = gpu_rows.get(row[1], (i, i))
+            gpu_rows[row[1]] = (start, i + 1)
+        return Tables(as_of=at, nodes=t.nodes, gpus=t.gpus,
+                      node_text=haystacks(NODES, t.nodes), gpu_text=haystacks(GPUS, t.gpus),
+                      node_rows=node_rows, gpu_rows=gpu_rows)
+
+    # Fleet over time and money per day.
+    def history(self, *, as_of: datetime | None = None) -> list[dict[str, Any]]:
+        at = as_of or self.tick()
+        points = []
+        for t in explorer.fleet_point_times(at, span=HISTORY_SPAN, step=HISTORY_STEP):
+            points.append(self.cache.get(f"point-{int(t.timestamp())}", lambda t=t: self._point(t),
+                                         keep_s=HISTORY_KEEP_S))
+        return points
+
+    def _point(self, at: datetime) -> dict[str, Any]:
+        with self.pool().connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            conn.execute("SET LOCAL work_mem = '64MB'")
+            return explorer.fleet_point(conn, at=at)
+
+    def daily(self, *, as_of: datetime | None = None) -> list[dict[str, Any]]:
+        at = as_of or self.tick()
+
+        def compute():
+            with self.pool().connection() as conn:
+                return explorer.daily_accrual(conn, at=at, days=DAILY_DAYS)
+        return self.cache.get(f"daily-{int(at.timestamp())}", compute)
+
+    def fleet_jumps(self, *, as_of: datetime | None = None) -> list[dict[str, Any]]:
+        """Open and resolved fleet_jump findings of the last day: the chart marks them."""
+        at = as_of or self.tick()
+
+        def compute():
+            with self.pool().connection() as conn:
+                return explorer.findings(conn, at=at, kind="fleet_jump", limit=100)[1]
+        return self.cache.get(f"jumps-{int(at.timestamp())}", compute)
+
+    # One node.
+    def node(self, node_id: int, *, as_of: datetime | None = None) -> dict[str, Any] | None:
+        """The node's detail as /api/v1/nodes/{id} returns it, or None if no such node."""
+        at = as_of or self.tick()
+        tables = self.tables(as_of=at)
+        index = tables.node_rows.get(node_id)
+        if index is None:
+            return None
+
+        def compute():
+            with self.pool().connection() as conn:
+                rep = node_reputation(conn, node_id, at=at)
+                total, found = explorer.findings(conn, at=at, node_id=node_id, limit=200)
+            return rep, total, found
+        rep, total, found = self.cache.get(f"node-{node_id}-{int(at.timestamp())}", compute)
+        from dashboard.tables import as_json
+
+        node = as_json(NODES, tables.nodes[index])
+        start, end = tables.gpu_rows.get(node_id, (0, 0))
+        gpus = [as_json(GPUS, row) for row in tables.gpus[start:end]]
+        for gpu in gpus:
+            for key in ("node_id", "node_name", "operator", "node_status"):
+                gpu.pop(key)
+        snap = self.snapshot(as_of=at)
+        return {
+            "as_of": snapshot.format_time(at), "snapshot_sha256": snap.sha256,
+            "node_id": node_id, "name": node["name"], "operator": node["operator"],
+            "registered_at": node["registered_at"], "interval_s": node["interval_s"], "grace_s": node["grace_s"],
+            "paused": node["paused"],
+            "state": {"status": node["status"], "online": node["online"], "last_ok": node["last_ok"]},
+            "gpus": gpus,
+            "uptime_24h": _uptime(rep.uptime_24h), "uptime_7d": _uptime(rep.uptime_7d),
+            "reputation": rep.as_dict(),
+            "findings": {"total": total, "items": found},
+        }
+
+    def node_history(self, node_id: int, *, as_of: datetime | None = None) -> list[dict[str, Any]]:
+        at = as_of or self.tick()
+        tables = self.tables(as_of=at)
+        interval_s = tables.nodes[tables.node_rows[node_id]][NODES.index("interval_s")]
+        with self.pool().connection() as conn:
+            return explorer.node_hourly(conn, node_id, at=at, hours=NODE_HISTORY_HOURS, mode=self.mode(),
+                                        interval_s=interval_s)
+
+    def node_telemetry(self, node_id: int, *, as_of: datetime | None = None) -> dict[str, Any]:
+        at = as_of or self.tick()
+        with self.pool().connection() as conn:
+            return explorer.node_telemetry(conn, node_id, at=at, span=TELEMETRY_SPAN, step_s=TELEMETRY_STEP_S)
+
+    def integrity(self, *, kind: str | None, open_only: bool, limit: int, offset: int,
+                  as_of: datetime | None = None) -> dict[str, Any]:
+        at = as_of or self.tick()
+        snap = self.snapshot(as_of=at)
+
+        def compute():
+            with self.pool().connection() as conn:
+                return explorer.findings(conn, at=at, kind=kind, open_only=open_only, limit=limit, offset=offset)
+        total, items = self.cache.get(f"findings-{int(at.timestamp())}-{kind}-{open_only:d}-{limit}-{offset}", compute)
+        return {"as_of": snap.body["as_of"], "snapshot_sha256": snap.sha256,
+                "open_findings": snap.body["integrity"]["open_findings"],
+                "by_kind": snap.body["integrity"]["by_kind"], "checks": snap.body["checks"],
+                "gpus": {k: snap.body["gpus"][k] for k in VERIFICATIONS},
+                "total": total, "limit": limit, "offset": offset, "items": items}
+
+
+def _uptime(u) -> dict[str, Any]:
+    return {"ratio": u.ratio, "window_slots": u.window_slots, "observed_slots": u.observed_slots,
+            "ok_slots": u.ok_slots, "excluded_slots": u.excluded_slots}
+
+
+def dumps(obj: Any) -> str:
+    """JSON as the API writes it."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
