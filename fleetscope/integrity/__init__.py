@@ -69,7 +69,6 @@ def run_checks(conn: psycopg.Connection, *, at: datetime,
     in its own transaction, so one failing check leaves the others' results.
     """
     s = settings or IntegritySettings()
-    conn.execute("SET TimeZone = 'UTC'")
     runs = (
         (duplicate_uuid, lambda: duplicate_uuid.find(conn, at=at, window=s.duplicate_window)),
         (virtualized, lambda: virtualized.find(conn, at=at)),
