@@ -83,7 +83,7 @@ SELECT t, g.node_id, g.gpu_uuid, g.gpu_index, h %% 101, h %% 53, 1000 + h %% 700
        LATERAL (SELECT CASE WHEN g.node_id %% 1000 = 17 THEN g.node_id ELSE hashtext(g.gpu_uuid) END AS k) key,
        LATERAL (SELECT abs(hashint8(key.k * 100003 + extract(epoch FROM t)::bigint)) AS h) v
  WHERE g.gpu_index < 90;
-INSERT INTO fleet_counts (at, registered, online)
+INSERT INTO fleet_gpu_counts (at, registered, online)
 SELECT t, c.n - (extract(epoch FROM %(at)s - t) / 300)::int / 3,
        (c.n * (0.95 + 0.02 * sin(extract(epoch FROM t) / 86400 * 2 * pi())))::int
   FROM (SELECT count(DISTINCT gpu_uuid) AS n FROM gpus) c, generate_series(%(at)s - interval '7 days', %(at)s - interval '5 minutes', interval '5 minutes') t

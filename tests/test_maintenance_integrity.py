@@ -24,7 +24,7 @@ def test_one_round_records_the_counts_runs_the_checks_and_publishes_the_due_hour
     assert done["integrity"] == {"virtualized": (1, 0)}  # (opened, resolved)
     assert done["published"]
     with psycopg.connect(dsn, autocommit=True) as conn:
-        counts = conn.execute("SELECT at, registered FROM fleet_counts").fetchall()
+        counts = conn.execute("SELECT at, registered FROM fleet_gpu_counts").fetchall()
         assert len(counts) == 1 and counts[0][0] <= now
         listed = list_published(conn)
         assert [r["as_of"] for r in listed] == ["2026-11-24T12:00:00Z"]
@@ -45,4 +45,4 @@ async def test_the_loop_publishes_as_often_as_it_is_configured(dsn, open_tmp):
                     break
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert len(list_published(conn)) == 1
-        assert conn.execute("SELECT count(*) FROM fleet_counts").fetchone()[0] >= 1
+        assert conn.execute("SELECT count(*) FROM fleet_gpu_counts").fetchone()[0] >= 1

@@ -11,7 +11,7 @@ complete list of what it finds as of ``at`` with the evidence:
 - cloned_telemetry: identical telemetry series under different UUIDs;
 - identity_change: a node's GPU set changed without re-registration;
 - fleet_jump: a step in registered or online GPUs far outside the recent
-  variation (robust statistics over ``fleet_counts``).
+  variation (robust statistics over ``fleet_gpu_counts``).
 
 ``run_checks`` runs them all and ``findings.reconcile`` stores each result:
 idempotent (re-running refreshes ``last_seen`` and opens nothing new) and

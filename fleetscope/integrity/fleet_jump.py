@@ -1,6 +1,6 @@
 """fleet_jump: a step in registered or online GPUs far outside the recent variation (DESIGN.md, Integrity).
 
-The history is ``fleet_counts``: the snapshot's registered and online GPU
+The history is ``fleet_gpu_counts``: the snapshot's registered and online GPU
 counts, recorded by the collector's maintenance loop on every integrity run
 (``record_counts``). For each recorded point, its change over ``span`` (the
 count now minus the count ``span`` earlier) is compared with all such changes
@@ -129,9 +129,9 @@ def find_jumps(points: Sequence[tuple[datetime, int]], *, metric: str,
     return jumps
 
 
-HISTORY_SQL = "SELECT at, registered, online FROM fleet_counts WHERE at > %(since)s AND at <= %(at)s ORDER BY at"
+HISTORY_SQL = "SELECT at, registered, online FROM fleet_gpu_counts WHERE at > %(since)s AND at <= %(at)s ORDER BY at"
 RECORD_SQL = """
-INSERT INTO fleet_counts (at, registered, online) VALUES (%(at)s, %(registered)s, %(online)s)
+INSERT INTO fleet_gpu_counts (at, registered, online) VALUES (%(at)s, %(registered)s, %(online)s)
 ON CONFLICT (at) DO UPDATE SET registered = EXCLUDED.registered, online = EXCLUDED.online
 """
 

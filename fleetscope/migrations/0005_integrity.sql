@@ -13,7 +13,7 @@ CREATE INDEX integrity_findings_kind_open ON integrity_findings (kind) WHERE res
 
 -- Registered and online GPU counts over time, one row per maintenance run:
 -- the history fleet_jump judges a step change against (fleetscope/integrity/fleet_jump.py).
-CREATE TABLE fleet_counts (
+CREATE TABLE fleet_gpu_counts (
     at         timestamptz PRIMARY KEY,
     registered integer NOT NULL CHECK (registered >= 0),
     online     integer NOT NULL CHECK (online >= 0)
