@@ -187,7 +187,9 @@ def maintenance_component(app: web.Application) -> AbstractAsyncContextManager[o
     """The maintenance loop (collector/maintenance.py): rollups and housekeeping."""
     from collector.maintenance import Maintenance
 
-    return Maintenance(app[SETTINGS].dsn)
+    settings = app[SETTINGS]
+    return Maintenance(settings.dsn, integrity_interval_s=settings.integrity_interval_s,
+                       publish_interval_s=settings.publish_interval_s, bundle_dir=settings.bundle_dir)
 
 
 @contextlib.asynccontextmanager

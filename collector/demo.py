@@ -67,7 +67,10 @@ async def run(args: argparse.Namespace) -> int:
                 return register_fleet(conn, fleet, sim.base_url, DEMO_OPERATOR, interval_s=args.interval)
 
         node_ids = await asyncio.to_thread(register)
-        settings = CollectorSettings(dsn=dsn, host=args.host, port=args.collector_port, admin_token=admin_token)
+        # The demo checks integrity every minute and publishes every 10 minutes,
+        # so its findings and bundles show up while someone is looking.
+        settings = CollectorSettings(dsn=dsn, host=args.host, port=args.collector_port, admin_token=admin_token,
+                                     integrity_interval_s=60, publish_interval_s=600)
         collector = asyncio.create_task(run_collector(settings, stop=stop, handle_signals=False), name="collector")
         shutdown = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -7,21 +7,28 @@
   older than any group could be replayed (the spool keeps groups while the
   database is away; a week is far beyond that).
 
+- Every integrity period (issue 6): record the fleet's GPU counts and run
+  the integrity checks (fleetscope/integrity/) on fresh data.
+- When a publication period is due: publish the snapshot with its bundle
+  into the hash chain (fleetscope/publish.py).
+
 Runs in a thread with its own synchronous connection: a rollup refresh is
-one long statement and must not hold the event loop. Later issues (integrity
-checks, snapshot publication, alerts) add their steps here.
+one long statement and must not hold the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import psycopg
 
 from fleetscope import rollups
 from fleetscope.migrate import database_mode
+from fleetscope.integrity import IntegritySettings
 
 log = logging.getLogger("fleetscope.maintenance")
 
@@ -33,8 +40,13 @@ INGEST_RECORD_KEEP = timedelta(days=7)
 ROLLUP_SETTLE = timedelta(minutes=5)
 
 
-def run_once(dsn: str, *, now: datetime | None = None) -> dict[str, object]:
-    """One round of maintenance; returns what it did."""
+def run_once(dsn: str, *, now: datetime | None = None, checks: IntegritySettings | None = None,
+             bundle_dir: Path | None = None, publish_period: timedelta | None = None) -> dict[str, object]:
+    """One round of maintenance; returns what it did.
+
+    With ``checks``, the integrity checks run too; with ``bundle_dir`` and
+    ``publish_period``, the due snapshot is published if it is not yet.
+    """
     now = now or datetime.now(timezone.utc)
     done: dict[str, object] = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -45,15 +57,50 @@ def run_once(dsn: str, *, now: datetime | None = None) -> dict[str, object]:
         pruned = conn.execute("DELETE FROM ingest_batches WHERE written_at < %s",
                               (now - INGEST_RECORD_KEEP,)).rowcount
         done["ingest_records_pruned"] = pruned
+        if checks is not None:
+            from fleetscope.integrity import record_fleet_counts, run_checks
+            from fleetscope.snapshot import default_as_of
+
+            started = time.perf_counter()
+            at = default_as_of(now)  # a settled tick: the rows before it are written
+            record_fleet_counts(conn, at=at)
+            ran = run_checks(conn, at=at, settings=checks)
+            done["integrity"] = {k: (r.opened, r.resolved) for k, r in ran.items() if r.opened or r.resolved}
+            done["integrity_s"] = round(time.perf_counter() - started, 3)
+        if bundle_dir is not None and publish_period is not None:
+            from fleetscope.publish import publish_due
+
+            try:
+                published = publish_due(conn, now=now, bundle_dir=bundle_dir, period=publish_period)
+            except (RuntimeError, OSError) as err:  # a bundle that never verified, a full disk: next round
+                log.error("publication failed: %s", err)
+                done["publish_error"] = str(err)
+                published = None
+            if published is not None:
+                done["published"] = published.sha256
+                log.info("published snapshot %s as of %s: %s", published.sha256[:12],
+                         published.as_of.isoformat(), published.bundle_path)
     return done
 
 
 class Maintenance:
-    """Runs ``run_once`` every ``interval_s`` until closed. ``async with Maintenance(dsn):``."""
+    """Runs ``run_once`` every ``interval_s`` until closed. ``async with Maintenance(dsn):``.
 
-    def __init__(self, dsn: str, *, interval_s: float = INTERVAL_S) -> None:
+    The integrity checks run every ``integrity_interval_s`` (0: never), and
+    a snapshot is published every ``publish_interval_s`` into ``bundle_dir``
+    (0 or no directory: never).
+    """
+
+    def __init__(self, dsn: str, *, interval_s: float = INTERVAL_S, integrity_interval_s: float = 0,
+                 checks: IntegritySettings | None = None, publish_interval_s: int = 0,
+                 bundle_dir: Path | None = None) -> None:
         self.dsn = dsn
         self.interval_s = interval_s
+        self.integrity_interval_s = integrity_interval_s
+        self.checks = checks or IntegritySettings.from_env() if integrity_interval_s else None
+        self.publish_period = timedelta(seconds=publish_interval_s) if publish_interval_s and bundle_dir else None
+        self.bundle_dir = bundle_dir
+        self._next_checks = 0.0
         self._task: asyncio.Task | None = None
 
     async def __aenter__(self) -> Maintenance:
@@ -70,8 +117,12 @@ class Maintenance:
 
     async def _loop(self) -> None:
         while True:
+            checks = None
+            if self.checks is not None and time.monotonic() >= self._next_checks:
+                checks, self._next_checks = self.checks, time.monotonic() + self.integrity_interval_s
             try:
-                done = await asyncio.to_thread(run_once, self.dsn)
+                done = await asyncio.to_thread(run_once, self.dsn, checks=checks, bundle_dir=self.bundle_dir,
+                                               publish_period=self.publish_period)
                 log.debug("maintenance: %s", done)
             except psycopg.Error as err:  # the database is away: the writer spools; try again later
                 log.warning("maintenance skipped: %s", str(err).strip())

@@ -51,6 +51,11 @@ DEFAULT_DB_TIMEOUT_S = 5.0
 # which explains them.
 DEFAULT_SCRAPE_CONCURRENCY = 1024
 DEFAULT_SCRAPE_TIMEOUT_S = 10.0
+# Integrity checks every 5 minutes: a fake GPU shows on the public page within
+# minutes, and all checks over 80,000 GPUs cost a few seconds (docs/benchmarks.md).
+DEFAULT_INTEGRITY_INTERVAL_S = 300.0
+# A published snapshot with its bundle every hour (issue 6); 0 turns it off.
+DEFAULT_PUBLISH_INTERVAL_S = 3600
 # An admin token shorter than this is a typo or a placeholder, not a secret.
 MIN_ADMIN_TOKEN_LEN = 16
 # The alert loop's knobs (issue 7); collector/alerts.py explains the values.
@@ -103,6 +108,9 @@ class CollectorSettings:
     smtp_from: str | None = None
     smtp_user: str | None = None
     smtp_password: str | None = field(default=None, repr=False)
+    integrity_interval_s: float = DEFAULT_INTEGRITY_INTERVAL_S
+    publish_interval_s: int = DEFAULT_PUBLISH_INTERVAL_S
+    bundle_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.dsn:
@@ -144,6 +152,9 @@ class CollectorSettings:
             raise FleetscopeError(f"--smtp-from / FLEETSCOPE_SMTP_FROM={self.smtp_from!r} is not an email address")
         if self.smtp_password and not self.smtp_user:
             raise FleetscopeError(f"{ENV_SMTP_PASSWORD} is set but --smtp-user / FLEETSCOPE_SMTP_USER is not")
+        _in_range("--integrity-interval-s / FLEETSCOPE_INTEGRITY_INTERVAL_S", self.integrity_interval_s, 0, 86400)
+        if self.publish_interval_s != 0:
+            _in_range("--publish-interval-s / FLEETSCOPE_PUBLISH_INTERVAL_S", self.publish_interval_s, 60, 86400)
         if not self.collector_id:
             # object.__setattr__: the one derived field of a frozen dataclass.
             object.__setattr__(self, "collector_id", f"{socket.gethostname()}:{self.port}")
@@ -153,6 +164,10 @@ class CollectorSettings:
             from fleetscope.config import default_data_dir
 
             object.__setattr__(self, "spool_dir", default_data_dir() / "collector-spool")
+        if self.bundle_dir is None:
+            from fleetscope.config import default_data_dir
+
+            object.__setattr__(self, "bundle_dir", default_data_dir() / "bundles")
 
     @property
     def shard_text(self) -> str:
@@ -225,6 +240,11 @@ _OPTIONS: tuple[tuple[str, str, str, type, str], ...] = (
     ("--smtp-from", "smtp_from", "FLEETSCOPE_SMTP_FROM", str, "sender address of alert emails"),
     ("--smtp-user", "smtp_user", "FLEETSCOPE_SMTP_USER", str,
      f"SMTP login (the password comes only from {ENV_SMTP_PASSWORD})"),
+    ("--integrity-interval-s", "integrity_interval_s", "FLEETSCOPE_INTEGRITY_INTERVAL_S", float,
+     f"seconds between integrity check runs, 0 for none (default {DEFAULT_INTEGRITY_INTERVAL_S:g})"),
+    ("--publish-interval-s", "publish_interval_s", "FLEETSCOPE_PUBLISH_INTERVAL_S", int,
+     f"seconds between published snapshots, 0 for none (default {DEFAULT_PUBLISH_INTERVAL_S})"),
+    ("--bundle-dir", "bundle_dir", "FLEETSCOPE_BUNDLE_DIR", Path, "where published data bundles are written"),
 )
 
 

@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     snap = sub.add_parser("snapshot", help="print the fleet snapshot as JSON")
     _dsn_arg(snap)
     snap.add_argument("--as-of", type=_parse_time, help="ISO 8601 time (default: the current 15 s tick)")
+
+    ver = sub.add_parser("verify", help="recompute the published numbers from a downloaded data bundle alone")
+    ver.add_argument("bundle", help="a bundle file (.zip) as published with a snapshot")
+    ver.add_argument("--verbose", action="store_true", help="list every per-node number, not only mismatches")
     return parser
 
 
@@ -74,6 +78,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command in ("collector", "simulate", "demo"):
         return _run_service(args)
+    if args.command == "verify":
+        return _verify(args)
     if args.command == "dashboard":
         from dashboard.serve import run
 
@@ -115,6 +121,21 @@ def _run(args: argparse.Namespace) -> int:
             snap = snapshot_from_dsn(dsn, as_of=args.as_of)
             print(json.dumps(snap.as_dict(), indent=2, sort_keys=True, ensure_ascii=False))
     return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    """Verify a bundle with no database: 0 when every number matches, 1 when one does not."""
+    from pathlib import Path
+
+    from fleetscope.verify import verify
+
+    try:
+        report = verify(Path(args.bundle))
+    except ValueError as err:
+        raise FleetscopeError(str(err)) from None
+    for line in report.lines(verbose=args.verbose):
+        print(line)
+    return 0 if report.ok else 1
 
 
 def _run_service(args: argparse.Namespace) -> int:
