@@ -13,9 +13,9 @@ import io
 import json
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, request, send_file
 
-from fleetscope import methodology
+from fleetscope import methodology, publish
 from fleetscope.snapshot import SNAPSHOT_TICK_S
 
 from dashboard.service import GPUS, NODES, dumps
@@ -194,3 +194,34 @@ def _bounded(args, name: str, default: int, lo: int, hi: int) -> int:
 @api.get("/methodology")
 def methodology_json() -> Response:
     return _json(methodology.definitions(), cache_s=3600)
+
+
+@api.get("/snapshots")
+def snapshots() -> Response:
+    """The published snapshots (the hourly hash chain), newest first, with their bundles' URLs."""
+    unknown = sorted(set(request.args) - {"limit", "offset"})
+    if unknown:
+        raise BadParameter(f"unknown parameter {unknown[0]!r}; allowed: limit, offset")
+    limit = _bounded(request.args, "limit", 50, 1, 1000)
+    offset = _bounded(request.args, "offset", 0, 0, 10**9)
+    with explorer().pool().connection() as conn:
+        items = publish.list_published(conn, limit=limit, offset=offset)
+        problems = publish.chain_problems(conn)
+    for item in items:
+        item["bundle_url"] = f"/api/v1/snapshots/{item['snapshot_id']}/bundle" if item["bundle"] else None
+    return _json({"limit": limit, "offset": offset, "chain_ok": not problems, "chain_problems": problems,
+                  "items": items}, cache_s=60)
+
+
+@api.get("/snapshots/<snapshot_id>/bundle")
+def snapshot_bundle(snapshot_id: str) -> Response:
+    """A published snapshot's data bundle (zip): what ``fleetscope verify BUNDLE`` recomputes."""
+    sid = _node_id(snapshot_id)
+    path = None
+    if sid is not None:
+        with explorer().pool().connection() as conn:
+            path = publish.bundle_file(conn, sid)
+    if path is None:
+        return error(404, "not_found", f"no bundle for published snapshot {snapshot_id[:40]!r}")
+    response = send_file(path, mimetype="application/zip", as_attachment=True, download_name=path.name, max_age=86400)
+    return response

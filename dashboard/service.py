@@ -236,6 +236,16 @@ class Explorer:
                 "total": total, "limit": limit, "offset": offset, "items": items}
 
 
+    def published(self, *, limit: int = 24) -> list[dict[str, Any]]:
+        """The latest published snapshots (issue 6's hourly hash chain)."""
+        from fleetscope import publish
+
+        def compute():
+            with self.pool().connection() as conn:
+                return publish.list_published(conn, limit=limit)
+        return self.cache.get(f"published-{int(self.tick().timestamp())}-{limit}", compute)
+
+
 def _uptime(u) -> dict[str, Any]:
     return {"ratio": u.ratio, "window_slots": u.window_slots, "observed_slots": u.observed_slots,
             "ok_slots": u.ok_slots, "excluded_slots": u.excluded_slots}

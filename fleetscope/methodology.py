@@ -12,6 +12,9 @@ import inspect
 from typing import Any
 
 from fleetscope import accounting, explorer, reputation, snapshot, states, uptime
+from fleetscope import gpu_models, integrity
+from fleetscope.integrity import (cloned_telemetry, duplicate_uuid, fleet_jump, identity_change, spec_mismatch,
+                                  virtualized)
 
 
 def _doc(obj: Any) -> str:
@@ -96,4 +99,23 @@ def definitions() -> list[dict[str, Any]]:
             "code": _code(snapshot.default_as_of, snapshot.canonical_json, snapshot.consistency_checks),
             "sql": _sql(HIRED_VS_ONLINE_SQL=snapshot.HIRED_VS_ONLINE_SQL),
         },
+        {
+            "id": "integrity", "title": "Integrity checks (fake, virtualised, copied and sybil GPUs)",
+            "version": states.DEFINITION_VERSION,
+            "text": "\n\n".join([_doc(integrity)] + [f"**{m.KIND}**: " + _doc(m) for m in _CHECKS]),
+            "formula": "a GPU with an open finding is flagged: never verified, and its node's V is 0",
+            "constants": {f"{m.KIND}.{name}": getattr(m, name) for m in _CHECKS for name in dir(m)
+                          if name.isupper() and not name.endswith("_SQL") and name not in ("KIND", "TYPE_CHECKING")
+                          and isinstance(getattr(m, name), (int, float, str, tuple))}
+                         | {f"fleet_jump.{k}": str(v) for k, v in vars(fleet_jump.JumpSettings()).items()}
+                         | {f"gpu_models.{k}": getattr(gpu_models, k) for k in dir(gpu_models)
+                            if k.isupper() and k != "TYPE_CHECKING"
+                            and isinstance(getattr(gpu_models, k), (int, float, str, tuple))},
+            "code": [],
+            "sql": [{"name": f"{m.KIND}.{name}", "source": inspect.cleandoc(getattr(m, name))}
+                    for m in _CHECKS for name in dir(m) if name.endswith("_SQL") and isinstance(getattr(m, name), str)],
+        },
     ]
+
+
+_CHECKS = (duplicate_uuid, virtualized, spec_mismatch, cloned_telemetry, identity_change, fleet_jump)

@@ -128,7 +128,7 @@ def test_the_integrity_and_methodology_pages_render(production_url, page):
     assert page.get_attribute("#integrity-flagged", "data-value") == str(api["gpus"]["flagged"])
     assert page.locator("#integrity-findings .ag-row").count() == api["total"]
     page.goto(f"{production_url}/methodology", wait_until="networkidle")
-    for definition in ("node-state", "gpu-state", "uptime", "accounting", "reputation", "snapshot"):
+    for definition in ("node-state", "gpu-state", "uptime", "accounting", "reputation", "snapshot", "integrity"):
         assert page.locator(f"#definition-{definition}").count() == 1
     assert "100 x V x (0.5 U7 + 0.3 U1 + 0.2 J)" in page.inner_text("#definition-reputation")
 

@@ -29,7 +29,9 @@ def refresh(_n):
 
 
 def render():
-    body = explorer().integrity(kind=None, open_only=False, limit=SHOWN, offset=0)
+    ex = explorer()
+    body = ex.integrity(kind=None, open_only=False, limit=SHOWN, offset=0)
+    published = ex.published()
     rows = [dict(f, evidence=json.dumps(f["evidence"], sort_keys=True),
                  node=f"[{f['node_name']}](/nodes/{f['node_id']})" if f["node_id"] else "")
             for f in body["items"]]
@@ -58,6 +60,24 @@ def render():
                + (", ".join(f"{k} {v:,}" for k, v in sorted(body["by_kind"].items())) or "none") + ".",
                id="integrity-by-kind", className="note"),
         html.Section([html.H2("Consistency checks of this snapshot"), checks(body["checks"])]),
+        html.Section([
+            html.H2("Published snapshots: a hash chain with data bundles"),
+            html.P(["Every hour a snapshot is published; each record carries the previous one's hash. Download a "
+                    "bundle and recompute every number yourself: ", html.Code("fleetscope verify BUNDLE.zip"),
+                    ". Format: docs/bundle.md. All of them: ", html.A("JSON", href="/api/v1/snapshots"), "."],
+                   className="note"),
+            html.Table([
+                html.Thead(html.Tr([html.Th("as of"), html.Th("record SHA-256"), html.Th("snapshot SHA-256"),
+                                    html.Th("bundle")])),
+                html.Tbody([html.Tr([
+                    html.Td(fmt.when(p["as_of"])), html.Td(html.Code(p["sha256"][:16] + "…")),
+                    html.Td(html.Code(p["snapshot_sha256"][:16] + "…")),
+                    html.Td(html.A(f"{p['bundle_bytes'] / 1e6:.1f} MB zip",
+                                   href=f"/api/v1/snapshots/{p['snapshot_id']}/bundle") if p["bundle"] else "gone"),
+                ]) for p in published] or [html.Tr(html.Td("None yet: the collector publishes every hour.",
+                                                         colSpan=4))]),
+            ], id="integrity-published", className="table"),
+        ]),
         html.Section([
             html.H2(f"Findings ({body['total']:,}{', newest ' + str(SHOWN) + ' shown' if body['total'] > SHOWN else ''})"),
             dag.AgGrid(id="integrity-findings", rowData=rows, className="ag-theme-alpine",
