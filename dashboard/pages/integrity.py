@@ -72,7 +72,7 @@ def render():
                 html.Tbody([html.Tr([
                     html.Td(fmt.when(p["as_of"])), html.Td(html.Code(p["sha256"][:16] + "…")),
                     html.Td(html.Code(p["snapshot_sha256"][:16] + "…")),
-                    html.Td(html.A(f"{p['bundle_bytes'] / 1e6:.1f} MB zip",
+                    html.Td(html.A(f"{_size(p['bundle_bytes'])} zip",
                                    href=f"/api/v1/snapshots/{p['snapshot_id']}/bundle") if p["bundle"] else "gone"),
                 ]) for p in published] or [html.Tr(html.Td("None yet: the collector publishes every hour.",
                                                          colSpan=4))]),
@@ -92,6 +92,10 @@ def render():
                        dashGridOptions={"pagination": True, "paginationPageSize": 25, "domLayout": "autoHeight"}),
         ]),
     ])
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{max(n / 1e3, 0.1):.1f} kB"
 
 
 dash.register_page(__name__, path="/integrity", name="Integrity", title="fleetscope · integrity", layout=layout)
