@@ -78,7 +78,8 @@ class Explorer:
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.dsn = dsn
         self.clock = clock  # benchmarks replay a stored fleet at its own time
-        self.cache = SharedCache(cache_dir or default_cache_dir(dsn))
+        self._cache_root = cache_dir or default_cache_dir(dsn)
+        self._cache: SharedCache | None = None
         self._pool_size = pool_size
         self._pool = None
         self._pool_pid = 0
@@ -100,6 +101,22 @@ class Explorer:
         if self._pool is not None and self._pool_pid == os.getpid():
             self._pool.close()
         self._pool = None
+
+    @property
+    def cache(self) -> SharedCache:
+        """The shared cache of this database: a directory per database identity.
+
+        The identity is the database's OID and the time its schema was first
+        created, so a database dropped and created again under the same DSN
+        never sees the values (history points are kept a day) of the old one.
+        """
+        if self._cache is None:
+            with self.pool().connection() as conn:
+                oid, born = conn.execute(
+                    "SELECT (SELECT oid FROM pg_database WHERE datname = current_database()),"
+                    " (SELECT extract(epoch FROM min(applied_at))::bigint FROM schema_migrations)").fetchone()
+            self._cache = SharedCache(Path(self._cache_root) / f"db-{oid}-{born}")
+        return self._cache
 
     def mode(self) -> str:
         if self._mode is None:
