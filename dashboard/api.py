@@ -18,7 +18,7 @@ from flask import Blueprint, Response, current_app, request, send_file
 from fleetscope import methodology, publish
 from fleetscope.snapshot import SNAPSHOT_TICK_S
 
-from dashboard.service import GPUS, NODES, dumps
+from dashboard.service import GPUS, NODES, TELEMETRY_STEP_S, dumps
 from dashboard.tables import BadParameter, TableSpec, as_json, parse_query, select
 
 if TYPE_CHECKING:
@@ -133,22 +133,16 @@ def node(node_id: str) -> Response:
     return _json(detail)
 
 
-@api.get("/nodes/<node_id>/history")
-def node_history(node_id: str) -> Response:
+@api.get("/nodes/<node_id>/<part>")
+def node_part(node_id: str, part: str) -> Response:
+    """A node's hourly rollup (``history``) or its GPU telemetry (``telemetry``)."""
     nid = _node_id(node_id)
     ex = explorer()
-    if nid is None or nid not in ex.tables().node_rows:
-        return error(404, "not_found", f"no node {node_id[:40]!r}")
-    return _json({"node_id": nid, "hours": ex.node_history(nid)})
-
-
-@api.get("/nodes/<node_id>/telemetry")
-def node_telemetry(node_id: str) -> Response:
-    nid = _node_id(node_id)
-    ex = explorer()
-    if nid is None or nid not in ex.tables().node_rows:
-        return error(404, "not_found", f"no node {node_id[:40]!r}")
-    return _json({"node_id": nid, "step_s": 300, "gpus": ex.node_telemetry(nid)})
+    if nid is None or nid not in ex.tables().node_rows or part not in ("history", "telemetry"):
+        return error(404, "not_found", f"no such resource: {request.path[:80]}")
+    if part == "history":
+        return _json({"node_id": nid, "hours": ex.node_history(nid)})
+    return _json({"node_id": nid, "step_s": TELEMETRY_STEP_S, "gpus": ex.node_telemetry(nid)})
 
 
 @api.get("/integrity")

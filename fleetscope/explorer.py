@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from fleetscope import accounting, states
 from fleetscope.rollups import floor_bucket, node_hourly_sql
-from fleetscope.snapshot import fleet_counts, format_time
+from fleetscope.snapshot import OPEN_FINDINGS_SQL, RUNNING_JOBS_SQL, fleet_counts, format_time
 
 if TYPE_CHECKING:
     import psycopg
@@ -28,14 +28,7 @@ if TYPE_CHECKING:
 # the UUID (on any node) or the whole node.
 GPU_CLAIMS_SQL = """
 WITH ns AS MATERIALIZED ({node_state}),
-running AS (
-    SELECT node_id, sum(gpu_count) AS gpus FROM jobs
-     WHERE started_at <= %(at)s AND (ended_at IS NULL OR ended_at > %(at)s)
-     GROUP BY node_id
-), open_findings AS MATERIALIZED (
-    SELECT node_id, gpu_uuid FROM integrity_findings
-     WHERE first_seen <= %(at)s AND (resolved_at IS NULL OR resolved_at > %(at)s)
-), claims AS (
+running AS ({running}), open_findings AS MATERIALIZED ({open_findings}), claims AS (
     SELECT g.node_id, g.gpu_uuid, g.gpu_index, coalesce(g.model, 'unknown') AS model, g.memory_total_bytes,
            g.shared, coalesce(g.checked_at <= %(at)s, false) AS checked,
            coalesce(ns.online AND g.gpu_uuid = ANY(ns.healthy)
@@ -54,7 +47,7 @@ SELECT r.node_id, r.gpu_uuid, r.gpu_index, r.model, r.memory_total_bytes, r.shar
   LEFT JOIN (SELECT DISTINCT gpu_uuid FROM open_findings WHERE gpu_uuid IS NOT NULL) fu USING (gpu_uuid)
   LEFT JOIN (SELECT DISTINCT node_id FROM open_findings WHERE gpu_uuid IS NULL) fn USING (node_id)
  ORDER BY r.node_id, r.gpu_index NULLS LAST, r.gpu_uuid COLLATE "C"
-""".format(node_state=states.NODE_STATE_SQL)
+""".format(node_state=states.NODE_STATE_SQL, running=RUNNING_JOBS_SQL, open_findings=OPEN_FINDINGS_SQL)
 
 # Every node registered by %(at)s with its state inputs. NODE_STATE_SQL gives
 # last_ok only within the grace (that is all "online" needs); for a node that

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from fleetscope import uptime as uptime_mod
+from fleetscope.snapshot import OPEN_FINDINGS_SQL
 
 if TYPE_CHECKING:
     import psycopg
@@ -128,10 +129,7 @@ SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*)
 # open finding names its UUID (on any node) or names the node as a whole;
 # verified when the integrity checks examined it by then and it is not flagged.
 VERIFICATION_SQL = """
-WITH open_findings AS (
-    SELECT node_id, gpu_uuid FROM integrity_findings
-     WHERE first_seen <= %(at)s AND (resolved_at IS NULL OR resolved_at > %(at)s)
-), g AS (
+WITH open_findings AS ({open_findings}), g AS (
     SELECT g.gpu_uuid, g.checked_at <= %(at)s AS checked,
            EXISTS (SELECT 1 FROM open_findings f
                     WHERE f.gpu_uuid = g.gpu_uuid OR (f.gpu_uuid IS NULL AND f.node_id = g.node_id)) AS flagged
@@ -141,7 +139,7 @@ SELECT count(*) FILTER (WHERE checked AND NOT flagged),
        count(*) FILTER (WHERE checked IS NOT TRUE AND NOT flagged),
        count(*) FILTER (WHERE flagged)
   FROM g
-"""
+""".format(open_findings=OPEN_FINDINGS_SQL)
 
 
 def node_reputation(conn: psycopg.Connection, node_id: int, *, at: datetime) -> Reputation | None:

@@ -64,18 +64,22 @@ DETAIL_EXAMPLES = 5
 # of the snapshot's cost at 80,000 GPUs (bench/bench_snapshot.py); the second
 # keeps the exact per-UUID rules where UUIDs or models need them. Property
 # tests hold both to an oracle on random fleets.
+# GPUs hired per node at %(at)s: the running jobs' gpu_count, summed.
+RUNNING_JOBS_SQL = """
+    SELECT node_id, sum(gpu_count) AS gpus FROM jobs
+     WHERE started_at <= %(at)s AND (ended_at IS NULL OR ended_at > %(at)s)
+     GROUP BY node_id
+"""
+# Integrity findings open at %(at)s: what flags a GPU (its UUID) or a whole node (gpu_uuid NULL).
+OPEN_FINDINGS_SQL = """
+    SELECT node_id, gpu_uuid FROM integrity_findings
+     WHERE first_seen <= %(at)s AND (resolved_at IS NULL OR resolved_at > %(at)s)
+"""
 GPU_FIELDS = ("registered", "online", "offline", "hired", "hired_offline", "idle",
               "verified", "unverified", "flagged")
 COUNTS_SQL = """
 WITH ns AS MATERIALIZED ({node_state}),
-running AS (
-    SELECT node_id, sum(gpu_count) AS gpus FROM jobs
-     WHERE started_at <= %(at)s AND (ended_at IS NULL OR ended_at > %(at)s)
-     GROUP BY node_id
-), open_findings AS MATERIALIZED (
-    SELECT node_id, gpu_uuid FROM integrity_findings
-     WHERE first_seen <= %(at)s AND (resolved_at IS NULL OR resolved_at > %(at)s)
-), shape AS MATERIALIZED (
+running AS ({running}), open_findings AS MATERIALIZED ({open_findings}), shape AS MATERIALIZED (
     SELECT node_id, count(*) AS n, count(*) FILTER (WHERE checked_at <= %(at)s) AS checked,
            min(coalesce(model, 'unknown') COLLATE "C") AS model,
            min(coalesce(model, 'unknown') COLLATE "C") = max(coalesce(model, 'unknown') COLLATE "C")
@@ -149,7 +153,7 @@ UNION ALL
 SELECT 'nodes', NULL, count(*), count(*) FILTER (WHERE online), count(*) FILTER (WHERE NOT online),
        NULL, NULL, NULL, NULL, NULL, NULL
   FROM ns
-""".format(node_state=states.NODE_STATE_SQL)
+""".format(node_state=states.NODE_STATE_SQL, running=RUNNING_JOBS_SQL, open_findings=OPEN_FINDINGS_SQL)
 
 FINDINGS_SQL = """
 SELECT kind, count(*) FROM integrity_findings
