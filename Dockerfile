@@ -20,7 +20,7 @@ RUN pip install --no-cache-dir . && rm -rf /src
 # Not root; the spool (the collector's writer keeps data here while the
 # database is away) is a volume owned by this user.
 RUN useradd --system --no-create-home --uid 10001 fleetscope \
-    && mkdir -p /var/lib/fleetscope/spool \
+    && mkdir -p /var/lib/fleetscope/spool /var/lib/fleetscope/bundles \
     && chown -R fleetscope /var/lib/fleetscope
 USER fleetscope
 WORKDIR /
