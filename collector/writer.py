@@ -4,8 +4,10 @@ The scraper and the push receiver commit ``Batch``es through an appender into
 a bounded ``asyncio.Queue`` (backpressure: a full queue makes ``commit`` wait,
 and after COMMIT_TIMEOUT_S raise ``StorageBusy``, which the push receiver turns
 into a 503). One task drains the queue into *write groups* — everything that
-arrived in up to FLUSH_INTERVAL_S, at most MAX_GROUP_BATCHES batches — and
-writes each group in one transaction: observations and GPU samples with
+arrived in up to FLUSH_INTERVAL_S (less when the database is idle and
+EARLY_FLUSH_BATCHES have come), at most MAX_GROUP_BATCHES batches — and
+writes each group in one transaction, the next group gathering and being built
+while the previous one is written: observations and GPU samples with
 binary COPY, identity upserts and GPU-set changes, the collector's heartbeat,
 and the group's id in ``ingest_batches``. (Nodes' alert bookkeeping,
 ``nodes.last_ok_at``, is not kept per batch: an alert loop reads the
@@ -31,6 +33,7 @@ import logging
 import os
 import time
 from datetime import datetime, timedelta, timezone
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +52,11 @@ log = logging.getLogger("fleetscope.writer")
 QUEUE_BATCHES = 20_000          # ~ 1.3 intervals of 10,000 nodes at 15 s
 MAX_GROUP_BATCHES = 2_000       # ~ 16,000 GPU sample rows: one COPY of a few ms
 FLUSH_INTERVAL_S = 0.25         # how long a batch may wait for company
+# ... unless the database is idle and the group already holds this many: a
+# burst's tail is then written at once instead of waiting out the interval,
+# while a steady trickle still gathers into few transactions (each costs a
+# commit, the heartbeat and the de-dup row).
+EARLY_FLUSH_BATCHES = 250
 # The heartbeat: a group (empty if need be) is written at least this often, and
 # a gap of more than HEARTBEAT_GAP_S between beats starts a new observing
 # period. Nodes' intervals are >= 5 s, so every slot of every node holds a beat
@@ -108,6 +116,10 @@ ON CONFLICT (node_id, since) DO NOTHING
 """
 
 
+_UUID = itemgetter(0)  # of a GpuSample: gpu_uuid
+_UUID_AND_INDEX = itemgetter(0, 1)  # gpu_uuid, gpu_index
+
+
 class StorageBusy(Exception):
     """The writer's queue stayed full: the caller should answer 503 and let the sender retry."""
 
@@ -131,7 +143,8 @@ class Writer:
                  registry: CollectorRegistry | None = None, queue_batches: int = QUEUE_BATCHES,
                  max_group_batches: int = MAX_GROUP_BATCHES, flush_interval_s: float = FLUSH_INTERVAL_S,
                  heartbeat_s: float = HEARTBEAT_S, spool_max_bytes: int = SPOOL_MAX_BYTES,
-                 commit_timeout_s: float = COMMIT_TIMEOUT_S) -> None:
+                 commit_timeout_s: float = COMMIT_TIMEOUT_S,
+                 early_flush_batches: int = EARLY_FLUSH_BATCHES) -> None:
         self.dsn = dsn
         self.collector_id = collector_id
         self.mode = mode
@@ -139,6 +152,7 @@ class Writer:
         self.queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=queue_batches)
         self.max_group_batches = max_group_batches
         self.flush_interval_s = flush_interval_s
+        self.early_flush_batches = early_flush_batches
         self.heartbeat_s = heartbeat_s
         self.commit_timeout_s = commit_timeout_s
         self._boot = f"{collector_id}:{time.time_ns()}"
@@ -151,10 +165,12 @@ class Writer:
         self._retry_at = 0.0
         self._retry_delay = RETRY_MIN_S
         self._task: asyncio.Task | None = None
+        self._writing: asyncio.Task | None = None  # the group being written while the next one gathers
         self._closing = False
         self._identities: dict[int, tuple[tuple, float]] = {}  # node -> (its last identities, when written)
         # node -> ((healthy, lost), when): the last set this process wrote or read.
         self._sets: dict[int, tuple[tuple[tuple[str, ...], tuple[str, ...]], float]] | None = None
+        self._generation = 0  # counts _forget calls: a group built before one is built again
         self._period_start: datetime | None = None
         self._last_beat: datetime | None = None
         self._register_metrics(registry or CollectorRegistry())
@@ -189,13 +205,35 @@ class Writer:
     # -- the task ------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
-            batches = await self._collect()
-            if self._closing and not batches and self.queue.empty():
-                # A last heartbeat so the observing period ends where we stopped.
-                await self._submit(self._build_group([]))
-                break
-            await self._submit(self._build_group(batches))
+        # While one group is written (in a worker thread), the next is
+        # collected and built on the event loop: building costs ~15 % of a
+        # group's write, and in series it was idle time for the database
+        # (bench/bench_writer.py). Groups are still submitted one at a time,
+        # in order.
+        try:
+            while True:
+                batches = await self._collect()
+                last = self._closing and not batches and self.queue.empty()
+                # (last: a final heartbeat, so the observing period ends where we stopped.)
+                generation = self._generation
+                group = self._build_group(batches)
+                if self._writing is not None:
+                    await self._writing
+                    self._writing = None
+                    if self._generation != generation:
+                        # The previous group was refused and its nodes' caches
+                        # forgotten after this one was built: build it again,
+                        # so it carries the identities and sets it relied on.
+                        self._forget(group)
+                        group = self._build_group(batches)
+                if last:
+                    await self._submit(group)
+                    break
+                self._writing = asyncio.create_task(self._submit(group))
+        finally:
+            if self._writing is not None:
+                await self._writing
+                self._writing = None
 
     async def _collect(self) -> list[Batch]:
         """Wait for the first batch (at most a heartbeat), then gather for up to the flush interval."""
@@ -215,10 +253,26 @@ class Writer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            try:
-                batches.append(await asyncio.wait_for(self.queue.get(), timeout=remaining))
-            except (asyncio.TimeoutError, TimeoutError):
+            writing = self._writing
+            idle = writing is None or writing.done()
+            if idle and len(batches) >= self.early_flush_batches:
                 break
+            if idle or len(batches) < self.early_flush_batches:
+                try:
+                    batches.append(await asyncio.wait_for(self.queue.get(), timeout=remaining))
+                except (asyncio.TimeoutError, TimeoutError):
+                    break
+                continue
+            # Enough for an early flush: wait for the next batch or for the
+            # database to become idle, whichever comes first.
+            getter = asyncio.ensure_future(self.queue.get())
+            await asyncio.wait((getter, writing), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                batches.append(getter.result())
+            else:
+                getter.cancel()  # a cancelled get() leaves its item in the queue
+                if not writing.done():
+                    break  # the deadline
         return batches
 
     # -- building a group -----------------------------------------------------------
@@ -239,7 +293,7 @@ class Writer:
             if not b.ok or b.payload is None:
                 continue
             head = (t, b.node_id)
-            samples.extend(head + s for s in b.payload.samples)
+            samples.extend(map(head.__add__, b.payload.samples))  # head + sample, without a Python frame per row
             self._identity_rows(b, t, mono, identities)
             self._set_row(b, t, sets)
         return {
@@ -253,7 +307,7 @@ class Writer:
         # C-level comparison of the whole (identities, GPU indexes) pair with
         # the node's last one skips the per-GPU work (measured: 18 -> ~2 us a
         # batch, bench/bench_writer.py).
-        shape = (tuple(b.payload.identities), tuple((s.gpu_uuid, s.gpu_index) for s in b.payload.samples))
+        shape = (tuple(b.payload.identities), tuple(map(_UUID_AND_INDEX, b.payload.samples)))
         cached = self._identities.get(b.node_id)
         if cached is not None and cached[0] == shape and mono - cached[1] < IDENTITY_REFRESH_S:
             return
@@ -267,7 +321,10 @@ class Writer:
                         *(ident[1:] if ident else (None,) * 14)))
 
     def _set_row(self, b: Batch, t: datetime, out: list) -> None:
-        current = (tuple(sorted(b.healthy_gpus)), tuple(b.lost_gpus))
+        if b.payload.lost:
+            current = (tuple(sorted(b.healthy_gpus)), tuple(b.lost_gpus))
+        else:  # the usual case, in C: every GPU healthy (the parser flags a sample lost with its UUID in `lost`)
+            current = (tuple(sorted(map(_UUID, b.payload.samples))), ())
         if self._sets is not None:
             mono = time.monotonic()
             cached = self._sets.get(b.node_id)
@@ -310,6 +367,7 @@ class Writer:
 
     def _forget(self, group: dict[str, Any]) -> None:
         """Drop the caches' view of a group that was not written: its nodes' sets and identities are offered again."""
+        self._generation += 1
         nodes = {row[1] for row in group["obs"]}
         for node in nodes:
             self._identities.pop(node, None)
@@ -400,7 +458,11 @@ class Writer:
 
     def _write_sync(self, conn: psycopg.Connection, group: dict[str, Any]) -> bool:
         with conn.transaction():
-            if conn.execute("SELECT 1 FROM ingest_batches WHERE batch_id = %s", (group["id"],)).fetchone():
+            # The group's id first: one round trip both checks and records it
+            # (a concurrent writer of the same id waits on its row lock).
+            rows = len(group["obs"]) + len(group["samples"])
+            if conn.execute("INSERT INTO ingest_batches (batch_id, rows) VALUES (%s, %s)"
+                            " ON CONFLICT (batch_id) DO NOTHING RETURNING 1", (group["id"], rows)).fetchone() is None:
                 return False
             cur = conn.cursor()
             if group["obs"]:
@@ -437,8 +499,6 @@ class Writer:
                 " ON CONFLICT (collector_id, started_at)"
                 " DO UPDATE SET last_beat_at = greatest(observing_periods.last_beat_at, EXCLUDED.last_beat_at)",
                 (self.collector_id, *group["beat"]))
-            rows = len(group["obs"]) + len(group["samples"])
-            conn.execute("INSERT INTO ingest_batches (batch_id, rows) VALUES (%s, %s)", (group["id"], rows))
         return True
 
     # -- metrics --------------------------------------------------------------------
