@@ -20,8 +20,11 @@ a short error), appended and committed by the task that made the attempt.
   late: its slots are skipped and counted (``..._slots_missed_total``), and the
   target resumes at its own offset, so a stall never turns into a burst of
   catch-up scrapes.
-- One shared aiohttp ``ClientSession`` with keep-alive, opened and closed with
-  the scraper; the per-target timeout is shorter than the interval.
+- Each target keeps one connection for collector/fetch.py's small GET client
+  (a quarter of aiohttp's CPU per scrape); https, credentials in the URL and
+  redirects go through one shared aiohttp ``ClientSession`` with keep-alive,
+  opened and closed with the scraper. The per-target timeout is shorter than
+  the interval.
 
 ``Scraper`` is an async context manager, started and stopped by the
 collector app's ``cleanup_ctx``.
@@ -35,6 +38,7 @@ import heapq
 import logging
 import math
 import resource
+import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -44,6 +48,7 @@ import aiohttp
 import psycopg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from collector import fetch
 from collector.ingest import Batch
 from collector.parse import (
     DEFAULT_MAX_LABEL_LEN,
@@ -196,6 +201,9 @@ class Target:
     cache: SeriesCache
     generation: int       # bumped when the schedule changes; stale heap entries are dropped
     busy: bool = False    # an attempt is in flight (or waiting to commit)
+    # Its kept-alive connection for collector/fetch.py's GET; None: aiohttp
+    # (https, credentials in the URL, or after a redirect).
+    conn: fetch.Connection | None = None
 
 
 class Scraper:
@@ -256,6 +264,8 @@ class Scraper:
         self._inflight: set[asyncio.Task] = set()
         self._wake: asyncio.Future | None = None
         self._loaded = False
+        self._headers = {"Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING,
+                         "User-Agent": f"{USER_AGENT}/{self.collector_id}"}
         self._init_metrics()
 
     def _init_metrics(self) -> None:
@@ -297,8 +307,7 @@ class Scraper:
                                          ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
             connector=connector,
-            headers={"Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING,
-                     "User-Agent": f"{USER_AGENT}/{self.collector_id}"},
+            headers=self._headers,
             # Per-request timeouts are set per target; this is a backstop.
             timeout=aiohttp.ClientTimeout(total=self.timeout_s),
             cookie_jar=aiohttp.DummyCookieJar(),
@@ -323,6 +332,9 @@ class Scraper:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        for target in self._targets.values():
+            if target.conn is not None:
+                target.conn.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -393,14 +405,20 @@ class Scraper:
             if target is None:
                 target = Target(node_id=node_id, url=url, interval_s=interval_s, period_s=period,
                                 offset=offset, timeout=timeout, cache=SeriesCache(),
-                                generation=self._generation)
+                                generation=self._generation, conn=self._connection(url))
             else:  # changed in place, so an attempt in flight still clears `busy`
                 if target.url != url:
                     target.cache = SeriesCache()
+                    if target.conn is not None:
+                        target.conn.close()
+                    target.conn = self._connection(url)
                 target.url, target.interval_s, target.period_s = url, interval_s, period
                 target.offset, target.timeout, target.generation = offset, timeout, self._generation
             new[node_id] = target
             heapq.heappush(self._heap, (next_due(now, target.offset, period), node_id, target.generation))
+        for node_id, target in old.items():
+            if node_id not in new and target.conn is not None and not target.busy:
+                target.conn.close()  # (one in use is closed by its attempt: see attempt)
         self._targets = new
         self._m_targets.set(len(new))
         self._loaded = True
@@ -410,6 +428,11 @@ class Scraper:
             self._heap = [e for e in self._heap if (t := new.get(e[1])) is not None and t.generation == e[2]]
             heapq.heapify(self._heap)
         self._poke()
+
+    def _connection(self, url: str) -> fetch.Connection | None:
+        if not fetch.supported(url):
+            return None
+        return fetch.Connection(fetch.Request(url, self._headers))
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -517,17 +540,44 @@ class Scraper:
         result = "ok"
         body = b""
         content_type: str | None = None
+        too_large = f"too large: over {self.max_body_bytes} bytes"
         try:
-            async with session.get(target.url, timeout=target.timeout) as resp:
-                if resp.status != 200:
+            conn = target.conn
+            if conn is not None:
+                async with asyncio.timeout(target.timeout.total):
+                    resp = await conn.get(max_bytes=self.max_body_bytes)
+                if self._targets.get(target.node_id) is not target or target.conn is not conn:
+                    conn.close()  # the target was removed or its URL changed meanwhile
+                if resp.status in fetch.REDIRECTS:
+                    # Redirects are aiohttp's to follow, for this target from now on.
+                    conn.close()
+                    target.conn = conn = None
+                elif resp.status != 200:
                     error, result = f"http {resp.status}", "http"
                 else:
-                    content_type = resp.headers.get("Content-Type")
-                    body = await _read_body(resp, self.max_body_bytes)
-                    if body is None:
-                        error, result = f"too large: over {self.max_body_bytes} bytes", "error"
+                    content_type = resp.headers.get("content-type")
+                    body = resp.body
+            if conn is None:
+                async with session.get(target.url, timeout=target.timeout) as resp:
+                    if resp.status != 200:
+                        error, result = f"http {resp.status}", "http"
+                    else:
+                        content_type = resp.headers.get("Content-Type")
+                        body = await _read_body(resp, self.max_body_bytes)
+                        if body is None:
+                            error, result = too_large, "error"
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
             error, result = "timeout", "timeout"
+        except fetch.TooLarge:
+            error, result = too_large, "error"
+        except fetch.Disconnected:
+            error, result = "server disconnected", "error"
+        except fetch.BadResponse as err:
+            error, result = _short(f"bad response: {err}"), "error"
+        except ConnectionRefusedError:  # (aiohttp wraps its own in ClientConnectorError, below)
+            error, result = "connection refused", "error"
+        except socket.gaierror as err:
+            error, result = _short(f"dns: {err.strerror or err}"), "error"
         except aiohttp.ClientConnectorError as err:
             error, result = _connect_error(err), "error"
         except aiohttp.ServerDisconnectedError:

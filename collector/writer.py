@@ -29,6 +29,7 @@ been written.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -105,15 +106,32 @@ ON CONFLICT (node_id, gpu_uuid) DO UPDATE SET
 
 # A set is a row only when it differs from the node's latest set before it
 # (another replica, or this process before a restart, may have written it).
-INSERT_SET_SQL = """
+# One statement for a group's sets, passed as one JSON array: a statement per
+# set cost ~6 % of the scraper's CPU in psycopg's parameter dumping
+# (py-spy at 400 scrapes/s, docs/benchmarks-scrape.md). The statement does not
+# see its own rows, so the writer leaves out a set equal to the one before it
+# for the same node in the same group (_sets_json).
+INSERT_SETS_SQL = """
 INSERT INTO node_gpu_sets (node_id, since, healthy, lost)
-SELECT %(node)s, %(since)s, %(healthy)s, %(lost)s
+SELECT x.node, x.since, x.healthy, x.lost
+  FROM jsonb_to_recordset(%s::jsonb) AS x(node bigint, since timestamptz, healthy text[], lost text[])
  WHERE NOT EXISTS (
-       SELECT 1 FROM (SELECT healthy, lost FROM node_gpu_sets
-                       WHERE node_id = %(node)s AND since <= %(since)s ORDER BY since DESC LIMIT 1) latest
-        WHERE latest.healthy = %(healthy)s::text[] AND latest.lost = %(lost)s::text[])
+       SELECT 1 FROM (SELECT s.healthy, s.lost FROM node_gpu_sets s
+                       WHERE s.node_id = x.node AND s.since <= x.since ORDER BY s.since DESC LIMIT 1) latest
+        WHERE latest.healthy = x.healthy AND latest.lost = x.lost)
 ON CONFLICT (node_id, since) DO NOTHING
 """
+
+
+def _sets_json(sets: list[tuple]) -> str:
+    """A group's set rows (node, since, healthy, lost) as the JSON INSERT_SETS_SQL reads."""
+    rows, last = [], {}
+    for node, since, healthy, lost in sets:
+        if last.get(node) == (healthy, lost):
+            continue  # equal to this node's previous set in the group: the statement would not see it
+        last[node] = (healthy, lost)
+        rows.append({"node": node, "since": since.isoformat(), "healthy": healthy, "lost": lost})
+    return json.dumps(rows)
 
 
 _UUID = itemgetter(0)  # of a GpuSample: gpu_uuid
@@ -488,8 +506,7 @@ class Writer:
                 ids = list(merged.values())
                 conn.execute(UPSERT_IDENTITY_SQL, [list(column) for column in zip(*ids)])
             if group["sets"]:
-                cur.executemany(INSERT_SET_SQL, [{"node": n, "since": t, "healthy": healthy, "lost": lost}
-                                                 for n, t, healthy, lost in group["sets"]])
+                conn.execute(INSERT_SETS_SQL, (_sets_json(group["sets"]),))
             if group["obs"]:
                 # Late rows (a spool replay) below the rollup's watermark mark
                 # it for recomputation; a no-op for rows above it.
