@@ -368,18 +368,47 @@ class Writer:
                 self._lost_connection(err)
                 self._spool_group(group)
             except psycopg.Error as err:
-                # Not an outage: the data itself is refused. Keep it on disk, aside.
+                # Not an outage: the data itself is refused. On disk first,
+                # then node by node, so only the refused nodes' rows stay aside.
                 log.error("database refused write group %s: %s", group["id"], err)
                 self.spool.append(to_spool(group))
-                self._reject_head(group, str(err))
+                await self._salvage_head(group, str(err))
         except Exception:  # noqa: BLE001 - the writer must outlive any one group (a full disk, a bug)
             log.exception("writer could not write or spool group %s", group["id"])
             self._m_groups.labels("lost").inc()
             self._forget(group)
 
-    def _reject_head(self, group: dict[str, Any], error: str) -> None:
+    async def _salvage_head(self, group: dict[str, Any], error: str) -> bool:
+        """Write the refused group at the spool's head one node at a time.
+
+        Each node's part is its own transaction with its own id
+        (``<group id>/<node>``), so a part written once is skipped if this
+        runs again. Parts the database refuses are kept in ``rejected/``;
+        the head leaves the spool once every part is written or kept. False
+        when the database went away meanwhile: the head stays, and its replay
+        skips the parts already written.
+        """
         path, _ = self.spool.head()
-        self.spool.reject(path, error)
+        parts = split_by_node(group)
+        if len(parts) < 2:
+            self.spool.reject(path, error)
+            self._rejected(group)
+            return True
+        for part in parts:
+            try:
+                await self._write(part)
+            except psycopg.OperationalError as err:
+                self._lost_connection(err)
+                return False
+            except psycopg.Error as err:
+                log.error("database refused node %s of group %s: %s", part["obs"][0][1], group["id"], err)
+                self.spool.keep_rejected(to_spool(part), str(err))
+                self._rejected(part)
+        self.spool.remove(path)
+        self._m_groups.labels("split").inc()
+        return True
+
+    def _rejected(self, group: dict[str, Any]) -> None:
         self._m_groups.labels("rejected").inc()
         self._forget(group)
 
@@ -418,7 +447,8 @@ class Writer:
                 return
             except psycopg.Error as err:
                 log.error("database refused spooled group %s: %s", group["id"], err)
-                self._reject_head(group, str(err))
+                if not await self._salvage_head(group, str(err)):
+                    return
                 continue
             self.spool.remove(path)
             self._m_groups.labels("replayed").inc()
@@ -532,7 +562,8 @@ class Writer:
         self._m_rows = Counter("fleetscope_writer_rows_written", "Rows written, by table", ["table"],
                                registry=registry)
         self._m_groups = Counter("fleetscope_writer_groups", "Write groups by outcome: written, spooled, replayed,"
-                                 " duplicate (already written, skipped), rejected (kept in spool/rejected),"
+                                 " duplicate (already written, skipped), split (refused whole, then written node by node),"
+                                 " rejected (a group, or one node's part of a split group, kept in spool/rejected),"
                                  " lost (could be neither written nor spooled: see the log)",
                                  ["result"], registry=registry)
         self._m_flush = Histogram("fleetscope_writer_flush_seconds", "Time to write one group",
@@ -550,6 +581,21 @@ def _close_quietly(conn: psycopg.Connection) -> None:
 
 # Which fields of a group hold times, by position, for the spool's JSON.
 _TIMED = {"obs": (0,), "samples": (0,), "ids": (1, 2), "sets": (1,)}
+
+
+def split_by_node(group: dict[str, Any]) -> list[dict[str, Any]]:
+    """A group's rows as one group per node (in the order of their first observation), ids ``<id>/<node>``."""
+    parts: dict[int, dict[str, Any]] = {}
+    for row in group["obs"]:
+        node = row[1]
+        if node not in parts:
+            parts[node] = {"id": f"{group['id']}/{node}", "obs": [], "samples": [], "ids": [], "sets": [],
+                           "beat": group["beat"]}
+        parts[node]["obs"].append(row)
+    for key, at in (("samples", 1), ("ids", 0), ("sets", 0)):
+        for row in group[key]:
+            parts[row[at]][key].append(row)
+    return list(parts.values())
 
 
 def to_spool(group: dict[str, Any]) -> dict[str, Any]:
