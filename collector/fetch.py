@@ -1,21 +1,20 @@
-"""A small HTTP/1.1 GET client for scrapes: one kept-alive connection per target.
+"""A small HTTP/1.1 GET client for scrapes, with kept-alive connections.
 
-aiohttp's client spent about half of the scraper's CPU per scrape here (its
-request machinery: URL and header objects, tracing hooks, cookie handling,
-the stream reader; py-spy at 400 scrapes/s, docs/benchmarks-scrape.md).
-A scrape needs much less: the same GET on the same connection every
-interval. So, as Prometheus keeps one connection per target, a target here
-keeps one ``Connection``: the request bytes are built once, and the response
-is read by an ``asyncio.Protocol`` that splits the head with one ``find`` and
-the body by Content-Length or chunks. Bodies in gzip are inflated with a bound
-(a bomb stops at ``max_bytes``; the compressed body is bounded by the same
-limit).
+aiohttp's client cost about 0.17 CPU-s per 1,000 fetches of the simulator's
+8-GPU payload here, this one 0.075 (docs/benchmarks-scrape.md): aiohttp
+builds URL, header, tracing, cookie and stream objects per request, where a
+scrape sends the same GET every interval. So a target keeps its ``Request``
+(the bytes, built once) and takes a kept-alive connection from a ``Pool`` by
+host and port; the response is read by an ``asyncio.Protocol`` that splits the
+head with one ``find`` and the body by Content-Length, chunks or the close.
+Bodies in gzip are inflated with a bound (a bomb stops at ``max_bytes``; the
+compressed body is bounded by the same limit).
 
 Only plain ``http://`` URLs without credentials take this path
 (:func:`supported`); the scraper sends anything else, and any redirect, through
-aiohttp. Errors are the same exceptions aiohttp's path meets
-(``ConnectionRefusedError`` and other ``OSError``s on connect, ``TimeoutError``)
-plus :class:`Disconnected` and :class:`BadResponse`.
+aiohttp. Errors are the exceptions aiohttp's path meets on connect
+(``ConnectionRefusedError`` and other ``OSError``s), plus :class:`Disconnected`,
+:class:`BadResponse` and :class:`TooLarge`; the caller bounds the time.
 """
 
 from __future__ import annotations
@@ -94,6 +93,24 @@ class _Protocol(asyncio.Protocol):
         self.chunks: list[bytes] = []
         self.chunked_size = 0
         self.keep_alive = True
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    async def roundtrip(self, data: bytes, max_bytes: int) -> Response:
+        """Write one request and wait for its whole response."""
+        assert self.transport is not None and self.waiter is None
+        self._reset()
+        self.max_bytes = max_bytes
+        self.buf.clear()  # bytes nobody asked for: a misbehaving server
+        self.waiter = waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(data)
+        try:
+            return await waiter
+        finally:
+            self.waiter = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -218,44 +235,76 @@ class _Protocol(asyncio.Protocol):
             waiter.set_result(result)
 
 
-class Connection:
-    """One target's kept-alive connection; ``get`` one response at a time."""
+class Pool:
+    """Kept-alive connections by (host, port), reused by every target there, as aiohttp's connector does.
 
-    __slots__ = ("request", "_transport", "_protocol")
+    At most ``max_idle`` idle connections are kept in all (each is a file
+    descriptor; the open-files limit bounds them): past that, a connection is
+    closed after its response and the next scrape of that host connects
+    anew. ``get`` is safe to call from many tasks at once.
+    """
 
-    def __init__(self, request: Request) -> None:
-        self.request = request
-        self._transport: asyncio.Transport | None = None
-        self._protocol: _Protocol | None = None
+    def __init__(self, *, max_idle: int) -> None:
+        self.max_idle = max_idle
+        self._idle: dict[tuple[str, int], list[_Protocol]] = {}
+        self._count = 0
+
+    @property
+    def idle(self) -> int:
+        return self._count
 
     def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-        self._transport = self._protocol = None
+        for protocols in self._idle.values():
+            for protocol in protocols:
+                protocol.close()
+        self._idle.clear()
+        self._count = 0
 
-    async def get(self, *, max_bytes: int) -> Response:
-        """Send the GET and return the response, its body inflated if gzip'd.
+    def _take(self, key: tuple[str, int]) -> _Protocol | None:
+        idle = self._idle.get(key)
+        while idle:
+            protocol = idle.pop()
+            self._count -= 1
+            if not protocol.closed:
+                return protocol
+        return None
+
+    def _give_back(self, key: tuple[str, int], protocol: _Protocol) -> None:
+        if protocol.closed or self._count >= self.max_idle:
+            protocol.close()
+            return
+        self._idle.setdefault(key, []).append(protocol)
+        self._count += 1
+
+    async def get(self, request: Request, *, max_bytes: int) -> Response:
+        """Send ``request``'s GET and return the response, its body inflated if gzip'd.
 
         Raises OSError (connect), Disconnected, BadResponse or TooLarge; the
-        caller bounds the time (asyncio.timeout) and, on any error, the
-        connection is closed so the next get starts afresh.
+        caller bounds the time (asyncio.timeout). A connection that failed,
+        or was cancelled mid-response, is closed, never reused.
         """
+        key = (request.host, request.port)
+        protocol = self._take(key)
+        reused = protocol is not None
         try:
-            reused = self._protocol is not None and not self._protocol.closed
             try:
-                response = await self._roundtrip(max_bytes, reused)
+                if protocol is None:
+                    protocol = await _connect(request)
+                response = await protocol.roundtrip(request.data, max_bytes)
             except Disconnected:
                 if not reused:
                     raise
                 # The server dropped the idle connection just as we reused it
                 # (its keep-alive timeout): once more on a new one, as aiohttp does.
-                self.close()
-                response = await self._roundtrip(max_bytes, False)
+                protocol.close()
+                protocol = None
+                protocol = await _connect(request)
+                response = await protocol.roundtrip(request.data, max_bytes)
         except BaseException:
-            self.close()
+            if protocol is not None:
+                protocol.close()
             raise
-        if self._protocol is not None and self._protocol.closed:
-            self.close()
+        self._give_back(key, protocol)
         encoding = response.headers.get("content-encoding", "").strip().lower()
         if encoding in ("gzip", "x-gzip", "deflate"):
             response.body = _inflate(response.body, encoding, max_bytes)
@@ -265,24 +314,11 @@ class Connection:
             raise TooLarge
         return response
 
-    async def _roundtrip(self, max_bytes: int, reused: bool) -> Response:
-        loop = asyncio.get_running_loop()
-        if not reused:
-            self.close()
-            transport, protocol = await loop.create_connection(_Protocol, self.request.host, self.request.port)
-            self._transport, self._protocol = transport, protocol  # type: ignore[assignment]
-        protocol = self._protocol
-        assert protocol is not None and self._transport is not None
-        protocol._reset()
-        protocol.max_bytes = max_bytes
-        protocol.waiter = waiter = loop.create_future()
-        if protocol.buf:
-            protocol.buf.clear()  # bytes nobody asked for: a misbehaving server
-        self._transport.write(self.request.data)
-        try:
-            return await waiter
-        finally:
-            protocol.waiter = None
+
+async def _connect(request: Request) -> _Protocol:
+    loop = asyncio.get_running_loop()
+    _, protocol = await loop.create_connection(_Protocol, request.host, request.port)
+    return protocol  # type: ignore[return-value]
 
 
 def _inflate(body: bytes, encoding: str, max_bytes: int) -> bytes:

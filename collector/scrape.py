@@ -20,9 +20,10 @@ a short error), appended and committed by the task that made the attempt.
   late: its slots are skipped and counted (``..._slots_missed_total``), and the
   target resumes at its own offset, so a stall never turns into a burst of
   catch-up scrapes.
-- Each target keeps one connection for collector/fetch.py's small GET client
-  (a quarter of aiohttp's CPU per scrape); https, credentials in the URL and
-  redirects go through one shared aiohttp ``ClientSession`` with keep-alive,
+- Plain http targets are fetched by collector/fetch.py's small GET client
+  (less than half of aiohttp's CPU per scrape) over kept-alive connections
+  pooled by host and port; https, credentials in the URL and redirects go
+  through one shared aiohttp ``ClientSession`` with keep-alive. Both are
   opened and closed with the scraper. The per-target timeout is shorter than
   the interval.
 
@@ -112,6 +113,11 @@ USER_AGENT = "fleetscope-collector"
 MAX_ERROR_LEN = 200
 # Soft open-files limit asked for at start (see _raise_nofile_limit).
 MAX_NOFILE = 1 << 20
+# Idle kept-alive connections of collector/fetch.py's pool: one per target
+# where the open-files limit allows (a scrape then never waits for a TCP
+# handshake), less NOFILE_RESERVE descriptors for everything else.
+MAX_IDLE_CONNECTIONS = 100_000
+NOFILE_RESERVE = 1024
 
 # Values of the `result` label of fleetscope_collector_scrapes_total.
 RESULTS = ("ok", "timeout", "error", "http", "unparsable")
@@ -201,9 +207,9 @@ class Target:
     cache: SeriesCache
     generation: int       # bumped when the schedule changes; stale heap entries are dropped
     busy: bool = False    # an attempt is in flight (or waiting to commit)
-    # Its kept-alive connection for collector/fetch.py's GET; None: aiohttp
-    # (https, credentials in the URL, or after a redirect).
-    conn: fetch.Connection | None = None
+    # Its GET for collector/fetch.py; None: aiohttp (https, credentials in
+    # the URL, or after a redirect).
+    request: fetch.Request | None = None
 
 
 class Scraper:
@@ -259,6 +265,7 @@ class Scraper:
         self._generation = 0
         self._sem: asyncio.Semaphore | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._fetch: fetch.Pool | None = None
         self._conn: psycopg.AsyncConnection | None = None
         self._tasks: list[asyncio.Task] = []
         self._inflight: set[asyncio.Task] = set()
@@ -301,8 +308,13 @@ class Scraper:
 
     async def start(self) -> None:
         """Open the HTTP session, load the targets once, and start scheduling."""
-        _raise_nofile_limit()
+        nofile = _raise_nofile_limit()
         self._sem = asyncio.Semaphore(self.concurrency)
+        # Idle kept-alive connections, each a file descriptor: what the
+        # open-files limit leaves after the scrapes in flight, aiohttp's own
+        # connections and a reserve for the database and the push receiver.
+        self._fetch = fetch.Pool(max_idle=max(0, min(MAX_IDLE_CONNECTIONS,
+                                                     nofile - 2 * self.concurrency - NOFILE_RESERVE)))
         connector = aiohttp.TCPConnector(limit=self.concurrency, keepalive_timeout=KEEPALIVE_S,
                                          ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
@@ -332,9 +344,9 @@ class Scraper:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        for target in self._targets.values():
-            if target.conn is not None:
-                target.conn.close()
+        if self._fetch is not None:
+            self._fetch.close()
+            self._fetch = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -405,20 +417,15 @@ class Scraper:
             if target is None:
                 target = Target(node_id=node_id, url=url, interval_s=interval_s, period_s=period,
                                 offset=offset, timeout=timeout, cache=SeriesCache(),
-                                generation=self._generation, conn=self._connection(url))
+                                generation=self._generation, request=self._request(url))
             else:  # changed in place, so an attempt in flight still clears `busy`
                 if target.url != url:
                     target.cache = SeriesCache()
-                    if target.conn is not None:
-                        target.conn.close()
-                    target.conn = self._connection(url)
+                    target.request = self._request(url)
                 target.url, target.interval_s, target.period_s = url, interval_s, period
                 target.offset, target.timeout, target.generation = offset, timeout, self._generation
             new[node_id] = target
             heapq.heappush(self._heap, (next_due(now, target.offset, period), node_id, target.generation))
-        for node_id, target in old.items():
-            if node_id not in new and target.conn is not None and not target.busy:
-                target.conn.close()  # (one in use is closed by its attempt: see attempt)
         self._targets = new
         self._m_targets.set(len(new))
         self._loaded = True
@@ -429,10 +436,8 @@ class Scraper:
             heapq.heapify(self._heap)
         self._poke()
 
-    def _connection(self, url: str) -> fetch.Connection | None:
-        if not fetch.supported(url):
-            return None
-        return fetch.Connection(fetch.Request(url, self._headers))
+    def _request(self, url: str) -> fetch.Request | None:
+        return fetch.Request(url, self._headers) if fetch.supported(url) else None
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -542,22 +547,20 @@ class Scraper:
         content_type: str | None = None
         too_large = f"too large: over {self.max_body_bytes} bytes"
         try:
-            conn = target.conn
-            if conn is not None:
+            request = target.request
+            if request is not None:
+                assert self._fetch is not None
                 async with asyncio.timeout(target.timeout.total):
-                    resp = await conn.get(max_bytes=self.max_body_bytes)
-                if self._targets.get(target.node_id) is not target or target.conn is not conn:
-                    conn.close()  # the target was removed or its URL changed meanwhile
-                if resp.status in fetch.REDIRECTS:
+                    fetched = await self._fetch.get(request, max_bytes=self.max_body_bytes)
+                if fetched.status in fetch.REDIRECTS:
                     # Redirects are aiohttp's to follow, for this target from now on.
-                    conn.close()
-                    target.conn = conn = None
-                elif resp.status != 200:
-                    error, result = f"http {resp.status}", "http"
+                    target.request = request = None
+                elif fetched.status != 200:
+                    error, result = f"http {fetched.status}", "http"
                 else:
-                    content_type = resp.headers.get("content-type")
-                    body = resp.body
-            if conn is None:
+                    content_type = fetched.headers.get("content-type")
+                    body = fetched.body
+            if request is None:
                 async with session.get(target.url, timeout=target.timeout) as resp:
                     if resp.status != 200:
                         error, result = f"http {resp.status}", "http"
@@ -650,18 +653,21 @@ def _short(err: object) -> str:
     return text if len(text) <= MAX_ERROR_LEN else text[: MAX_ERROR_LEN - 3] + "..."
 
 
-def _raise_nofile_limit() -> None:
+def _raise_nofile_limit() -> int:
     """Raise the soft open-files limit to the hard one.
 
     Each target keeps its keep-alive connection between scrapes, one socket
     per target, and the usual soft limit (1024) is far below 30,000. Go's
     runtime does the same at start-up since Go 1.19 (golang/go#46279), so
-    Prometheus gets it for free.
+    Prometheus gets it for free. Returns the soft limit in force.
     """
+    soft = 1024
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         want = MAX_NOFILE if hard == resource.RLIM_INFINITY else min(hard, MAX_NOFILE)
         if soft != resource.RLIM_INFINITY and soft < want:
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     except (ValueError, OSError):  # not permitted: keep the soft limit
         pass
+    return MAX_NOFILE if soft == resource.RLIM_INFINITY else soft

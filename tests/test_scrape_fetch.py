@@ -46,8 +46,22 @@ class Scripted:
         finally:
             writer.close()
 
-    def connection(self, path: str = "/metrics") -> fetch.Connection:
-        return fetch.Connection(fetch.Request(f"http://127.0.0.1:{self.port}{path}", {"Accept-Encoding": "gzip"}))
+    def connection(self, path: str = "/metrics") -> Client:
+        return Client(fetch.Request(f"http://127.0.0.1:{self.port}{path}", {"Accept-Encoding": "gzip"}))
+
+
+class Client:
+    """One request and a pool of its own."""
+
+    def __init__(self, request: fetch.Request) -> None:
+        self.request = request
+        self.pool = fetch.Pool(max_idle=4)
+
+    async def get(self, *, max_bytes: int) -> fetch.Response:
+        return await self.pool.get(self.request, max_bytes=max_bytes)
+
+    def close(self) -> None:
+        self.pool.close()
 
 
 def ok(body: bytes, *headers: str) -> bytes:
@@ -135,9 +149,20 @@ async def test_a_refused_connection_raises_connection_refused():
     port = server.sockets[0].getsockname()[1]
     server.close()
     await server.wait_closed()
-    conn = fetch.Connection(fetch.Request(f"http://127.0.0.1:{port}/metrics", {}))
     with pytest.raises(ConnectionRefusedError):
-        await conn.get(max_bytes=1000)
+        await Client(fetch.Request(f"http://127.0.0.1:{port}/metrics", {})).get(max_bytes=1000)
+
+
+async def test_the_pool_keeps_at_most_max_idle_connections():
+    async with Scripted([ok(BODY)] * 6) as server:
+        pool = fetch.Pool(max_idle=2)
+        requests = [fetch.Request(f"http://127.0.0.1:{server.port}/metrics/{i}", {}) for i in range(3)]
+        for _ in range(2):
+            responses = await asyncio.gather(*(pool.get(r, max_bytes=1 << 20) for r in requests))
+            assert [r.body for r in responses] == [BODY] * 3
+            assert pool.idle == 2
+        pool.close()
+    assert server.connections == 4  # three at first; one closed for the bound, so one new in the second round
 
 
 def test_only_plain_http_urls_without_credentials_are_supported():
@@ -184,8 +209,8 @@ async def test_the_scraper_follows_a_redirect_through_aiohttp_and_reads_gzip_thr
             async with Scraper(dsn, memory, collector_id="test", registry=CollectorRegistry(), time_scale=0.1,
                                refresh_s=3600) as scraper:
                 await asyncio.sleep(1.6)
-                assert scraper.targets[direct].conn is not None
-                assert scraper.targets[moved_id].conn is None  # aiohttp's from the first redirect on
+                assert scraper.targets[direct].request is not None
+                assert scraper.targets[moved_id].request is None  # aiohttp's from the first redirect on
         finally:
             await runner.cleanup()
     by_node = {n: [b for b in memory.committed if b.node_id == n] for n in (direct, moved_id)}
