@@ -524,28 +524,33 @@ class Writer:
                     copy.set_types(SAMPLE_TYPES)
                     for row in group["samples"]:
                         copy.write_row(row)
-            if group["ids"]:
-                # One statement may not touch a row twice: a GPU reported twice
-                # in a group keeps its latest identity and its earliest first_seen
-                # (the GPU-set rule checks first_seen <= the set's time).
-                merged: dict[tuple, tuple] = {}
-                for row in group["ids"]:
-                    key = (row[0], row[3])
-                    first = merged[key][1] if key in merged else row[1]
-                    merged[key] = (row[0], min(first, row[1]), *row[2:])
-                ids = list(merged.values())
-                conn.execute(UPSERT_IDENTITY_SQL, [list(column) for column in zip(*ids)])
-            if group["sets"]:
-                conn.execute(INSERT_SETS_SQL, (_sets_json(group["sets"]),))
-            if group["obs"]:
-                # Late rows (a spool replay) below the rollup's watermark mark
-                # it for recomputation; a no-op for rows above it.
-                rollups.invalidate(conn, min(o[0] for o in group["obs"]), mode=self.mode)
-            conn.execute(
-                "INSERT INTO observing_periods (collector_id, started_at, last_beat_at) VALUES (%s, %s, %s)"
-                " ON CONFLICT (collector_id, started_at)"
-                " DO UPDATE SET last_beat_at = greatest(observing_periods.last_beat_at, EXCLUDED.last_beat_at)",
-                (self.collector_id, *group["beat"]))
+            # The statements after the COPYs go in one round trip (psycopg's
+            # pipeline mode; COPY itself cannot be pipelined): each round trip
+            # from this worker thread also waits for the GIL while the event
+            # loop parses, up to sys.getswitchinterval() (5 ms) each.
+            with conn.pipeline():
+                if group["ids"]:
+                    # One statement may not touch a row twice: a GPU reported twice
+                    # in a group keeps its latest identity and its earliest first_seen
+                    # (the GPU-set rule checks first_seen <= the set's time).
+                    merged: dict[tuple, tuple] = {}
+                    for row in group["ids"]:
+                        key = (row[0], row[3])
+                        first = merged[key][1] if key in merged else row[1]
+                        merged[key] = (row[0], min(first, row[1]), *row[2:])
+                    ids = list(merged.values())
+                    conn.execute(UPSERT_IDENTITY_SQL, [list(column) for column in zip(*ids)])
+                if group["sets"]:
+                    conn.execute(INSERT_SETS_SQL, (_sets_json(group["sets"]),))
+                if group["obs"]:
+                    # Late rows (a spool replay) below the rollup's watermark mark
+                    # it for recomputation; a no-op for rows above it.
+                    rollups.invalidate(conn, min(o[0] for o in group["obs"]), mode=self.mode)
+                conn.execute(
+                    "INSERT INTO observing_periods (collector_id, started_at, last_beat_at) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (collector_id, started_at)"
+                    " DO UPDATE SET last_beat_at = greatest(observing_periods.last_beat_at, EXCLUDED.last_beat_at)",
+                    (self.collector_id, *group["beat"]))
         return True
 
     # -- metrics --------------------------------------------------------------------
