@@ -121,7 +121,7 @@ def main() -> None:
     for name, values in results.items():
         print(f"{name}: CPU-s per 1,000 fetches, median {statistics.median(values):.3f} "
               f"(rounds: {', '.join(f'{v:.3f}' for v in values)})")
-    ratio = statistics.median(f / a for f, a in zip(results["fetch"], results["aiohttp"]))
+    ratio = statistics.median(f / a for f, a in zip(results["fetch"], results["aiohttp"], strict=True))
     print(f"fetch / aiohttp, median of per-round ratios: {ratio:.2f}")
 
 

@@ -20,6 +20,7 @@ aiohttp. Errors are the exceptions aiohttp's path meets on connect
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
 from urllib.parse import urlsplit
 
@@ -83,6 +84,7 @@ class _Protocol(asyncio.Protocol):
         self.waiter: asyncio.Future | None = None
         self.closed = False
         self.max_bytes = 0
+        self.idle_since = 0.0
         self._reset()
 
     def _reset(self) -> None:
@@ -244,8 +246,9 @@ class Pool:
     anew. ``get`` is safe to call from many tasks at once.
     """
 
-    def __init__(self, *, max_idle: int) -> None:
+    def __init__(self, *, max_idle: int, idle_s: float = 30.0) -> None:
         self.max_idle = max_idle
+        self.idle_s = idle_s
         self._idle: dict[tuple[str, int], list[_Protocol]] = {}
         self._count = 0
 
@@ -260,6 +263,23 @@ class Pool:
         self._idle.clear()
         self._count = 0
 
+    def sweep(self) -> None:
+        """Close connections idle longer than ``idle_s`` (hosts no longer scraped, or scraped rarely)."""
+        horizon = time.monotonic() - self.idle_s
+        for key in list(self._idle):
+            protocols = self._idle[key]
+            keep: list[_Protocol] = []
+            for p in protocols:
+                if not p.closed and p.idle_since > horizon:
+                    keep.append(p)
+                else:
+                    p.close()
+            self._count -= len(protocols) - len(keep)
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
+
     def _take(self, key: tuple[str, int]) -> _Protocol | None:
         idle = self._idle.get(key)
         while idle:
@@ -273,6 +293,7 @@ class Pool:
         if protocol.closed or self._count >= self.max_idle:
             protocol.close()
             return
+        protocol.idle_since = time.monotonic()
         self._idle.setdefault(key, []).append(protocol)
         self._count += 1
 

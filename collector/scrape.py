@@ -314,7 +314,8 @@ class Scraper:
         # open-files limit leaves after the scrapes in flight, aiohttp's own
         # connections and a reserve for the database and the push receiver.
         self._fetch = fetch.Pool(max_idle=max(0, min(MAX_IDLE_CONNECTIONS,
-                                                     nofile - 2 * self.concurrency - NOFILE_RESERVE)))
+                                                     nofile - 2 * self.concurrency - NOFILE_RESERVE)),
+                                 idle_s=KEEPALIVE_S)
         connector = aiohttp.TCPConnector(limit=self.concurrency, keepalive_timeout=KEEPALIVE_S,
                                          ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
@@ -442,6 +443,8 @@ class Scraper:
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(self.refresh_s)
+            if self._fetch is not None:
+                self._fetch.sweep()
             try:
                 await self.refresh()
             except Exception as err:  # noqa: BLE001 - a DB outage keeps the last list

@@ -567,8 +567,9 @@ class Writer:
         self._m_rows = Counter("fleetscope_writer_rows_written", "Rows written, by table", ["table"],
                                registry=registry)
         self._m_groups = Counter("fleetscope_writer_groups", "Write groups by outcome: written, spooled, replayed,"
-                                 " duplicate (already written, skipped), split (refused whole, then written node by node),"
-                                 " rejected (a group, or one node's part of a split group, kept in spool/rejected),"
+                                 " duplicate (already written, skipped), split (refused whole, then written node"
+                                 " by node), rejected (a group, or one node's part of a split group, kept in"
+                                 " spool/rejected),"
                                  " lost (could be neither written nor spooled: see the log)",
                                  ["result"], registry=registry)
         self._m_flush = Histogram("fleetscope_writer_flush_seconds", "Time to write one group",

@@ -165,6 +165,21 @@ async def test_the_pool_keeps_at_most_max_idle_connections():
     assert server.connections == 4  # three at first; one closed for the bound, so one new in the second round
 
 
+async def test_the_pool_closes_connections_idle_too_long():
+    async with Scripted([ok(BODY)] * 2) as server:
+        pool = fetch.Pool(max_idle=4, idle_s=0.05)
+        request = fetch.Request(f"http://127.0.0.1:{server.port}/metrics", {})
+        await pool.get(request, max_bytes=1 << 20)
+        pool.sweep()
+        assert pool.idle == 1
+        await asyncio.sleep(0.1)
+        pool.sweep()
+        assert pool.idle == 0
+        await pool.get(request, max_bytes=1 << 20)
+        pool.close()
+    assert server.connections == 2
+
+
 def test_only_plain_http_urls_without_credentials_are_supported():
     assert fetch.supported("http://10.0.0.1:9835/metrics")
     assert fetch.supported("http://gpu-host/metrics")
