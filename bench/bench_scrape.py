@@ -170,8 +170,11 @@ def run_collector(dsn: str, args: argparse.Namespace) -> dict:
            "--window", str(args.window), "--concurrency", str(args.concurrency)]
     if args.write:
         cmd.append("--write")
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True,
+    out = subprocess.run(cmd, capture_output=True, text=True,
                          timeout=args.warmup + args.window + 120)
+    if out.returncode != 0:
+        sys.stderr.write(out.stderr[-5000:])
+        out.check_returncode()
     r = json.loads(out.stdout.strip().splitlines()[-1])
     r["scrapes"] = r["ok"] + r["timeout"] + r["error"] + r["http"] + r["unparsable"]
     r["per_s"] = r["scrapes"] / r["wall_s"]

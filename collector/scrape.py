@@ -20,8 +20,12 @@ a short error), appended and committed by the task that made the attempt.
   late: its slots are skipped and counted (``..._slots_missed_total``), and the
   target resumes at its own offset, so a stall never turns into a burst of
   catch-up scrapes.
-- One shared aiohttp ``ClientSession`` with keep-alive, opened and closed with
-  the scraper; the per-target timeout is shorter than the interval.
+- Plain http targets are fetched by collector/fetch.py's small GET client
+  (less than half of aiohttp's CPU per scrape) over kept-alive connections
+  pooled by host and port; https, credentials in the URL and redirects go
+  through one shared aiohttp ``ClientSession`` with keep-alive. Both are
+  opened and closed with the scraper. The per-target timeout is shorter than
+  the interval.
 
 ``Scraper`` is an async context manager, started and stopped by the
 collector app's ``cleanup_ctx``.
@@ -35,6 +39,7 @@ import heapq
 import logging
 import math
 import resource
+import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -44,6 +49,7 @@ import aiohttp
 import psycopg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from collector import fetch
 from collector.ingest import Batch
 from collector.parse import (
     DEFAULT_MAX_LABEL_LEN,
@@ -107,6 +113,11 @@ USER_AGENT = "fleetscope-collector"
 MAX_ERROR_LEN = 200
 # Soft open-files limit asked for at start (see _raise_nofile_limit).
 MAX_NOFILE = 1 << 20
+# Idle kept-alive connections of collector/fetch.py's pool: one per target
+# where the open-files limit allows (a scrape then never waits for a TCP
+# handshake), less NOFILE_RESERVE descriptors for everything else.
+MAX_IDLE_CONNECTIONS = 100_000
+NOFILE_RESERVE = 1024
 
 # Values of the `result` label of fleetscope_collector_scrapes_total.
 RESULTS = ("ok", "timeout", "error", "http", "unparsable")
@@ -196,6 +207,9 @@ class Target:
     cache: SeriesCache
     generation: int       # bumped when the schedule changes; stale heap entries are dropped
     busy: bool = False    # an attempt is in flight (or waiting to commit)
+    # Its GET for collector/fetch.py; None: aiohttp (https, credentials in
+    # the URL, or after a redirect).
+    request: fetch.Request | None = None
 
 
 class Scraper:
@@ -251,11 +265,14 @@ class Scraper:
         self._generation = 0
         self._sem: asyncio.Semaphore | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._fetch: fetch.Pool | None = None
         self._conn: psycopg.AsyncConnection | None = None
         self._tasks: list[asyncio.Task] = []
         self._inflight: set[asyncio.Task] = set()
         self._wake: asyncio.Future | None = None
         self._loaded = False
+        self._headers = {"Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING,
+                         "User-Agent": f"{USER_AGENT}/{self.collector_id}"}
         self._init_metrics()
 
     def _init_metrics(self) -> None:
@@ -291,14 +308,19 @@ class Scraper:
 
     async def start(self) -> None:
         """Open the HTTP session, load the targets once, and start scheduling."""
-        _raise_nofile_limit()
+        nofile = _raise_nofile_limit()
         self._sem = asyncio.Semaphore(self.concurrency)
+        # Idle kept-alive connections, each a file descriptor: what the
+        # open-files limit leaves after the scrapes in flight, aiohttp's own
+        # connections and a reserve for the database and the push receiver.
+        self._fetch = fetch.Pool(max_idle=max(0, min(MAX_IDLE_CONNECTIONS,
+                                                     nofile - 2 * self.concurrency - NOFILE_RESERVE)),
+                                 idle_s=KEEPALIVE_S)
         connector = aiohttp.TCPConnector(limit=self.concurrency, keepalive_timeout=KEEPALIVE_S,
                                          ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
             connector=connector,
-            headers={"Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING,
-                     "User-Agent": f"{USER_AGENT}/{self.collector_id}"},
+            headers=self._headers,
             # Per-request timeouts are set per target; this is a backstop.
             timeout=aiohttp.ClientTimeout(total=self.timeout_s),
             cookie_jar=aiohttp.DummyCookieJar(),
@@ -323,6 +345,9 @@ class Scraper:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self._fetch is not None:
+            self._fetch.close()
+            self._fetch = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -393,10 +418,11 @@ class Scraper:
             if target is None:
                 target = Target(node_id=node_id, url=url, interval_s=interval_s, period_s=period,
                                 offset=offset, timeout=timeout, cache=SeriesCache(),
-                                generation=self._generation)
+                                generation=self._generation, request=self._request(url))
             else:  # changed in place, so an attempt in flight still clears `busy`
                 if target.url != url:
                     target.cache = SeriesCache()
+                    target.request = self._request(url)
                 target.url, target.interval_s, target.period_s = url, interval_s, period
                 target.offset, target.timeout, target.generation = offset, timeout, self._generation
             new[node_id] = target
@@ -411,9 +437,14 @@ class Scraper:
             heapq.heapify(self._heap)
         self._poke()
 
+    def _request(self, url: str) -> fetch.Request | None:
+        return fetch.Request(url, self._headers) if fetch.supported(url) else None
+
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(self.refresh_s)
+            if self._fetch is not None:
+                self._fetch.sweep()
             try:
                 await self.refresh()
             except Exception as err:  # noqa: BLE001 - a DB outage keeps the last list
@@ -517,17 +548,42 @@ class Scraper:
         result = "ok"
         body = b""
         content_type: str | None = None
+        too_large = f"too large: over {self.max_body_bytes} bytes"
         try:
-            async with session.get(target.url, timeout=target.timeout) as resp:
-                if resp.status != 200:
-                    error, result = f"http {resp.status}", "http"
+            request = target.request
+            if request is not None:
+                assert self._fetch is not None
+                async with asyncio.timeout(target.timeout.total):
+                    fetched = await self._fetch.get(request, max_bytes=self.max_body_bytes)
+                if fetched.status in fetch.REDIRECTS:
+                    # Redirects are aiohttp's to follow, for this target from now on.
+                    target.request = request = None
+                elif fetched.status != 200:
+                    error, result = f"http {fetched.status}", "http"
                 else:
-                    content_type = resp.headers.get("Content-Type")
-                    body = await _read_body(resp, self.max_body_bytes)
-                    if body is None:
-                        error, result = f"too large: over {self.max_body_bytes} bytes", "error"
+                    content_type = fetched.headers.get("content-type")
+                    body = fetched.body
+            if request is None:
+                async with session.get(target.url, timeout=target.timeout) as resp:
+                    if resp.status != 200:
+                        error, result = f"http {resp.status}", "http"
+                    else:
+                        content_type = resp.headers.get("Content-Type")
+                        body = await _read_body(resp, self.max_body_bytes)
+                        if body is None:
+                            error, result = too_large, "error"
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
             error, result = "timeout", "timeout"
+        except fetch.TooLarge:
+            error, result = too_large, "error"
+        except fetch.Disconnected:
+            error, result = "server disconnected", "error"
+        except fetch.BadResponse as err:
+            error, result = _short(f"bad response: {err}"), "error"
+        except ConnectionRefusedError:  # (aiohttp wraps its own in ClientConnectorError, below)
+            error, result = "connection refused", "error"
+        except socket.gaierror as err:
+            error, result = _short(f"dns: {err.strerror or err}"), "error"
         except aiohttp.ClientConnectorError as err:
             error, result = _connect_error(err), "error"
         except aiohttp.ServerDisconnectedError:
@@ -600,18 +656,21 @@ def _short(err: object) -> str:
     return text if len(text) <= MAX_ERROR_LEN else text[: MAX_ERROR_LEN - 3] + "..."
 
 
-def _raise_nofile_limit() -> None:
+def _raise_nofile_limit() -> int:
     """Raise the soft open-files limit to the hard one.
 
     Each target keeps its keep-alive connection between scrapes, one socket
     per target, and the usual soft limit (1024) is far below 30,000. Go's
     runtime does the same at start-up since Go 1.19 (golang/go#46279), so
-    Prometheus gets it for free.
+    Prometheus gets it for free. Returns the soft limit in force.
     """
+    soft = 1024
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         want = MAX_NOFILE if hard == resource.RLIM_INFINITY else min(hard, MAX_NOFILE)
         if soft != resource.RLIM_INFINITY and soft < want:
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     except (ValueError, OSError):  # not permitted: keep the soft limit
         pass
+    return MAX_NOFILE if soft == resource.RLIM_INFINITY else soft

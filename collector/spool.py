@@ -9,9 +9,10 @@ committed; a replay of a group that did commit finds its id and is skipped,
 so nothing is written twice.
 
 Groups the database refuses for a reason other than being unreachable (a
-constraint the data violates) would block the spool forever if retried; they
-move to ``rejected/`` with the error beside them, are counted, and stay on
-disk for an operator to look at: kept, never silently dropped.
+constraint the data violates) would block the spool forever if retried. The
+writer then retries such a group node by node, and only the refused nodes'
+parts move to ``rejected/`` with the error beside them, are counted, and stay
+on disk for an operator to look at: kept, never silently dropped.
 """
 
 from __future__ import annotations
@@ -89,6 +90,19 @@ class Spool:
         path.rename(self.rejected_dir / path.name)
         (self.rejected_dir / (path.name + ".error")).write_text(error + "\n")
         self._files.pop(0)
+
+    def keep_rejected(self, group: dict[str, Any], error: str) -> None:
+        """Write ``group`` straight into ``rejected/`` with the database's reason (a refused part of a group)."""
+        self.rejected_dir.mkdir(exist_ok=True)
+        path = self.rejected_dir / f"{self._next:016d}{SUFFIX}"
+        self._next += 1
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.write(json.dumps(group, separators=(",", ":")).encode())
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.rename(path)
+        (self.rejected_dir / (path.name + ".error")).write_text(error + "\n")
 
     @property
     def rejected(self) -> int:

@@ -4,8 +4,10 @@ The scraper and the push receiver commit ``Batch``es through an appender into
 a bounded ``asyncio.Queue`` (backpressure: a full queue makes ``commit`` wait,
 and after COMMIT_TIMEOUT_S raise ``StorageBusy``, which the push receiver turns
 into a 503). One task drains the queue into *write groups* — everything that
-arrived in up to FLUSH_INTERVAL_S, at most MAX_GROUP_BATCHES batches — and
-writes each group in one transaction: observations and GPU samples with
+arrived in up to FLUSH_INTERVAL_S (less when the database is idle and
+EARLY_FLUSH_BATCHES have come), at most MAX_GROUP_BATCHES batches — and
+writes each group in one transaction, the next group gathering and being built
+while the previous one is written: observations and GPU samples with
 binary COPY, identity upserts and GPU-set changes, the collector's heartbeat,
 and the group's id in ``ingest_batches``. (Nodes' alert bookkeeping,
 ``nodes.last_ok_at``, is not kept per batch: an alert loop reads the
@@ -27,10 +29,12 @@ been written.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
 from datetime import datetime, timedelta, timezone
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +53,11 @@ log = logging.getLogger("fleetscope.writer")
 QUEUE_BATCHES = 20_000          # ~ 1.3 intervals of 10,000 nodes at 15 s
 MAX_GROUP_BATCHES = 2_000       # ~ 16,000 GPU sample rows: one COPY of a few ms
 FLUSH_INTERVAL_S = 0.25         # how long a batch may wait for company
+# ... unless the database is idle and the group already holds this many: a
+# burst's tail is then written at once instead of waiting out the interval,
+# while a steady trickle still gathers into few transactions (each costs a
+# commit, the heartbeat and the de-dup row).
+EARLY_FLUSH_BATCHES = 250
 # The heartbeat: a group (empty if need be) is written at least this often, and
 # a gap of more than HEARTBEAT_GAP_S between beats starts a new observing
 # period. Nodes' intervals are >= 5 s, so every slot of every node holds a beat
@@ -97,15 +106,36 @@ ON CONFLICT (node_id, gpu_uuid) DO UPDATE SET
 
 # A set is a row only when it differs from the node's latest set before it
 # (another replica, or this process before a restart, may have written it).
-INSERT_SET_SQL = """
+# One statement for a group's sets, passed as one JSON array: a statement per
+# set cost ~6 % of the scraper's CPU in psycopg's parameter dumping
+# (py-spy at 400 scrapes/s, docs/benchmarks-scrape.md). The statement does not
+# see its own rows, so the writer leaves out a set equal to the one before it
+# for the same node in the same group (_sets_json).
+INSERT_SETS_SQL = """
 INSERT INTO node_gpu_sets (node_id, since, healthy, lost)
-SELECT %(node)s, %(since)s, %(healthy)s, %(lost)s
+SELECT x.node, x.since, x.healthy, x.lost
+  FROM jsonb_to_recordset(%s::jsonb) AS x(node bigint, since timestamptz, healthy text[], lost text[])
  WHERE NOT EXISTS (
-       SELECT 1 FROM (SELECT healthy, lost FROM node_gpu_sets
-                       WHERE node_id = %(node)s AND since <= %(since)s ORDER BY since DESC LIMIT 1) latest
-        WHERE latest.healthy = %(healthy)s::text[] AND latest.lost = %(lost)s::text[])
+       SELECT 1 FROM (SELECT s.healthy, s.lost FROM node_gpu_sets s
+                       WHERE s.node_id = x.node AND s.since <= x.since ORDER BY s.since DESC LIMIT 1) latest
+        WHERE latest.healthy = x.healthy AND latest.lost = x.lost)
 ON CONFLICT (node_id, since) DO NOTHING
 """
+
+
+def _sets_json(sets: list[tuple]) -> str:
+    """A group's set rows (node, since, healthy, lost) as the JSON INSERT_SETS_SQL reads."""
+    rows, last = [], {}
+    for node, since, healthy, lost in sets:
+        if last.get(node) == (healthy, lost):
+            continue  # equal to this node's previous set in the group: the statement would not see it
+        last[node] = (healthy, lost)
+        rows.append({"node": node, "since": since.isoformat(), "healthy": healthy, "lost": lost})
+    return json.dumps(rows)
+
+
+_UUID = itemgetter(0)  # of a GpuSample: gpu_uuid
+_UUID_AND_INDEX = itemgetter(0, 1)  # gpu_uuid, gpu_index
 
 
 class StorageBusy(Exception):
@@ -131,7 +161,8 @@ class Writer:
                  registry: CollectorRegistry | None = None, queue_batches: int = QUEUE_BATCHES,
                  max_group_batches: int = MAX_GROUP_BATCHES, flush_interval_s: float = FLUSH_INTERVAL_S,
                  heartbeat_s: float = HEARTBEAT_S, spool_max_bytes: int = SPOOL_MAX_BYTES,
-                 commit_timeout_s: float = COMMIT_TIMEOUT_S) -> None:
+                 commit_timeout_s: float = COMMIT_TIMEOUT_S,
+                 early_flush_batches: int = EARLY_FLUSH_BATCHES) -> None:
         self.dsn = dsn
         self.collector_id = collector_id
         self.mode = mode
@@ -139,6 +170,7 @@ class Writer:
         self.queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=queue_batches)
         self.max_group_batches = max_group_batches
         self.flush_interval_s = flush_interval_s
+        self.early_flush_batches = early_flush_batches
         self.heartbeat_s = heartbeat_s
         self.commit_timeout_s = commit_timeout_s
         self._boot = f"{collector_id}:{time.time_ns()}"
@@ -151,10 +183,12 @@ class Writer:
         self._retry_at = 0.0
         self._retry_delay = RETRY_MIN_S
         self._task: asyncio.Task | None = None
+        self._writing: asyncio.Task | None = None  # the group being written while the next one gathers
         self._closing = False
         self._identities: dict[int, tuple[tuple, float]] = {}  # node -> (its last identities, when written)
         # node -> ((healthy, lost), when): the last set this process wrote or read.
         self._sets: dict[int, tuple[tuple[tuple[str, ...], tuple[str, ...]], float]] | None = None
+        self._generation = 0  # counts _forget calls: a group built before one is built again
         self._period_start: datetime | None = None
         self._last_beat: datetime | None = None
         self._register_metrics(registry or CollectorRegistry())
@@ -189,13 +223,35 @@ class Writer:
     # -- the task ------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
-            batches = await self._collect()
-            if self._closing and not batches and self.queue.empty():
-                # A last heartbeat so the observing period ends where we stopped.
-                await self._submit(self._build_group([]))
-                break
-            await self._submit(self._build_group(batches))
+        # While one group is written (in a worker thread), the next is
+        # collected and built on the event loop: building costs ~15 % of a
+        # group's write, and in series it was idle time for the database
+        # (bench/bench_writer.py). Groups are still submitted one at a time,
+        # in order.
+        try:
+            while True:
+                batches = await self._collect()
+                last = self._closing and not batches and self.queue.empty()
+                # (last: a final heartbeat, so the observing period ends where we stopped.)
+                generation = self._generation
+                group = self._build_group(batches)
+                if self._writing is not None:
+                    await self._writing
+                    self._writing = None
+                    if self._generation != generation:
+                        # The previous group was refused and its nodes' caches
+                        # forgotten after this one was built: build it again,
+                        # so it carries the identities and sets it relied on.
+                        self._forget(group)
+                        group = self._build_group(batches)
+                if last:
+                    await self._submit(group)
+                    break
+                self._writing = asyncio.create_task(self._submit(group))
+        finally:
+            if self._writing is not None:
+                await self._writing
+                self._writing = None
 
     async def _collect(self) -> list[Batch]:
         """Wait for the first batch (at most a heartbeat), then gather for up to the flush interval."""
@@ -215,10 +271,26 @@ class Writer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            try:
-                batches.append(await asyncio.wait_for(self.queue.get(), timeout=remaining))
-            except (asyncio.TimeoutError, TimeoutError):
+            writing = self._writing
+            idle = writing is None or writing.done()
+            if idle and len(batches) >= self.early_flush_batches:
                 break
+            if idle or len(batches) < self.early_flush_batches:
+                try:
+                    batches.append(await asyncio.wait_for(self.queue.get(), timeout=remaining))
+                except (asyncio.TimeoutError, TimeoutError):
+                    break
+                continue
+            # Enough for an early flush: wait for the next batch or for the
+            # database to become idle, whichever comes first.
+            getter = asyncio.ensure_future(self.queue.get())
+            await asyncio.wait((getter, writing), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                batches.append(getter.result())
+            else:
+                getter.cancel()  # a cancelled get() leaves its item in the queue
+                if not writing.done():
+                    break  # the deadline
         return batches
 
     # -- building a group -----------------------------------------------------------
@@ -239,7 +311,7 @@ class Writer:
             if not b.ok or b.payload is None:
                 continue
             head = (t, b.node_id)
-            samples.extend(head + s for s in b.payload.samples)
+            samples.extend(map(head.__add__, b.payload.samples))  # head + sample, without a Python frame per row
             self._identity_rows(b, t, mono, identities)
             self._set_row(b, t, sets)
         return {
@@ -253,7 +325,7 @@ class Writer:
         # C-level comparison of the whole (identities, GPU indexes) pair with
         # the node's last one skips the per-GPU work (measured: 18 -> ~2 us a
         # batch, bench/bench_writer.py).
-        shape = (tuple(b.payload.identities), tuple((s.gpu_uuid, s.gpu_index) for s in b.payload.samples))
+        shape = (tuple(b.payload.identities), tuple(map(_UUID_AND_INDEX, b.payload.samples)))
         cached = self._identities.get(b.node_id)
         if cached is not None and cached[0] == shape and mono - cached[1] < IDENTITY_REFRESH_S:
             return
@@ -267,7 +339,10 @@ class Writer:
                         *(ident[1:] if ident else (None,) * 14)))
 
     def _set_row(self, b: Batch, t: datetime, out: list) -> None:
-        current = (tuple(sorted(b.healthy_gpus)), tuple(b.lost_gpus))
+        if b.payload.lost:
+            current = (tuple(sorted(b.healthy_gpus)), tuple(b.lost_gpus))
+        else:  # the usual case, in C: every GPU healthy (the parser flags a sample lost with its UUID in `lost`)
+            current = (tuple(sorted(map(_UUID, b.payload.samples))), ())
         if self._sets is not None:
             mono = time.monotonic()
             cached = self._sets.get(b.node_id)
@@ -293,23 +368,53 @@ class Writer:
                 self._lost_connection(err)
                 self._spool_group(group)
             except psycopg.Error as err:
-                # Not an outage: the data itself is refused. Keep it on disk, aside.
+                # Not an outage: the data itself is refused. On disk first,
+                # then node by node, so only the refused nodes' rows stay aside.
                 log.error("database refused write group %s: %s", group["id"], err)
                 self.spool.append(to_spool(group))
-                self._reject_head(group, str(err))
+                await self._salvage_head(group, str(err))
         except Exception:  # noqa: BLE001 - the writer must outlive any one group (a full disk, a bug)
             log.exception("writer could not write or spool group %s", group["id"])
             self._m_groups.labels("lost").inc()
             self._forget(group)
 
-    def _reject_head(self, group: dict[str, Any], error: str) -> None:
+    async def _salvage_head(self, group: dict[str, Any], error: str) -> bool:
+        """Write the refused group at the spool's head one node at a time.
+
+        Each node's part is its own transaction with its own id
+        (``<group id>/<node>``), so a part written once is skipped if this
+        runs again. Parts the database refuses are kept in ``rejected/``;
+        the head leaves the spool once every part is written or kept. False
+        when the database went away meanwhile: the head stays, and its replay
+        skips the parts already written.
+        """
         path, _ = self.spool.head()
-        self.spool.reject(path, error)
+        parts = split_by_node(group)
+        if len(parts) < 2:
+            self.spool.reject(path, error)
+            self._rejected(group)
+            return True
+        for part in parts:
+            try:
+                await self._write(part)
+            except psycopg.OperationalError as err:
+                self._lost_connection(err)
+                return False
+            except psycopg.Error as err:
+                log.error("database refused node %s of group %s: %s", part["obs"][0][1], group["id"], err)
+                self.spool.keep_rejected(to_spool(part), str(err))
+                self._rejected(part)
+        self.spool.remove(path)
+        self._m_groups.labels("split").inc()
+        return True
+
+    def _rejected(self, group: dict[str, Any]) -> None:
         self._m_groups.labels("rejected").inc()
         self._forget(group)
 
     def _forget(self, group: dict[str, Any]) -> None:
         """Drop the caches' view of a group that was not written: its nodes' sets and identities are offered again."""
+        self._generation += 1
         nodes = {row[1] for row in group["obs"]}
         for node in nodes:
             self._identities.pop(node, None)
@@ -342,7 +447,8 @@ class Writer:
                 return
             except psycopg.Error as err:
                 log.error("database refused spooled group %s: %s", group["id"], err)
-                self._reject_head(group, str(err))
+                if not await self._salvage_head(group, str(err)):
+                    return
                 continue
             self.spool.remove(path)
             self._m_groups.labels("replayed").inc()
@@ -400,7 +506,11 @@ class Writer:
 
     def _write_sync(self, conn: psycopg.Connection, group: dict[str, Any]) -> bool:
         with conn.transaction():
-            if conn.execute("SELECT 1 FROM ingest_batches WHERE batch_id = %s", (group["id"],)).fetchone():
+            # The group's id first: one round trip both checks and records it
+            # (a concurrent writer of the same id waits on its row lock).
+            rows = len(group["obs"]) + len(group["samples"])
+            if conn.execute("INSERT INTO ingest_batches (batch_id, rows) VALUES (%s, %s)"
+                            " ON CONFLICT (batch_id) DO NOTHING RETURNING 1", (group["id"], rows)).fetchone() is None:
                 return False
             cur = conn.cursor()
             if group["obs"]:
@@ -414,31 +524,33 @@ class Writer:
                     copy.set_types(SAMPLE_TYPES)
                     for row in group["samples"]:
                         copy.write_row(row)
-            if group["ids"]:
-                # One statement may not touch a row twice: a GPU reported twice
-                # in a group keeps its latest identity and its earliest first_seen
-                # (the GPU-set rule checks first_seen <= the set's time).
-                merged: dict[tuple, tuple] = {}
-                for row in group["ids"]:
-                    key = (row[0], row[3])
-                    first = merged[key][1] if key in merged else row[1]
-                    merged[key] = (row[0], min(first, row[1]), *row[2:])
-                ids = list(merged.values())
-                conn.execute(UPSERT_IDENTITY_SQL, [list(column) for column in zip(*ids)])
-            if group["sets"]:
-                cur.executemany(INSERT_SET_SQL, [{"node": n, "since": t, "healthy": healthy, "lost": lost}
-                                                 for n, t, healthy, lost in group["sets"]])
-            if group["obs"]:
-                # Late rows (a spool replay) below the rollup's watermark mark
-                # it for recomputation; a no-op for rows above it.
-                rollups.invalidate(conn, min(o[0] for o in group["obs"]), mode=self.mode)
-            conn.execute(
-                "INSERT INTO observing_periods (collector_id, started_at, last_beat_at) VALUES (%s, %s, %s)"
-                " ON CONFLICT (collector_id, started_at)"
-                " DO UPDATE SET last_beat_at = greatest(observing_periods.last_beat_at, EXCLUDED.last_beat_at)",
-                (self.collector_id, *group["beat"]))
-            rows = len(group["obs"]) + len(group["samples"])
-            conn.execute("INSERT INTO ingest_batches (batch_id, rows) VALUES (%s, %s)", (group["id"], rows))
+            # The statements after the COPYs go in one round trip (psycopg's
+            # pipeline mode; COPY itself cannot be pipelined): each round trip
+            # from this worker thread also waits for the GIL while the event
+            # loop parses, up to sys.getswitchinterval() (5 ms) each.
+            with conn.pipeline():
+                if group["ids"]:
+                    # One statement may not touch a row twice: a GPU reported twice
+                    # in a group keeps its latest identity and its earliest first_seen
+                    # (the GPU-set rule checks first_seen <= the set's time).
+                    merged: dict[tuple, tuple] = {}
+                    for row in group["ids"]:
+                        key = (row[0], row[3])
+                        first = merged[key][1] if key in merged else row[1]
+                        merged[key] = (row[0], min(first, row[1]), *row[2:])
+                    ids = list(merged.values())
+                    conn.execute(UPSERT_IDENTITY_SQL, [list(column) for column in zip(*ids)])
+                if group["sets"]:
+                    conn.execute(INSERT_SETS_SQL, (_sets_json(group["sets"]),))
+                if group["obs"]:
+                    # Late rows (a spool replay) below the rollup's watermark mark
+                    # it for recomputation; a no-op for rows above it.
+                    rollups.invalidate(conn, min(o[0] for o in group["obs"]), mode=self.mode)
+                conn.execute(
+                    "INSERT INTO observing_periods (collector_id, started_at, last_beat_at) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (collector_id, started_at)"
+                    " DO UPDATE SET last_beat_at = greatest(observing_periods.last_beat_at, EXCLUDED.last_beat_at)",
+                    (self.collector_id, *group["beat"]))
         return True
 
     # -- metrics --------------------------------------------------------------------
@@ -455,7 +567,9 @@ class Writer:
         self._m_rows = Counter("fleetscope_writer_rows_written", "Rows written, by table", ["table"],
                                registry=registry)
         self._m_groups = Counter("fleetscope_writer_groups", "Write groups by outcome: written, spooled, replayed,"
-                                 " duplicate (already written, skipped), rejected (kept in spool/rejected),"
+                                 " duplicate (already written, skipped), split (refused whole, then written node"
+                                 " by node), rejected (a group, or one node's part of a split group, kept in"
+                                 " spool/rejected),"
                                  " lost (could be neither written nor spooled: see the log)",
                                  ["result"], registry=registry)
         self._m_flush = Histogram("fleetscope_writer_flush_seconds", "Time to write one group",
@@ -473,6 +587,21 @@ def _close_quietly(conn: psycopg.Connection) -> None:
 
 # Which fields of a group hold times, by position, for the spool's JSON.
 _TIMED = {"obs": (0,), "samples": (0,), "ids": (1, 2), "sets": (1,)}
+
+
+def split_by_node(group: dict[str, Any]) -> list[dict[str, Any]]:
+    """A group's rows as one group per node (in the order of their first observation), ids ``<id>/<node>``."""
+    parts: dict[int, dict[str, Any]] = {}
+    for row in group["obs"]:
+        node = row[1]
+        if node not in parts:
+            parts[node] = {"id": f"{group['id']}/{node}", "obs": [], "samples": [], "ids": [], "sets": [],
+                           "beat": group["beat"]}
+        parts[node]["obs"].append(row)
+    for key, at in (("samples", 1), ("ids", 0), ("sets", 0)):
+        for row in group[key]:
+            parts[row[at]][key].append(row)
+    return list(parts.values())
 
 
 def to_spool(group: dict[str, Any]) -> dict[str, Any]:

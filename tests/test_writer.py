@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -146,3 +147,41 @@ async def test_a_refused_group_is_kept_aside_numbered_uniquely_and_its_nodes_are
     spool = Spool(open_tmp / "spool", max_bytes=2**20)
     spool.append({"id": "x"})
     assert spool.head()[0].name > rejected[0].name
+
+
+async def test_a_refused_group_is_written_node_by_node_and_only_the_refused_node_is_kept_aside(dsn, open_tmp):
+    node = new_node(dsn)
+    t = datetime.now(timezone.utc)
+    async with Writer(dsn, spool_dir=open_tmp / "spool", collector_id="c1", mode="plain") as writer:
+        # One group: a good node, then one the database refuses (no such node), then the good node again.
+        await commit(writer, ok_batch(node, t), ok_batch(999999, t), ok_batch(node, t + timedelta(seconds=15)))
+        await asyncio.sleep(1)
+        assert writer.spool.rejected == 1 and len(writer.spool) == 0
+        assert writer._m_groups.labels("split")._value.get() == 1
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM observations WHERE node_id = %s", (node,)).fetchone()[0] == 2
+        assert conn.execute("SELECT count(*) FROM gpu_samples WHERE node_id = %s", (node,)).fetchone()[0] == 16
+        assert conn.execute("SELECT count(*) FROM observations WHERE node_id = 999999").fetchone()[0] == 0
+    rejected = sorted((open_tmp / "spool" / "rejected").glob("*.group"))
+    assert len(rejected) == 1
+    kept = json.loads(rejected[0].read_text())
+    assert {row[1] for row in kept["obs"]} == {999999} and len(kept["samples"]) == 8
+
+
+async def test_a_refused_spooled_group_replayed_again_writes_its_good_nodes_once(dsn, open_tmp):
+    from collector.writer import split_by_node, to_spool
+
+    node = new_node(dsn)
+    t = datetime.now(timezone.utc)
+    writer = Writer(dsn, spool_dir=open_tmp / "spool", collector_id="c1", mode="plain")
+    group = writer._build_group([ok_batch(node, t), ok_batch(999999, t)])
+    # As if a salvage had written the good node's part and then lost the database.
+    good = split_by_node(group)[0]
+    writer.spool.append(to_spool(group))
+    async with writer:
+        await writer._write(good)
+        await commit(writer, ok_batch(node, t + timedelta(seconds=15)))
+        await asyncio.sleep(1)
+        assert len(writer.spool) == 0 and writer.spool.rejected == 1
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM observations WHERE node_id = %s", (node,)).fetchone()[0] == 2
