@@ -111,7 +111,7 @@ PROGRESS_SQL = "SELECT scanned_to FROM alert_progress"
 SET_PROGRESS_SQL = "UPDATE alert_progress SET scanned_to = %s"
 
 # The first round: every node's latest ok observation by an index probe each
-# (observations_node_ok_time), once; later rounds read only new rows.
+# (observations_node_time, backwards), once; later rounds read only new rows.
 FIRST_SCAN_SQL = """
 UPDATE nodes n
    SET last_ok_at = p.t,

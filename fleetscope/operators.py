@@ -25,7 +25,7 @@ UPTIME_WINDOWS = {"uptime_24h": timedelta(hours=24), "uptime_7d": timedelta(days
 
 OPERATOR_SQL = "SELECT name FROM operators WHERE operator_id = %s"
 # Each node's latest ok observation at or before %(at)s: one index probe per
-# node (observations_node_ok_time); an operator has tens of nodes, not 10,000.
+# node (observations_node_time, backwards); an operator has tens of nodes, not 10,000.
 NODES_SQL = """
 SELECT n.node_id, n.name, n.scrape_url, n.interval_s, n.grace_s, n.paused, n.registered_at,
        (SELECT o.time FROM observations o
