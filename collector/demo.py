@@ -84,7 +84,7 @@ async def run(args: argparse.Namespace) -> int:
         print(f"""
 fleetscope demo is running ({result.mode} mode, database {db.describe_dsn(dsn)})
   simulated fleet: {len(fleet)} hosts on {sim.base_url}/metrics/{{0..{len(fleet) - 1}}}, scraped every {args.interval} s
-  explorer:        {explorer_url}  (pages /, /nodes, /integrity, /methodology; JSON /api/v1/fleet)
+  explorer:        {explorer_url}  (pages /, /nodes, /integrity, /methodology, /operator; JSON /api/v1/fleet)
   collector:       {base}  (/metrics, /healthz, /api/v1/...)
   fleet snapshot:  fleetscope snapshot     (the same numbers as the collector's /metrics)
 Press Ctrl-C to stop.""", flush=True)
