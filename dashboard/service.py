@@ -227,10 +227,11 @@ class Explorer:
     def node_history(self, node_id: int, *, as_of: datetime | None = None) -> list[dict[str, Any]]:
         at = as_of or self.tick()
         tables = self.tables(as_of=at)
-        interval_s = tables.nodes[tables.node_rows[node_id]][NODES.index("interval_s")]
+        row = tables.nodes[tables.node_rows[node_id]]
         with self.pool().connection() as conn:
             return explorer.node_hourly(conn, node_id, at=at, hours=NODE_HISTORY_HOURS, mode=self.mode(),
-                                        interval_s=interval_s)
+                                        interval_s=row[NODES.index("interval_s")],
+                                        registered_at=row[NODES.index("registered_at")])
 
     def node_telemetry(self, node_id: int, *, as_of: datetime | None = None) -> dict[str, Any]:
         at = as_of or self.tick()

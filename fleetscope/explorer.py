@@ -210,11 +210,12 @@ def daily_accrual(conn: psycopg.Connection, *, at: datetime, days: int) -> list[
 
 
 def node_hourly(conn: psycopg.Connection, node_id: int, *, at: datetime, hours: int, mode: str,
-                interval_s: int) -> list[dict[str, Any]]:
+                interval_s: int, registered_at: datetime | None = None) -> list[dict[str, Any]]:
     """The node's hourly rollup over the last ``hours`` hours up to ``at``: slots seen ok of slots.
 
     The current hour is included with the slots elapsed so far as its
-    denominator (its rows may run a few seconds past ``at``).
+    denominator (its rows may run a few seconds past ``at``), and the hour the
+    node registered in with the slots from its registration slot on.
     """
     current = floor_bucket(at)
     we = current + timedelta(hours=1)
@@ -223,10 +224,19 @@ def node_hourly(conn: psycopg.Connection, node_id: int, *, at: datetime, hours: 
                         " WHERE node_id = %(node_id)s ORDER BY bucket",
                         {"ws": ws, "we": we, "node_id": node_id}).fetchall()
     per_hour = 3600 // interval_s
-    elapsed = max(1, int((at - current).total_seconds()) // interval_s + 1)
-    return [{"hour": format_time(b), "ok_slots": ok, "slots": elapsed if b == current else per_hour,
-             "observations": obs, "failed": failed}
+    def slots(bucket: datetime) -> int:
+        start = max(bucket, floor_slot(registered_at, interval_s)) if registered_at else bucket
+        end = min(bucket + timedelta(hours=1), at + timedelta(seconds=interval_s)) if bucket == current \
+            else bucket + timedelta(hours=1)
+        return max(1, min(per_hour, int((end - start).total_seconds()) // interval_s))
+
+    return [{"hour": format_time(b), "ok_slots": ok, "slots": slots(b), "observations": obs, "failed": failed}
             for b, ok, obs, failed in rows]
+
+
+def floor_slot(t: datetime, interval_s: int) -> datetime:
+    """The start of the slot holding ``t`` (fleetscope/uptime.py's grid)."""
+    return datetime.fromtimestamp(int(t.timestamp()) // interval_s * interval_s, timezone.utc)
 
 
 TELEMETRY_SQL = """
