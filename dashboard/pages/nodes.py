@@ -18,14 +18,14 @@ NUMBER = {"type": "rightAligned"}
 NODE_COLUMNS = [
     {"field": "node_id", "headerName": "node", "width": 90, **NUMBER},
     {"field": "name", "headerName": "name", "cellRenderer": "markdown", **TEXT, "flex": 2},
-    {"field": "operator", **TEXT, "flex": 1},
+    {"field": "operator", **TEXT, "flex": 1, "minWidth": 120},
     {"field": "status", "headerName": "state", **TEXT, "width": 110, "cellClass": "state"},
     {"field": "gpus", "headerName": "GPUs", "width": 90, **NUMBER},
     {"field": "gpus_online", "headerName": "online", "width": 90, **NUMBER},
     {"field": "gpus_hired", "headerName": "hired", "width": 90, **NUMBER},
     {"field": "models", "headerName": "models", **TEXT, "flex": 2},
     {"field": "flagged", "headerName": "flagged", "width": 95, **NUMBER},
-    {"field": "last_ok", "headerName": "last seen (UTC)", "flex": 1},
+    {"field": "last_ok", "headerName": "last seen (UTC)", "flex": 2, "minWidth": 190},
 ]
 GPU_COLUMNS = [
     {"field": "gpu_uuid", "headerName": "GPU UUID", **TEXT, "flex": 3},
