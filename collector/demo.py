@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import secrets
 import signal
@@ -79,6 +80,8 @@ async def run(args: argparse.Namespace) -> int:
         waiting = asyncio.create_task(shutdown.wait())
         base = f"http://{args.host}:{args.collector_port}"
         await _wait_until_up(f"{base}/healthz", collector)
+        # Before the dashboard computes its first snapshot: ending them changes the past.
+        await _end_stale_jobs(dsn, base, admin_token, cutoff=started)
         dashboard = await _start_dashboard(dsn, args.host, args.dashboard_port)
         explorer_url = f"http://{args.host}:{args.dashboard_port}/"
         print(f"""
@@ -88,7 +91,6 @@ fleetscope demo is running ({result.mode} mode, database {db.describe_dsn(dsn)})
   collector:       {base}  (/metrics, /healthz, /api/v1/...)
   fleet snapshot:  fleetscope snapshot     (the same numbers as the collector's /metrics)
 Press Ctrl-C to stop.""", flush=True)
-        await _end_stale_jobs(dsn, base, admin_token, cutoff=started)
         market = asyncio.create_task(_marketplace(base, admin_token, fleet, node_ids, first_round_s=args.interval + 2),
                                      name="marketplace")
         try:
@@ -110,8 +112,10 @@ Press Ctrl-C to stop.""", flush=True)
 
 async def _start_dashboard(dsn: str, host: str, port: int) -> subprocess.Popen:
     """``fleetscope dashboard`` (gunicorn) in a child process, once it answers."""
-    proc = subprocess.Popen([sys.executable, "-m", "fleetscope.cli", "dashboard", "--dsn", dsn, "--host", host,
-                             "--port", str(port)], stdout=subprocess.DEVNULL)
+    # The DSN (with the embedded server's password) goes in the environment,
+    # never on a command line every local user can read in ps.
+    proc = subprocess.Popen([sys.executable, "-m", "fleetscope.cli", "dashboard", "--host", host,
+                             "--port", str(port)], stdout=subprocess.DEVNULL, env={**os.environ, "FLEETSCOPE_DSN": dsn})
     async with aiohttp.ClientSession() as session:
         for _ in range(300):
             if proc.poll() is not None:
@@ -125,6 +129,7 @@ async def _start_dashboard(dsn: str, host: str, port: int) -> subprocess.Popen:
                 pass
             await asyncio.sleep(0.1)
     proc.terminate()
+    proc.wait(10)
     raise RuntimeError(f"the dashboard did not come up on {host}:{port}")
 
 

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, current_app, request, send_file
 
 from fleetscope import methodology, publish
-from fleetscope.snapshot import SNAPSHOT_TICK_S
+from fleetscope.snapshot import SNAPSHOT_TICK_S, format_time
 
+from dashboard.format import parse_id
 from dashboard.service import GPUS, NODES, TELEMETRY_STEP_S, dumps
 from dashboard.tables import BadParameter, TableSpec, as_json, parse_query, select
 
@@ -69,16 +70,18 @@ def fleet() -> Response:
 @api.get("/fleet/history")
 def fleet_history() -> Response:
     ex = explorer()
-    snap = ex.snapshot()
-    return _json({"as_of": snap.body["as_of"], "snapshot_sha256": snap.sha256, "points": ex.history(),
-                  "fleet_jumps": ex.fleet_jumps()})
+    at = ex.tick()  # one as-of time for every part of the answer
+    snap = ex.snapshot(as_of=at)
+    return _json({"as_of": snap.body["as_of"], "snapshot_sha256": snap.sha256, "points": ex.history(as_of=at),
+                  "fleet_jumps": ex.fleet_jumps(as_of=at)})
 
 
 @api.get("/fleet/daily")
 def fleet_daily() -> Response:
     ex = explorer()
-    snap = ex.snapshot()
-    return _json({"as_of": snap.body["as_of"], "snapshot_sha256": snap.sha256, "days": ex.daily()})
+    at = ex.tick()
+    snap = ex.snapshot(as_of=at)
+    return _json({"as_of": snap.body["as_of"], "snapshot_sha256": snap.sha256, "days": ex.daily(as_of=at)})
 
 
 def _table(spec: TableSpec, rows_name: str, text_name: str) -> Response:
@@ -102,10 +105,18 @@ def _csv(spec: TableSpec, rows: list[tuple], filename: str) -> Response:
     writer = csv.writer(out)
     writer.writerow(spec.columns)
     for row in rows:
-        writer.writerow(as_json(spec, row).values())
+        writer.writerow([_cell(v) for v in as_json(spec, row).values()])
     response = Response(out.getvalue(), mimetype="text/csv")
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+def _cell(value):
+    # Operators name their nodes: a name a spreadsheet would run as a formula
+    # is written as text (OWASP, CSV injection).
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 @api.get("/nodes")
@@ -118,15 +129,11 @@ def gpus() -> Response:
     return _table(GPUS, "gpus", "gpu_text")
 
 
-def _node_id(text: str) -> int | None:
-    return int(text) if text.isdigit() and len(text) < 19 else None
-
-
 @api.get("/nodes/<node_id>")
 def node(node_id: str) -> Response:
     if request.args:
         raise BadParameter(f"unknown parameter {sorted(request.args)[0]!r}")
-    nid = _node_id(node_id)
+    nid = parse_id(node_id)
     detail = explorer().node(nid) if nid is not None else None
     if detail is None:
         return error(404, "not_found", f"no node {node_id[:40]!r}")
@@ -136,13 +143,15 @@ def node(node_id: str) -> Response:
 @api.get("/nodes/<node_id>/<part>")
 def node_part(node_id: str, part: str) -> Response:
     """A node's hourly rollup (``history``) or its GPU telemetry (``telemetry``)."""
-    nid = _node_id(node_id)
+    nid = parse_id(node_id)
     ex = explorer()
-    if nid is None or nid not in ex.tables().node_rows or part not in ("history", "telemetry"):
+    at = ex.tick()
+    if nid is None or nid not in ex.tables(as_of=at).node_rows or part not in ("history", "telemetry"):
         return error(404, "not_found", f"no such resource: {request.path[:80]}")
     if part == "history":
-        return _json({"node_id": nid, "hours": ex.node_history(nid)})
-    return _json({"node_id": nid, "step_s": TELEMETRY_STEP_S, "gpus": ex.node_telemetry(nid)})
+        return _json({"node_id": nid, "as_of": format_time(at), "hours": ex.node_history(nid, as_of=at)})
+    return _json({"node_id": nid, "as_of": format_time(at), "step_s": TELEMETRY_STEP_S,
+                  "gpus": ex.node_telemetry(nid, as_of=at)})
 
 
 @api.get("/integrity")
@@ -167,7 +176,7 @@ def integrity() -> Response:
         writer = csv.writer(out)
         writer.writerow(columns)
         for item in body["items"]:
-            writer.writerow([json.dumps(item[c]) if c == "evidence" else item[c] for c in columns])
+            writer.writerow([json.dumps(item[c]) if c == "evidence" else _cell(item[c]) for c in columns])
         response = Response(out.getvalue(), mimetype="text/csv")
         response.headers["Content-Disposition"] = f'attachment; filename="fleetscope-integrity-{body["as_of"]}.csv"'
         return response
@@ -180,7 +189,8 @@ def _bounded(args, name: str, default: int, lo: int, hi: int) -> int:
     raw = args.get(name)
     if raw in (None, ""):
         return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
+    value = parse_id(raw)
+    if value is None or not lo <= value <= hi:
         raise BadParameter(f"{name} must be an integer between {lo} and {hi}, got {raw[:40]!r}")
     return int(raw)
 
@@ -210,7 +220,7 @@ def snapshots() -> Response:
 @api.get("/snapshots/<snapshot_id>/bundle")
 def snapshot_bundle(snapshot_id: str) -> Response:
     """A published snapshot's data bundle (zip): what ``fleetscope verify BUNDLE`` recomputes."""
-    sid = _node_id(snapshot_id)
+    sid = parse_id(snapshot_id)
     path = None
     if sid is not None:
         with explorer().pool().connection() as conn:

@@ -10,6 +10,7 @@ import flask
 from dash import dcc, html
 
 from dashboard.api import api
+from dashboard.format import parse_id
 from dashboard.service import Explorer
 
 PAGES = ("overview", "nodes", "node", "integrity", "methodology", "operator", "not_found_404")
@@ -66,8 +67,8 @@ def create_app(ex: Explorer) -> dash.Dash:
             return None
         match = NODE_PATH.match(path)
         if match:
-            text = match.group(1)
-            if text.isdigit() and len(text) < 19 and int(text) in ex.tables().node_rows:
+            node_id = parse_id(match.group(1))
+            if node_id is not None and node_id in ex.tables().node_rows:
                 return None
         return flask.Response(app.index(), status=404, mimetype="text/html")
 

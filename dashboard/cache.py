@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pickle
+import stat
 import threading
 import time
 from collections import OrderedDict
@@ -35,12 +36,26 @@ MEMORY_ITEMS = 256
 FILE_MAX_AGE_S = 15 * 60
 
 
+def _require_private(path: Path) -> None:
+    from fleetscope.errors import FleetscopeError
+
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() \
+            or st.st_mode & 0o077:
+        raise FleetscopeError(f"the dashboard's cache directory {path} must be a directory of this user's with "
+                              "mode 0700 (not a link); fix it or choose another with --cache-dir")
+
+
 class SharedCache:
     """Values computed once across processes, keyed by a file-name-safe string."""
 
     def __init__(self, directory: Path, *, memory_items: int = MEMORY_ITEMS) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Values are unpickled from here: the directory and its parent must be
+        # this user's own, closed to others, and not links someone else placed.
+        for path in (self.directory.parent, self.directory):
+            _require_private(path)
         self._memory: OrderedDict[str, Any] = OrderedDict()
         self._memory_items = memory_items
         self._lock = threading.Lock()
@@ -97,6 +112,9 @@ class SharedCache:
             with open(path, "rb") as f:
                 return pickle.load(f)
         except FileNotFoundError:
+            return None
+        except Exception:  # noqa: BLE001 (a truncated or outdated file is a miss, not an error page)
+            path.unlink(missing_ok=True)
             return None
 
     def _write(self, path: Path, value: tuple, *, keep_s: float) -> None:

@@ -7,6 +7,7 @@ rounded text against the exact number.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -43,3 +44,16 @@ def when(value: str | datetime | None) -> str:
 def number(element_id: str, value: Any, text: str, **kwargs) -> html.Span:
     """A number's element: rounded text, exact value in data-value."""
     return html.Span(text, id=element_id, className="num", **{"data-value": str(value)}, **kwargs)
+
+
+_ID = re.compile(r"[0-9]{1,18}")
+
+
+def parse_id(text: str) -> int | None:
+    """A node or snapshot id from a URL, or None: ASCII digits only ('²'.isdigit() is True)."""
+    return int(text) if _ID.fullmatch(text or "") else None
+
+
+def markdown_text(text: str) -> str:
+    """Operators' own text (node names) made literal for a Markdown cell: no links or images of theirs."""
+    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!<>|" else c for c in text)

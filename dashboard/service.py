@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,9 +19,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from fleetscope import explorer, snapshot
+from fleetscope import __version__, explorer, snapshot, states
 from fleetscope.migrate import database_mode
-from fleetscope.reputation import node_reputation
+from fleetscope.reputation import FORMULA_VERSION, node_reputation
 
 from dashboard.cache import SharedCache
 from dashboard.tables import TableSpec, haystacks
@@ -65,16 +64,23 @@ class Tables:
     orders: dict[str, dict] = field(default_factory=lambda: {"nodes": {}, "gpus": {}}, compare=False)
 
 
+# Connections per worker process: a snapshot takes two, and gunicorn runs
+# dashboard/serve.py's DEFAULT_THREADS (8) requests at once in each worker.
+POOL_SIZE = 10
+
+
 def default_cache_dir(dsn: str) -> Path:
-    """A per-user, per-database directory under the system's temporary directory."""
+    """A per-database directory in the user's own cache directory (never a shared /tmp path)."""
+    from platformdirs import user_cache_dir
+
     digest = hashlib.sha256(dsn.encode()).hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / f"fleetscope-dashboard-{os.getuid()}-{digest}"
+    return Path(user_cache_dir("fleetscope")) / f"dashboard-{digest}"
 
 
 class Explorer:
     """Every number the explorer shows, for the current tick, computed once across workers."""
 
-    def __init__(self, dsn: str, *, cache_dir: Path | None = None, pool_size: int = 4,
+    def __init__(self, dsn: str, *, cache_dir: Path | None = None, pool_size: int = POOL_SIZE,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.dsn = dsn
         self.clock = clock  # benchmarks replay a stored fleet at its own time
@@ -115,7 +121,11 @@ class Explorer:
                 oid, born = conn.execute(
                     "SELECT (SELECT oid FROM pg_database WHERE datname = current_database()),"
                     " (SELECT extract(epoch FROM min(applied_at))::bigint FROM schema_migrations)").fetchone()
-            self._cache = SharedCache(Path(self._cache_root) / f"db-{oid}-{born}")
+            # The versions too: values computed under other definitions are never shown.
+            versions = f"s{snapshot.SNAPSHOT_VERSION}d{states.DEFINITION_VERSION}r{FORMULA_VERSION}-{__version__}"
+            root = Path(self._cache_root)
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._cache = SharedCache(root / f"db-{oid}-{born}-{versions}")
         return self._cache
 
     def mode(self) -> str:
@@ -203,6 +213,8 @@ class Explorer:
                 total, found = explorer.findings(conn, at=at, node_id=node_id, limit=200)
             return rep, total, found
         rep, total, found = self.cache.get(f"node-{node_id}-{int(at.timestamp())}", compute)
+        if rep is None:  # removed since the tick's tables were computed
+            return None
         from dashboard.tables import as_json
 
         node = as_json(NODES, tables.nodes[index])
@@ -228,8 +240,9 @@ class Explorer:
         at = as_of or self.tick()
         tables = self.tables(as_of=at)
         row = tables.nodes[tables.node_rows[node_id]]
+        mode = self.mode()  # before taking a connection: it takes one of its own the first time
         with self.pool().connection() as conn:
-            return explorer.node_hourly(conn, node_id, at=at, hours=NODE_HISTORY_HOURS, mode=self.mode(),
+            return explorer.node_hourly(conn, node_id, at=at, hours=NODE_HISTORY_HOURS, mode=mode,
                                         interval_s=row[NODES.index("interval_s")],
                                         registered_at=row[NODES.index("registered_at")])
 

@@ -49,3 +49,26 @@ def test_two_hundred_concurrent_visitors_cause_one_snapshot_per_tick(explorer, e
     assert len(hashes) == len(ticks)  # one hash per tick: every visitor saw the same object
     snapshots = [line for line in explorer.cache.computations() if line.split()[2].startswith("snapshot-")]
     assert len(snapshots) == len(ticks)
+
+
+def test_a_cache_directory_others_can_write_to_is_refused(tmp_path):
+    import pytest
+
+    from fleetscope.errors import FleetscopeError
+
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    with pytest.raises(FleetscopeError, match="mode 0700"):
+        SharedCache(shared / "db-1")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(elsewhere)
+    with pytest.raises(FleetscopeError, match="not a link"):
+        SharedCache(tmp_path / "link")
+
+
+def test_an_unreadable_cache_file_is_a_miss(tmp_path):
+    cache = SharedCache(tmp_path / "c")
+    (tmp_path / "c" / "k.pickle").write_bytes(b"not a pickle")
+    assert cache.get("k", lambda: "fresh") == "fresh"

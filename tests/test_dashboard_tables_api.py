@@ -62,3 +62,19 @@ def test_malformed_parameters_get_a_400_with_the_reason(explorer_url, query, rea
     status, body, _ = get(f"{explorer_url}/api/v1/nodes?{query}")
     assert status == 400
     assert body["error"] == "bad_parameter" and reason in body["reason"]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/nodes/%C2%B2", "/api/v1/nodes/%C2%B2/history", "/api/v1/snapshots/%C2%B2/bundle"])
+def test_non_ascii_digits_are_a_404_not_an_error(explorer_url, path):
+    assert get(f"{explorer_url}{path}")[0] == 404
+    assert get(f"{explorer_url}/nodes/%C2%B2")[0] == 404
+    assert get(f"{explorer_url}/api/v1/integrity?limit=%C2%B2")[0] == 400
+
+
+def test_a_node_name_a_spreadsheet_would_run_is_written_as_text(dsn, explorer_url):
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE nodes SET name = '=HYPERLINK(\"http://x\")' WHERE name = 'alpha'")
+    _, text, _ = get(f"{explorer_url}/api/v1/nodes?format=csv")
+    assert "'=HYPERLINK" in text and "\n=HYPERLINK" not in text

@@ -33,7 +33,7 @@ def render():
     body = ex.integrity(kind=None, open_only=False, limit=SHOWN, offset=0)
     published = ex.published()
     rows = [dict(f, evidence=json.dumps(f["evidence"], sort_keys=True),
-                 node=f"[{f['node_name']}](/nodes/{f['node_id']})" if f["node_id"] else "")
+                 node=f"[{fmt.markdown_text(f['node_name'])}](/nodes/{f['node_id']})" if f["node_id"] else "")
             for f in body["items"]]
     g = body["gpus"]
     return html.Div([

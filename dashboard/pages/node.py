@@ -29,7 +29,9 @@ def refresh(_n, node_id):
 
 def body(node_id: str):
     ex = explorer()
-    detail = ex.node(int(node_id)) if node_id.isdigit() and len(node_id) < 19 else None
+    nid = fmt.parse_id(node_id)
+    at = ex.tick()  # one as-of time for everything on the page
+    detail = ex.node(nid, as_of=at) if nid is not None else None
     if detail is None:
         return html.Div([html.H1("Node not found", id="node-not-found"),
                          html.P(["There is no node ", html.Code(node_id[:40]), ". ",
@@ -81,10 +83,10 @@ def body(node_id: str):
         html.Section([html.H2(f"Integrity findings ({detail['findings']['total']})"),
                       _findings(detail["findings"]["items"])]),
         html.Section([html.H2("Slots seen per hour, last 7 days"),
-                      dcc.Graph(id="node-history", figure=_history(ex.node_history(nid)),
+                      dcc.Graph(id="node-history", figure=_history(ex.node_history(nid, as_of=at)),
                                 config={"displaylogo": False})]),
         html.Section([html.H2("GPU utilisation, last 24 h (5-minute means)"),
-                      dcc.Graph(id="node-telemetry", figure=_telemetry(ex.node_telemetry(nid)),
+                      dcc.Graph(id="node-telemetry", figure=_telemetry(ex.node_telemetry(nid, as_of=at)),
                                 config={"displaylogo": False})]),
     ])
 

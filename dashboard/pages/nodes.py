@@ -7,7 +7,7 @@ import dash_ag_grid as dag
 from dash import Input, Output, callback, dcc, html, no_update
 
 from dashboard.app import explorer
-from dashboard.format import when
+from dashboard.format import markdown_text, when
 from dashboard.service import GPUS, NODES
 from dashboard.tables import BadParameter, grid_query, select
 
@@ -80,17 +80,12 @@ def _rows(spec, request, rows_name: str, text_name: str):
             item["last_ok"] = when(item["last_ok"]) if item["last_ok"] else "never"
         node_id = item["node_id"]
         if spec is NODES:
-            item["name"] = f"[{_md(item['name'])}](/nodes/{node_id})"
+            item["name"] = f"[{markdown_text(item['name'])}](/nodes/{node_id})"
         else:
-            item["node_name"] = f"[{_md(item['node_name'])}](/nodes/{node_id})"
+            item["node_name"] = f"[{markdown_text(item['node_name'])}](/nodes/{node_id})"
         item.pop("registered_at", None)
         out.append(item)
     return {"rowData": out, "rowCount": len(rows)}
-
-
-def _md(text: str) -> str:
-    # Names are the operators' own text: escape what Markdown would interpret.
-    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!<>|" else c for c in text)
 
 
 @callback(Output("nodes-grid", "getRowsResponse"), Output("nodes-error", "children", allow_duplicate=True),

@@ -60,7 +60,7 @@ def show(token, _n):
     if view is None:
         return html.P("That token is not an operator's token.", id="operator-error", className="bad")
     nodes = [dict(n, uptime_24h=fmt.percent(n["uptime_24h"]), uptime_7d=fmt.percent(n["uptime_7d"]),
-                  last_ok_at=fmt.when(n["last_ok_at"]), link=f"[{n['name']}](/nodes/{n['node_id']})")
+                  last_ok_at=fmt.when(n["last_ok_at"]), link=f"[{fmt.markdown_text(n['name'])}](/nodes/{n['node_id']})")
              for n in view["nodes"]]
     return html.Div([
         html.H2(f"{view['operator']}: {len(nodes)} node{'' if len(nodes) == 1 else 's'}, "
