@@ -118,7 +118,9 @@ def _findings(items) -> html.Div:
 
 def _history(hours) -> go.Figure:
     fig = go.Figure(go.Bar(x=[h["hour"] for h in hours], y=[min(h["ok_slots"] / h["slots"], 1) for h in hours],
-                           marker={"color": "#1a7f37"}, name="seen"))
+                           marker={"color": "#1a7f37"}, name="seen",
+                           # Each bar spans its hour, not centred on its start.
+                           xperiod=3_600_000, xperiodalignment="middle"))
     fig.update_layout(template="plotly_white", height=260, margin={"l": 50, "r": 20, "t": 10, "b": 40},
                       xaxis={"type": "date"}, yaxis={"title": "fraction of slots", "range": [0, 1.05], "tickformat": ".0%"})
     return fig
