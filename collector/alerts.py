@@ -47,6 +47,7 @@ import psycopg
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from psycopg.types.json import Jsonb
 
+from collector.background import BackgroundLoop
 from fleetscope.states import DEFINITION_VERSION, NodeStatus, node_status
 
 if TYPE_CHECKING:
@@ -353,11 +354,13 @@ class Evaluator:
             self._pending = []
 
 
-class AlertLoop:
+class AlertLoop(BackgroundLoop):
     """Evaluates every ``eval_s`` and wakes the deliverer when a round queued messages.
 
     ``async with AlertLoop(pool, ...):`` (started from the app's cleanup_ctx).
     """
+
+    TASK_NAME = "fleetscope-alerts"
 
     def __init__(self, pool: AsyncConnectionPool, *, eval_s: float, flap_window_s: float,
                  registry: CollectorRegistry | None = None, on_queued: Callable[[], None] | None = None,
@@ -367,7 +370,6 @@ class AlertLoop:
         self._evaluator = Evaluator(flap_window=timedelta(seconds=flap_window_s))
         self._on_queued = on_queued
         self._clock = clock
-        self._task: asyncio.Task | None = None
         # Its own registry when none is given: never prometheus_client's global one.
         kw = {"registry": registry if registry is not None else CollectorRegistry()}
         self.rounds = Counter("fleetscope_alert_rounds", "Alert evaluation rounds by result (ok, skipped, error).",
@@ -376,18 +378,6 @@ class AlertLoop:
                               "(sent, damped).", ["event", "outcome"], **kw)
         self.last_round = Gauge("fleetscope_alert_last_round_timestamp_seconds",
                                 "When the last alert evaluation round finished.", **kw)
-
-    async def __aenter__(self) -> AlertLoop:
-        self._task = asyncio.create_task(self._loop(), name="fleetscope-alerts")
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def run_once(self) -> RoundResult:
         async with self._pool.connection() as conn:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import psycopg
 
+from collector.background import BackgroundLoop
 from fleetscope import rollups
 from fleetscope.migrate import database_mode
 from fleetscope.integrity import IntegritySettings
@@ -83,13 +84,15 @@ def run_once(dsn: str, *, now: datetime | None = None, checks: IntegritySettings
     return done
 
 
-class Maintenance:
+class Maintenance(BackgroundLoop):
     """Runs ``run_once`` every ``interval_s`` until closed. ``async with Maintenance(dsn):``.
 
     The integrity checks run every ``integrity_interval_s`` (0: never), and
     a snapshot is published every ``publish_interval_s`` into ``bundle_dir``
     (0 or no directory: never).
     """
+
+    TASK_NAME = "fleetscope-maintenance"
 
     def __init__(self, dsn: str, *, interval_s: float = INTERVAL_S, integrity_interval_s: float = 0,
                  checks: IntegritySettings | None = None, publish_interval_s: int = 0,
@@ -101,19 +104,6 @@ class Maintenance:
         self.publish_period = timedelta(seconds=publish_interval_s) if publish_interval_s and bundle_dir else None
         self.bundle_dir = bundle_dir
         self._next_checks = 0.0
-        self._task: asyncio.Task | None = None
-
-    async def __aenter__(self) -> Maintenance:
-        self._task = asyncio.create_task(self._loop(), name="fleetscope-maintenance")
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def _loop(self) -> None:
         while True:

@@ -92,6 +92,13 @@ class Explorer:
         self._pool_lock = threading.Lock()
         self._mode: str | None = None
 
+    def _cached(self, key: str, query: Callable[[Any], Any]) -> Any:
+        """``query(conn)`` on a pooled connection, computed once per key across workers."""
+        def compute():
+            with self.pool().connection() as conn:
+                return query(conn)
+        return self.cache.get(key, compute)
+
     # Connections: one pool per process, opened on first use (after gunicorn forks).
     def pool(self):
         with self._pool_lock:
@@ -184,19 +191,15 @@ class Explorer:
     def daily(self, *, as_of: datetime | None = None) -> list[dict[str, Any]]:
         at = as_of or self.tick()
 
-        def compute():
-            with self.pool().connection() as conn:
-                return explorer.daily_accrual(conn, at=at, days=DAILY_DAYS)
-        return self.cache.get(f"daily-{int(at.timestamp())}", compute)
+        return self._cached(f"daily-{int(at.timestamp())}",
+                            lambda conn: explorer.daily_accrual(conn, at=at, days=DAILY_DAYS))
 
     def fleet_jumps(self, *, as_of: datetime | None = None) -> list[dict[str, Any]]:
         """Open and resolved fleet_jump findings of the last day: the chart marks them."""
         at = as_of or self.tick()
 
-        def compute():
-            with self.pool().connection() as conn:
-                return explorer.findings(conn, at=at, kind="fleet_jump", limit=100)[1]
-        return self.cache.get(f"jumps-{int(at.timestamp())}", compute)
+        return self._cached(f"jumps-{int(at.timestamp())}",
+                            lambda conn: explorer.findings(conn, at=at, kind="fleet_jump", limit=100)[1])
 
     # One node.
     def node(self, node_id: int, *, as_of: datetime | None = None) -> dict[str, Any] | None:
@@ -207,12 +210,10 @@ class Explorer:
         if index is None:
             return None
 
-        def compute():
-            with self.pool().connection() as conn:
-                rep = node_reputation(conn, node_id, at=at)
-                total, found = explorer.findings(conn, at=at, node_id=node_id, limit=200)
-            return rep, total, found
-        rep, total, found = self.cache.get(f"node-{node_id}-{int(at.timestamp())}", compute)
+        rep, (total, found) = self._cached(
+            f"node-{node_id}-{int(at.timestamp())}",
+            lambda conn: (node_reputation(conn, node_id, at=at),
+                          explorer.findings(conn, at=at, node_id=node_id, limit=200)))
         if rep is None:  # removed since the tick's tables were computed
             return None
         from dashboard.tables import as_json
@@ -256,25 +257,21 @@ class Explorer:
         at = as_of or self.tick()
         snap = self.snapshot(as_of=at)
 
-        def compute():
-            with self.pool().connection() as conn:
-                return explorer.findings(conn, at=at, kind=kind, open_only=open_only, limit=limit, offset=offset)
-        total, items = self.cache.get(f"findings-{int(at.timestamp())}-{kind}-{open_only:d}-{limit}-{offset}", compute)
+        total, items = self._cached(
+            f"findings-{int(at.timestamp())}-{kind}-{open_only:d}-{limit}-{offset}",
+            lambda conn: explorer.findings(conn, at=at, kind=kind, open_only=open_only, limit=limit, offset=offset))
         return {"as_of": snap.body["as_of"], "snapshot_sha256": snap.sha256,
                 "open_findings": snap.body["integrity"]["open_findings"],
                 "by_kind": snap.body["integrity"]["by_kind"], "checks": snap.body["checks"],
                 "gpus": {k: snap.body["gpus"][k] for k in VERIFICATIONS},
                 "total": total, "limit": limit, "offset": offset, "items": items}
 
-
     def published(self, *, limit: int = 24) -> list[dict[str, Any]]:
         """The latest published snapshots (issue 6's hourly hash chain)."""
         from fleetscope import publish
 
-        def compute():
-            with self.pool().connection() as conn:
-                return publish.list_published(conn, limit=limit)
-        return self.cache.get(f"published-{int(self.tick().timestamp())}-{limit}", compute)
+        return self._cached(f"published-{int(self.tick().timestamp())}-{limit}",
+                            lambda conn: publish.list_published(conn, limit=limit))
 
 
 def _uptime(u) -> dict[str, Any]:
