@@ -28,12 +28,14 @@ import asyncio
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -46,12 +48,18 @@ from collector.writer import (  # noqa: E402
     OBSERVATION_TYPES,
     SAMPLE_COLUMNS,
     SAMPLE_TYPES,
+    WRITE_CONNECTIONS,
     Writer,
 )
 from fleetscope.migrate import database_mode, init_database  # noqa: E402
 from fleetscope.registry import create_operator, register_node  # noqa: E402
 
 DATABASE = "fleetscope_bench_writer"
+# The push receiver commits one batch per request, and the event loop runs its
+# other tasks (the writer among them) between requests; the benchmark lets
+# this many commits through between two of its turns.
+PUSHES_PER_TICK = 100
+if os.environ.get("SWI"): sys.setswitchinterval(float(os.environ["SWI"]))
 PAYLOAD = Path(__file__).resolve().parents[1] / "tests/fixtures/payloads/dcgm_exporter_12fields_a100x8.prom"
 
 
@@ -79,15 +87,32 @@ def fresh_database(admin: str) -> str:
     return dsn
 
 
-def make_batches(node_ids: list[int], count: int, start: datetime) -> list[Batch]:
-    parsed = PayloadParser().parse(PAYLOAD.read_bytes())
+def node_payloads(node_ids: list[int]) -> dict[int, Any]:
+    """Each node's parsed payload: the recorded one, with GPU UUIDs of its own (as in a real fleet)."""
+    text = PAYLOAD.read_text()
+    return {node: PayloadParser().parse(re.sub(r'UUID="GPU-[0-9a-f]{8}', f'UUID="GPU-{node:08x}', text).encode())
+            for node in node_ids}
+
+
+def make_batches(payloads: dict[int, Any], count: int, start: datetime) -> list[Batch]:
+    node_ids = list(payloads)
     batches = []
     for i in range(count):
         t = start + timedelta(microseconds=1000 * i)
         node = node_ids[i % len(node_ids)]
         batches.append(Batch(node_id=node, received_at=t, slot=int(t.timestamp()) // 15, source="push", ok=True,
-                             payload=parsed))
+                             payload=payloads[node]))
     return batches
+
+
+def checkpoint(dsn: str) -> None:
+    """Start each path from a checkpoint: each then pays the same full-page writes.
+
+    Without it, the checkpoints that ~100 MB of WAL per path trigger land on
+    whichever path is running (the same path's rate varied 2x between rounds).
+    """
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
 
 
 def baseline(dsn: str, batches: list[Batch]) -> tuple[float, float]:
@@ -110,23 +135,28 @@ def baseline(dsn: str, batches: list[Batch]) -> tuple[float, float]:
     return elapsed[0], elapsed[1]
 
 
-async def through_writer(dsn: str, batches: list[Batch], spool: Path, mode: str) -> float:
-    async with Writer(dsn, spool_dir=spool, collector_id="bench", mode=mode) as writer:
-        # Warm the identity and GPU-set caches as a running collector has them.
+async def through_writer(dsn: str, batches: list[Batch], spool: Path, mode: str, connections: int) -> float:
+    async with Writer(dsn, spool_dir=spool, collector_id="bench", mode=mode, connections=connections) as writer:
+        # Warm the identity and GPU-set caches as a running collector has
+        # them, and open its connections; the timing starts once that is written.
+        nodes = len({b.node_id for b in batches})
         warm = writer.appender()
-        for b in batches[: len({b.node_id for b in batches})]:
+        for b in batches[:nodes]:
             warm.append(Batch(b.node_id, b.received_at - timedelta(days=1), b.slot, b.source, b.ok, None, None,
                               b.payload))
         await warm.commit()
-        while writer.queue.qsize():
+        while writer._m_rows.labels("gpu_samples")._value.get() < 8 * nodes:
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.5)
+        await writer._spare_connections(connections - 1)
+        await asyncio.sleep(0.2)
         written_before = writer._m_rows.labels("gpu_samples")._value.get()
         started = time.perf_counter()
-        for b in batches:
+        for i, b in enumerate(batches):
             appender = writer.appender()
             appender.append(b)
             await appender.commit()
+            if i % PUSHES_PER_TICK == PUSHES_PER_TICK - 1:
+                await asyncio.sleep(0)  # the event loop runs other tasks between requests
         target = written_before + 8 * len(batches)
         while writer._m_rows.labels("gpu_samples")._value.get() < target:
             await asyncio.sleep(0.002)
@@ -140,6 +170,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=25_000, help="batches per round (x 8 rows)")
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=WRITE_CONNECTIONS,
+                        help="the writer's connections (it is also timed with one, for comparison)")
     args = parser.parse_args()
 
     dsn = fresh_database(admin_dsn(args.dsn))
@@ -148,39 +180,51 @@ def main() -> None:
         version = conn.execute("SHOW server_version").fetchone()[0]
         operator_id, _ = create_operator(conn, "bench")
         nodes = [register_node(conn, operator_id=operator_id, name=f"n{i}").node_id for i in range(args.nodes)]
+    payloads = node_payloads(nodes)
     results = []
-    # Round 0 warms both paths and is not counted; then the two alternate
-    # which goes first, as the table (and its indexes) grows under both.
+    # Round 0 warms every path and is not counted; then they take turns at
+    # going first, as the table (and its indexes) grows under all of them.
     for r in range(args.rounds + 1):
         start = datetime(2026, 11, 24, tzinfo=timezone.utc) + timedelta(hours=r)
-        batches = make_batches(nodes, args.batches, start)
-        later = make_batches(nodes, args.batches, start + timedelta(minutes=30))
+        batches = make_batches(payloads, args.batches, start)
 
-        def ours_run() -> float:
+        def writer_run(connections: int, minutes: int) -> float:
+            later = make_batches(payloads, args.batches, start + timedelta(minutes=minutes))
             with tempfile.TemporaryDirectory() as spool:
-                return asyncio.run(through_writer(dsn, later, Path(spool), mode))
+                return asyncio.run(through_writer(dsn, later, Path(spool), mode, connections))
 
-        if r % 2:
-            ours, (t_samples, t_obs) = ours_run(), baseline(dsn, batches)
-        else:
-            (t_samples, t_obs), ours = baseline(dsn, batches), ours_run()
+        paths = [("copy", lambda: baseline(dsn, batches)),
+                 ("writer", lambda: writer_run(args.connections, 20)),
+                 ("writer_1", lambda: writer_run(1, 40))]
+        paths = paths[r % 3:] + paths[:r % 3]
+        got = {}
+        for name, run in paths:
+            checkpoint(dsn)
+            got[name] = run()
         if r == 0:
             continue
         rows = 8 * args.batches
+        t_samples, t_obs = got["copy"]
         base, both = rows / t_samples, rows / (t_samples + t_obs)
-        results.append((base, both, ours))
+        results.append((base, both, got["writer"], got["writer_1"]))
         print(f"round {r}: COPY of the sample rows {base:,.0f} rows/s, of the sample and observation rows "
-              f"{both:,.0f} sample rows/s; writer {ours:,.0f} rows/s; ratios {ours / base:.2f}, {ours / both:.2f}")
+              f"{both:,.0f} sample rows/s; writer {got['writer']:,.0f} rows/s ({args.connections} connections), "
+              f"{got['writer_1']:,.0f} (1); ratios {got['writer'] / base:.2f}, {got['writer'] / both:.2f}; "
+              f"with one connection {got['writer_1'] / base:.2f}")
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    median = statistics.median
     summary = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "machine": f"{os.cpu_count()} cores, {mem_gb:.0f} GiB, Python {platform.python_version()}",
-        "postgres": version, "mode": mode, "rows_per_round": 8 * args.batches,
-        "baseline_rows_per_s": round(statistics.median(b for b, _, _ in results)),
-        "baseline_with_observations_rows_per_s": round(statistics.median(b for _, b, _ in results)),
-        "writer_rows_per_s": round(statistics.median(o for _, _, o in results)),
-        "ratio_median": round(statistics.median(o / b for b, _, o in results), 2),
-        "ratio_same_rows_median": round(statistics.median(o / b for _, b, o in results), 2),
+        "postgres": version, "mode": mode, "rows_per_round": 8 * args.batches, "rounds": args.rounds,
+        "writer_connections": args.connections,
+        "baseline_rows_per_s": round(median(b for b, _, _, _ in results)),
+        "baseline_with_observations_rows_per_s": round(median(b for _, b, _, _ in results)),
+        "writer_rows_per_s": round(median(o for _, _, o, _ in results)),
+        "writer_one_connection_rows_per_s": round(median(o for _, _, _, o in results)),
+        "ratio_median": round(median(o / b for b, _, o, _ in results), 2),
+        "ratio_same_rows_median": round(median(o / b for _, b, o, _ in results), 2),
+        "ratio_one_connection_median": round(median(o / b for b, _, _, o in results), 2),
     }
     print(json.dumps(summary, indent=2))
 

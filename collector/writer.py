@@ -9,7 +9,11 @@ EARLY_FLUSH_BATCHES have come), at most MAX_GROUP_BATCHES batches — and
 writes each group in one transaction, the next group gathering and being built
 while the previous one is written: observations and GPU samples with
 binary COPY, identity upserts and GPU-set changes, the collector's heartbeat,
-and the group's id in ``ingest_batches``. (Nodes' alert bookkeeping,
+and the group's id in ``ingest_batches``. A large group is written as
+WRITE_CONNECTIONS *parts*, its batches split by node, each part its own
+transaction on its own connection, in parallel: one COPY keeps one database
+backend busy, and a second one nearly doubles what the database takes
+(bench/bench_writer.py). A node's rows are always in one part, in order. (Nodes' alert bookkeeping,
 ``nodes.last_ok_at``, is not kept per batch: an alert loop reads the
 observations since its last round, one indexed range scan per round.)
 
@@ -39,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg import copy as pgcopy
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from collector.ingest import Batch
@@ -46,6 +51,8 @@ from collector.spool import Spool
 from fleetscope import rollups
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
     from collector.ingest import Appender
 
 log = logging.getLogger("fleetscope.writer")
@@ -73,6 +80,13 @@ IDENTITY_REFRESH_S = 300        # re-upsert an unchanged identity this often (ke
 # so an unchanged set is offered again this often (the insert itself skips a
 # set equal to the latest in the database).
 SET_REFRESH_S = 60
+# Connections the writer writes a group's parts on, in parallel. One COPY is
+# bound by its one database backend (the client formats rows in a third of the
+# time); two parts on two connections took 1.2-1.5x the rows/s of one COPY on
+# 2 cores, plain and TimescaleDB (docs/benchmarks.md). A group smaller than
+# PARALLEL_MIN_BATCHES is one part: a trickle is not worth a second commit.
+WRITE_CONNECTIONS = 2
+PARALLEL_MIN_BATCHES = 250
 DRAIN_GROUPS_PER_ROUND = 20     # spool replay yields to new work and heartbeats in between
 CONNECT_TIMEOUT_S = 5
 
@@ -136,6 +150,7 @@ def _sets_json(sets: list[tuple]) -> str:
 
 _UUID = itemgetter(0)  # of a GpuSample: gpu_uuid
 _UUID_AND_INDEX = itemgetter(0, 1)  # gpu_uuid, gpu_index
+_UUID_INDEX_LOST = itemgetter(0, 1, 15)  # gpu_uuid, gpu_index, lost
 
 
 class StorageBusy(Exception):
@@ -162,7 +177,10 @@ class Writer:
                  max_group_batches: int = MAX_GROUP_BATCHES, flush_interval_s: float = FLUSH_INTERVAL_S,
                  heartbeat_s: float = HEARTBEAT_S, spool_max_bytes: int = SPOOL_MAX_BYTES,
                  commit_timeout_s: float = COMMIT_TIMEOUT_S,
-                 early_flush_batches: int = EARLY_FLUSH_BATCHES) -> None:
+                 early_flush_batches: int = EARLY_FLUSH_BATCHES, connections: int = WRITE_CONNECTIONS,
+                 parallel_min_batches: int = PARALLEL_MIN_BATCHES) -> None:
+        if connections < 1:
+            raise ValueError("the writer needs at least one connection")
         self.dsn = dsn
         self.collector_id = collector_id
         self.mode = mode
@@ -173,6 +191,8 @@ class Writer:
         self.early_flush_batches = early_flush_batches
         self.heartbeat_s = heartbeat_s
         self.commit_timeout_s = commit_timeout_s
+        self.connections = connections
+        self.parallel_min_batches = parallel_min_batches
         self._boot = f"{collector_id}:{time.time_ns()}"
         self._seq = 0
         # A synchronous connection used from a worker thread, one call at a
@@ -180,6 +200,11 @@ class Writer:
         # row (the async one awaits each write_row), and a long COPY leaves
         # the event loop free for pushes and scrapes.
         self._conn: psycopg.Connection | None = None
+        # The other connections a large group's parts are written on; opened
+        # when needed, dropped on an error, and reopened after the backoff.
+        self._spares: list[psycopg.Connection] = []
+        # Formats a group's COPY data while the group is built (_encode).
+        self._formatter: psycopg.Cursor | None = None
         self._retry_at = 0.0
         self._retry_delay = RETRY_MIN_S
         self._task: asyncio.Task | None = None
@@ -188,6 +213,9 @@ class Writer:
         self._identities: dict[int, tuple[tuple, float]] = {}  # node -> (its last identities, when written)
         # node -> ((healthy, lost), when): the last set this process wrote or read.
         self._sets: dict[int, tuple[tuple[tuple[str, ...], tuple[str, ...]], float]] | None = None
+        # node -> (what its last payload said of its GPUs, until when the two
+        # caches above are known to agree with it): the fast path of _rows.
+        self._steady: dict[int, tuple[tuple, float]] = {}
         self._generation = 0  # counts _forget calls: a group built before one is built again
         self._period_start: datetime | None = None
         self._last_beat: datetime | None = None
@@ -209,9 +237,10 @@ class Writer:
         if self._task is not None:
             await self._task
             self._task = None
-        if self._conn is not None:
-            await asyncio.to_thread(self._conn.close)
-            self._conn = None
+        for conn in [self._conn, *self._spares]:
+            if conn is not None:
+                await asyncio.to_thread(conn.close)
+        self._conn, self._spares = None, []
 
     def appender(self) -> Appender:
         return _QueueAppender(self)
@@ -234,7 +263,7 @@ class Writer:
                 last = self._closing and not batches and self.queue.empty()
                 # (last: a final heartbeat, so the observing period ends where we stopped.)
                 generation = self._generation
-                group = self._build_group(batches)
+                parts = self._build_parts(batches)
                 if self._writing is not None:
                     await self._writing
                     self._writing = None
@@ -242,12 +271,13 @@ class Writer:
                         # The previous group was refused and its nodes' caches
                         # forgotten after this one was built: build it again,
                         # so it carries the identities and sets it relied on.
-                        self._forget(group)
-                        group = self._build_group(batches)
+                        for part in parts:
+                            self._forget(part)
+                        parts = self._build_parts(batches)
                 if last:
-                    await self._submit(group)
+                    await self._submit(parts)
                     break
-                self._writing = asyncio.create_task(self._submit(group))
+                self._writing = asyncio.create_task(self._submit(parts))
         finally:
             if self._writing is not None:
                 await self._writing
@@ -297,38 +327,88 @@ class Writer:
 
     def _build_group(self, batches: list[Batch]) -> dict[str, Any]:
         """Turn batches into the rows of one transaction, as a JSON-able dict."""
+        return self._build_parts(batches, parts=1)[0]
+
+    def _build_parts(self, batches: list[Batch], parts: int | None = None) -> list[dict[str, Any]]:
+        """A group as one part, or (large enough) as ``connections`` parts split by node.
+
+        Part ids are ``<group id>/p<i>``; the heartbeat rides in the first
+        part, which is built even when no node falls in it.
+        """
         now = datetime.now(timezone.utc)
         if self._last_beat is None or (now - self._last_beat).total_seconds() > HEARTBEAT_GAP_S:
             self._period_start = now
         self._last_beat = now
         self._seq += 1
-        observations, samples, identities, sets = [], [], [], []
+        group_id, beat = f"{self._boot}:{self._seq}", (self._period_start, now)
+        if parts is None:
+            parts = self.connections if len(batches) >= self.parallel_min_batches else 1
+        if parts == 1:
+            return [self._rows(batches, group_id, beat)]
+        buckets: list[list[Batch]] = [[] for _ in range(parts)]
+        for b in batches:
+            buckets[b.node_id % parts].append(b)
+        return [self._rows(bucket, f"{group_id}/p{i}", beat if i == 0 else None)
+                for i, bucket in enumerate(buckets) if bucket or i == 0]
+
+    def _rows(self, batches: list[Batch], group_id: str, beat: tuple | None) -> dict[str, Any]:
+        """A group's rows. GPU samples are kept as blocks, ``(time, node, samples)``: one per batch.
+
+        A block is what a batch adds to ``gpu_samples``, each sample a row
+        once the block's time and node lead it (``sample_rows``); rows are
+        made one at a time as they are formatted, not kept as a list of
+        16,000 tuples per group (that list cost a fifth of the writer's
+        CPU: py-spy --gil, bench/bench_writer.py).
+        """
+        observations, blocks, identities, sets = [], [], [], []
         mono = time.monotonic()
         cid = self.collector_id
+        steady = self._steady
         for b in batches:
-            t = b.received_at
-            observations.append((t, b.node_id, b.ok, b.source, b.slot, b.latency_ms, b.error, cid))
-            if not b.ok or b.payload is None:
+            t, node, p = b.received_at, b.node_id, b.payload
+            observations.append((t, node, b.ok, b.source, b.slot, b.latency_ms, b.error, cid))
+            if not b.ok or p is None:
                 continue
-            head = (t, b.node_id)
-            samples.extend(map(head.__add__, b.payload.samples))  # head + sample, without a Python frame per row
-            self._identity_rows(b, t, mono, identities)
-            self._set_row(b, t, sets)
-        return {
-            "id": f"{self._boot}:{self._seq}",
-            "obs": observations, "samples": samples, "ids": identities, "sets": sets,
-            "beat": (self._period_start, now),
-        }
+            blocks.append((t, node, p.samples))
+            # The usual case: the node says what it said last time, and both
+            # caches agree with it (one C-level comparison, no work per GPU).
+            key = (tuple(p.identities), tuple(map(_UUID_INDEX_LOST, p.samples)))
+            known = steady.get(node)
+            if known is not None and known[0] == key and mono < known[1]:
+                continue
+            ident_until = self._identity_rows(b, t, mono, identities)
+            set_until = self._set_row(b, t, sets, mono)
+            steady[node] = (key, min(ident_until, set_until))
+        return {"id": group_id, "obs": observations, "samples": blocks, "ids": identities, "sets": sets,
+                "beat": beat, "obs_copy": self._encode(observations, OBSERVATION_TYPES),
+                "samples_copy": self._encode(sample_rows(blocks), SAMPLE_TYPES)}
 
-    def _identity_rows(self, b: Batch, t: datetime, mono: float, out: list) -> None:
-        # Hot path: a node reports the same identities every interval. One
-        # C-level comparison of the whole (identities, GPU indexes) pair with
-        # the node's last one skips the per-GPU work (measured: 18 -> ~2 us a
-        # batch, bench/bench_writer.py).
+    def _encode(self, rows: Iterable[tuple], types: tuple[str, ...]) -> list[bytes] | None:
+        """The rows as binary COPY data, formatted now, on the event loop, while the previous group is written.
+
+        Formatted inside the COPY instead, in the writing thread, the rows
+        wait for the GIL while the event loop builds the next group, and the
+        database backend waits for them (ClientRead in pg_stat_activity; a
+        16,000-row COPY took 45-90 ms instead of 35-40). None when there is no
+        formatter yet (the database was down at start): the COPY formats them.
+        """
+        if self._formatter is None:
+            return None
+        chunks = _Chunks()
+        with psycopg.Copy(self._formatter, binary=True, writer=chunks) as copy:
+            copy.set_types(types)
+            for row in rows:
+                copy.write_row(row)
+        return [b"".join(chunks.data)]
+
+    def _identity_rows(self, b: Batch, t: datetime, mono: float, out: list) -> float:
+        """Add the node's identity rows unless they are the ones written lately; until when that holds."""
+        # One C-level comparison of the whole (identities, GPU indexes) pair
+        # with the node's last one skips the per-GPU work.
         shape = (tuple(b.payload.identities), tuple(map(_UUID_AND_INDEX, b.payload.samples)))
         cached = self._identities.get(b.node_id)
         if cached is not None and cached[0] == shape and mono - cached[1] < IDENTITY_REFRESH_S:
-            return
+            return cached[1] + IDENTITY_REFRESH_S
         self._identities[b.node_id] = (shape, mono)
         seen = {ident.uuid: ident for ident in b.payload.identities}
         indexes = dict(shape[1])
@@ -337,46 +417,100 @@ class Writer:
             ident = seen.get(gpu_uuid)
             out.append((b.node_id, t, t, gpu_uuid, indexes.get(gpu_uuid),
                         *(ident[1:] if ident else (None,) * 14)))
+        return mono + IDENTITY_REFRESH_S
 
-    def _set_row(self, b: Batch, t: datetime, out: list) -> None:
+    def _set_row(self, b: Batch, t: datetime, out: list, mono: float) -> float:
+        """Add the node's GPU set unless it is the one written or read lately; until when that holds."""
         if b.payload.lost:
             current = (tuple(sorted(b.healthy_gpus)), tuple(b.lost_gpus))
         else:  # the usual case, in C: every GPU healthy (the parser flags a sample lost with its UUID in `lost`)
             current = (tuple(sorted(map(_UUID, b.payload.samples))), ())
         if self._sets is not None:
-            mono = time.monotonic()
             cached = self._sets.get(b.node_id)
             if cached is not None and cached[0] == current and mono - cached[1] < SET_REFRESH_S:
-                return
+                return cached[1] + SET_REFRESH_S
             self._sets[b.node_id] = (current, mono)
         # Without the cache (the database was down when we started) every set
         # is written: a repeated set is a redundant row, never a wrong one.
         # Sorted, so a set compares equal to the same set written by another process.
         out.append((b.node_id, t, list(current[0]), list(current[1])))
+        return mono + SET_REFRESH_S if self._sets is not None else mono
 
     # -- writing ------------------------------------------------------------------
 
-    async def _submit(self, group: dict[str, Any]) -> None:
+    async def _submit(self, parts: list[dict[str, Any]]) -> None:
+        """Write a group's parts, in parallel on their own connections; then settle each, in order."""
         try:
             if len(self.spool) or not await self._ensure_connection():
-                self._spool_group(group)
+                for part in parts:
+                    self._spool_group(part)
                 await self._drain_spool()
                 return
-            try:
-                await self._write(group)
-            except psycopg.OperationalError as err:
-                self._lost_connection(err)
-                self._spool_group(group)
-            except psycopg.Error as err:
-                # Not an outage: the data itself is refused. On disk first,
-                # then node by node, so only the refused nodes' rows stay aside.
-                log.error("database refused write group %s: %s", group["id"], err)
-                self.spool.append(to_spool(group))
-                await self._salvage_head(group, str(err))
+            conns = [self._conn, *await self._spare_connections(len(parts) - 1)]
+            results = await asyncio.gather(
+                *(self._write_each(parts[i::len(conns)], conn) for i, conn in enumerate(conns)))
         except Exception:  # noqa: BLE001 - the writer must outlive any one group (a full disk, a bug)
-            log.exception("writer could not write or spool group %s", group["id"])
-            self._m_groups.labels("lost").inc()
-            self._forget(group)
+            log.exception("writer could not write or spool group %s", parts[0]["id"])
+            for part in parts:
+                self._m_groups.labels("lost").inc()
+                self._forget(part)
+            return
+        # Outcomes are settled in the parts' order, so the spool keeps the
+        # order the parts were built in.
+        outcomes = {part["id"]: (conn, error) for i, conn in enumerate(conns)
+                    for part, error in zip(parts[i::len(conns)], results[i])}
+        for part in parts:
+            conn, error = outcomes[part["id"]]
+            try:
+                await self._settle(part, conn, error)
+            except Exception:  # noqa: BLE001 - as above
+                log.exception("writer could not write or spool group %s", part["id"])
+                self._m_groups.labels("lost").inc()
+                self._forget(part)
+
+    async def _write_each(self, parts: list[dict[str, Any]], conn: psycopg.Connection) -> list[Exception | None]:
+        """Write parts one after another on one connection; each one's error (or None)."""
+        errors: list[Exception | None] = []
+        for part in parts:
+            try:
+                await self._write(part, conn)
+                errors.append(None)
+            except Exception as err:  # noqa: BLE001 - settled by _settle, in order
+                errors.append(err)
+        return errors
+
+    async def _settle(self, part: dict[str, Any], conn: psycopg.Connection, error: Exception | None) -> None:
+        if error is None:
+            return
+        if isinstance(error, psycopg.OperationalError):
+            self._lost_connection(error, conn)
+            self._spool_group(part)
+        elif isinstance(error, psycopg.Error) and not len(self.spool):
+            # Not an outage: the data itself is refused. On disk first,
+            # then node by node, so only the refused nodes' rows stay aside.
+            log.error("database refused write group %s: %s", part["id"], error)
+            self.spool.append(to_spool(part))
+            await self._salvage_head(part, str(error))
+        elif isinstance(error, psycopg.Error):
+            # Refused behind a part spooled in this round (its connection was
+            # lost): it waits its turn, and its replay is salvaged then.
+            self._spool_group(part)
+        else:
+            raise error
+
+    async def _spare_connections(self, wanted: int) -> list[psycopg.Connection]:
+        """Up to ``wanted`` open spare connections (fewer while the database refuses new ones)."""
+        wanted = min(wanted, self.connections - 1)
+        self._spares = [c for c in self._spares if not c.closed]
+        while len(self._spares) < wanted and time.monotonic() >= self._retry_at:
+            try:
+                self._spares.append(await asyncio.to_thread(psycopg.connect, self.dsn, autocommit=True,
+                                                            connect_timeout=CONNECT_TIMEOUT_S))
+            except psycopg.Error as err:
+                log.warning("writer could not open a spare connection: %s", str(err).strip())
+                self._back_off()
+                break
+        return self._spares[:wanted]
 
     async def _salvage_head(self, group: dict[str, Any], error: str) -> bool:
         """Write the refused group at the spool's head one node at a time.
@@ -417,6 +551,7 @@ class Writer:
         self._generation += 1
         nodes = {row[1] for row in group["obs"]}
         for node in nodes:
+            self._steady.pop(node, None)
             self._identities.pop(node, None)
             if self._sets is not None:
                 self._sets.pop(node, None)
@@ -464,6 +599,8 @@ class Writer:
             self._conn = await asyncio.to_thread(psycopg.connect, self.dsn, autocommit=True,
                                                  connect_timeout=CONNECT_TIMEOUT_S)
             await asyncio.to_thread(self._load_sets)
+            if self._formatter is None:
+                self._formatter = await asyncio.to_thread(_formatting_cursor, self._conn)
         except psycopg.Error as err:
             self._lost_connection(err)
             return False
@@ -472,12 +609,23 @@ class Writer:
         log.info("writer connected to the database")
         return True
 
-    def _lost_connection(self, err: Exception) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            asyncio.get_running_loop().run_in_executor(None, _close_quietly, conn)
-            log.warning("writer lost the database: %s; spooling to %s", str(err).strip(), self.spool.directory)
-        self._m_db_up.set(0)
+    def _lost_connection(self, err: Exception, conn: psycopg.Connection | None = None) -> None:
+        """``conn`` (default: the main one) failed; losing a spare leaves the main connection up."""
+        if conn is not None and conn is not self._conn:
+            if conn in self._spares:
+                self._spares.remove(conn)
+                asyncio.get_running_loop().run_in_executor(None, _close_quietly, conn)
+                log.warning("writer lost a spare connection: %s", str(err).strip())
+        else:
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                asyncio.get_running_loop().run_in_executor(None, _close_quietly, conn)
+                log.warning("writer lost the database: %s; spooling to %s", str(err).strip(),
+                            self.spool.directory)
+            self._m_db_up.set(0)
+        self._back_off()
+
+    def _back_off(self) -> None:
         # Exponential backoff with jitter: a fleet of collectors must not
         # reconnect in lockstep to a database that has just come back.
         self._retry_at = time.monotonic() + self._retry_delay * (0.5 + os.urandom(1)[0] / 255)
@@ -492,15 +640,18 @@ class Writer:
         mono = time.monotonic()
         self._sets = {r[0]: ((tuple(sorted(r[1])), tuple(r[2])), mono) for r in rows}
 
-    async def _write(self, group: dict[str, Any]) -> None:
-        """Write one group in one transaction, unless its id is already recorded."""
+    async def _write(self, group: dict[str, Any], conn: psycopg.Connection | None = None) -> None:
+        """Write one group in one transaction (on ``conn``, default the main one), unless its id is already recorded."""
+        conn = conn or self._conn
+        if conn is None:
+            raise psycopg.OperationalError("the writer has no connection")
         started = time.perf_counter()
-        written = await asyncio.to_thread(self._write_sync, self._conn, group)
+        written = await asyncio.to_thread(self._write_sync, conn, group)
         if not written:
             self._m_groups.labels("duplicate").inc()
             return
         self._m_rows.labels("observations").inc(len(group["obs"]))
-        self._m_rows.labels("gpu_samples").inc(len(group["samples"]))
+        self._m_rows.labels("gpu_samples").inc(sample_count(group))
         self._m_groups.labels("written").inc()
         self._m_flush.observe(time.perf_counter() - started)
 
@@ -508,22 +659,25 @@ class Writer:
         with conn.transaction():
             # The group's id first: one round trip both checks and records it
             # (a concurrent writer of the same id waits on its row lock).
-            rows = len(group["obs"]) + len(group["samples"])
+            rows = len(group["obs"]) + sample_count(group)
             if conn.execute("INSERT INTO ingest_batches (batch_id, rows) VALUES (%s, %s)"
                             " ON CONFLICT (batch_id) DO NOTHING RETURNING 1", (group["id"], rows)).fetchone() is None:
                 return False
             cur = conn.cursor()
-            if group["obs"]:
-                with cur.copy(f"COPY observations ({', '.join(OBSERVATION_COLUMNS)}) FROM STDIN "
-                              "(FORMAT BINARY)") as copy:
-                    copy.set_types(OBSERVATION_TYPES)
-                    for row in group["obs"]:
-                        copy.write_row(row)
-            if group["samples"]:
-                with cur.copy(f"COPY gpu_samples ({', '.join(SAMPLE_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.set_types(SAMPLE_TYPES)
-                    for row in group["samples"]:
-                        copy.write_row(row)
+            for table, columns, types, key, rows in (
+                    ("observations", OBSERVATION_COLUMNS, OBSERVATION_TYPES, "obs", group["obs"]),
+                    ("gpu_samples", SAMPLE_COLUMNS, SAMPLE_TYPES, "samples", sample_rows(group["samples"]))):
+                if not group[key]:
+                    continue
+                with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+                    data = group.get(f"{key}_copy")
+                    if data is not None:  # formatted when the group was built
+                        for chunk in data:
+                            copy.write(chunk)
+                    else:
+                        copy.set_types(types)
+                        for row in rows:
+                            copy.write_row(row)
             # The statements after the COPYs go in one round trip (psycopg's
             # pipeline mode; COPY itself cannot be pipelined): each round trip
             # from this worker thread also waits for the GIL while the event
@@ -546,11 +700,13 @@ class Writer:
                     # Late rows (a spool replay) below the rollup's watermark mark
                     # it for recomputation; a no-op for rows above it.
                     rollups.invalidate(conn, min(o[0] for o in group["obs"]), mode=self.mode)
-                conn.execute(
-                    "INSERT INTO observing_periods (collector_id, started_at, last_beat_at) VALUES (%s, %s, %s)"
-                    " ON CONFLICT (collector_id, started_at)"
-                    " DO UPDATE SET last_beat_at = greatest(observing_periods.last_beat_at, EXCLUDED.last_beat_at)",
-                    (self.collector_id, *group["beat"]))
+                if group["beat"] is not None:  # (the first part of a group carries it)
+                    conn.execute(
+                        "INSERT INTO observing_periods (collector_id, started_at, last_beat_at) VALUES (%s, %s, %s)"
+                        " ON CONFLICT (collector_id, started_at)"
+                        " DO UPDATE SET last_beat_at = greatest(observing_periods.last_beat_at,"
+                        " EXCLUDED.last_beat_at)",
+                        (self.collector_id, *group["beat"]))
         return True
 
     # -- metrics --------------------------------------------------------------------
@@ -578,6 +734,36 @@ class Writer:
                                registry=registry)
 
 
+class _Chunks(pgcopy.Writer):
+    """A COPY writer that keeps the formatted data as the formatter's own buffers (no copying)."""
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.data.append(data)
+
+
+def _formatting_cursor(conn: psycopg.Connection) -> psycopg.Cursor:
+    """A cursor whose only use is formatting COPY data (``Writer._encode``), on the event loop.
+
+    Its dumpers are created here, in the connecting thread, by formatting a
+    row of each table once: the only step of formatting that reads the
+    connection (its encoding). After that, formatting uses the cursor's
+    adapters alone and never the connection, so it can run while another
+    thread writes on it; the cursor keeps formatting after the connection
+    is gone.
+    """
+    cur = conn.cursor()
+    warm = {OBSERVATION_TYPES: (datetime.now(timezone.utc), 1, True, "push", 1, 1.0, "x", "x"),
+            SAMPLE_TYPES: (datetime.now(timezone.utc), 1, "GPU-x", 0, *[1.0] * 5, 1.0, *[1.0] * 3, 1, 1, 1, 1, False)}
+    for types, row in warm.items():
+        with psycopg.Copy(cur, binary=True, writer=_Chunks()) as copy:
+            copy.set_types(types)
+            copy.write_row(row)
+    return cur
+
+
 def _close_quietly(conn: psycopg.Connection) -> None:
     try:
         conn.close()
@@ -587,6 +773,28 @@ def _close_quietly(conn: psycopg.Connection) -> None:
 
 # Which fields of a group hold times, by position, for the spool's JSON.
 _TIMED = {"obs": (0,), "samples": (0,), "ids": (1, 2), "sets": (1,)}
+
+
+def sample_rows(blocks: Iterable[tuple]) -> Iterator[tuple]:
+    """The ``gpu_samples`` rows of a group's sample blocks, ``(time, node, samples)``, in order."""
+    for t, node, samples in blocks:
+        yield from map((t, node).__add__, samples)  # head + sample, without a Python frame per row
+
+
+def sample_count(group: dict[str, Any]) -> int:
+    return sum(len(block[2]) for block in group["samples"])
+
+
+def _blocks(rows: Iterable[tuple]) -> list[tuple]:
+    """The inverse of ``sample_rows``: consecutive rows of one time and node are one block."""
+    blocks: list[tuple] = []
+    for row in rows:
+        head, sample = row[:2], tuple(row[2:])
+        if blocks and blocks[-1][:2] == head:
+            blocks[-1][2].append(sample)
+        else:
+            blocks.append((*head, [sample]))
+    return blocks
 
 
 def split_by_node(group: dict[str, Any]) -> list[dict[str, Any]]:
@@ -606,17 +814,22 @@ def split_by_node(group: dict[str, Any]) -> list[dict[str, Any]]:
 
 def to_spool(group: dict[str, Any]) -> dict[str, Any]:
     """A group as JSON-able data: times as integer microseconds since the epoch (exact)."""
-    out: dict[str, Any] = {"id": group["id"], "beat": [_us(t) for t in group["beat"]]}
+    beat = group["beat"]
+    out: dict[str, Any] = {"id": group["id"], "beat": None if beat is None else [_us(t) for t in beat]}
     for key, positions in _TIMED.items():
-        out[key] = [[_us(v) if i in positions else v for i, v in enumerate(row)] for row in group[key]]
+        rows = sample_rows(group[key]) if key == "samples" else group[key]
+        out[key] = [[_us(v) if i in positions else v for i, v in enumerate(row)] for row in rows]
     return out
 
 
 def from_spool(data: dict[str, Any]) -> dict[str, Any]:
     """The inverse of ``to_spool``."""
-    group: dict[str, Any] = {"id": data["id"], "beat": tuple(_dt(t) for t in data["beat"])}
+    beat = data["beat"]
+    group: dict[str, Any] = {"id": data["id"], "beat": None if beat is None else tuple(_dt(t) for t in beat)}
     for key, positions in _TIMED.items():
         group[key] = [tuple(_dt(v) if i in positions else v for i, v in enumerate(row)) for row in data[key]]
+    group["samples"] = _blocks(group["samples"])
+    group["obs_copy"] = group["samples_copy"] = None  # formatted when written
     return group
 
 
