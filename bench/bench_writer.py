@@ -84,6 +84,12 @@ def fresh_database(admin: str) -> str:
     params["dbname"] = DATABASE
     dsn = make_conninfo(**params)
     init_database(dsn)
+    # Autovacuum would wake on the inserted rows at random points of the run
+    # and slow whichever path is running then; both paths write to these
+    # tables, so it is off for the benchmark's database only.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for table in ("gpu_samples", "observations", "ingest_batches"):
+            conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = off)")
     return dsn
 
 

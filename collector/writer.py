@@ -656,13 +656,18 @@ class Writer:
         self._m_flush.observe(time.perf_counter() - started)
 
     def _write_sync(self, conn: psycopg.Connection, group: dict[str, Any]) -> bool:
-        with conn.transaction():
-            # The group's id first: one round trip both checks and records it
-            # (a concurrent writer of the same id waits on its row lock).
-            rows = len(group["obs"]) + sample_count(group)
-            if conn.execute("INSERT INTO ingest_batches (batch_id, rows) VALUES (%s, %s)"
-                            " ON CONFLICT (batch_id) DO NOTHING RETURNING 1", (group["id"], rows)).fetchone() is None:
-                return False
+        """Write a group in one transaction; False if its id was already written.
+
+        Six round trips: BEGIN, two per COPY, and one for everything else
+        (psycopg's pipeline mode; COPY itself cannot be pipelined). Each round
+        trip from this worker thread waits for the GIL while the event loop
+        builds the next group, so the group's id is recorded last, with the
+        COMMIT, instead of checked in a round trip of its own first: a group
+        already written then fails (its observations' unique key, or the id's),
+        is rolled back, and is found in ``ingest_batches``.
+        """
+        try:
+            conn.execute("BEGIN")
             cur = conn.cursor()
             for table, columns, types, key, rows in (
                     ("observations", OBSERVATION_COLUMNS, OBSERVATION_TYPES, "obs", group["obs"]),
@@ -678,10 +683,6 @@ class Writer:
                         copy.set_types(types)
                         for row in rows:
                             copy.write_row(row)
-            # The statements after the COPYs go in one round trip (psycopg's
-            # pipeline mode; COPY itself cannot be pipelined): each round trip
-            # from this worker thread also waits for the GIL while the event
-            # loop parses, up to sys.getswitchinterval() (5 ms) each.
             with conn.pipeline():
                 if group["ids"]:
                     # One statement may not touch a row twice: a GPU reported twice
@@ -707,6 +708,16 @@ class Writer:
                         " DO UPDATE SET last_beat_at = greatest(observing_periods.last_beat_at,"
                         " EXCLUDED.last_beat_at)",
                         (self.collector_id, *group["beat"]))
+                conn.execute("INSERT INTO ingest_batches (batch_id, rows) VALUES (%s, %s)",
+                             (group["id"], len(group["obs"]) + sample_count(group)))
+                conn.execute("COMMIT")
+        except psycopg.Error as err:
+            if isinstance(err, psycopg.OperationalError) or conn.closed:
+                raise
+            conn.execute("ROLLBACK")
+            if conn.execute("SELECT 1 FROM ingest_batches WHERE batch_id = %s", (group["id"],)).fetchone():
+                return False  # written before (a retry after a lost COMMIT acknowledgement, a replay)
+            raise
         return True
 
     # -- metrics --------------------------------------------------------------------
