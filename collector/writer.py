@@ -49,6 +49,7 @@ from psycopg.pq import TransactionStatus
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from collector.ingest import Batch
+from collector.maintenance import ROLLUP_SETTLE
 from collector.spool import Spool
 from fleetscope import rollups
 
@@ -361,6 +362,12 @@ class Writer:
         group_id, beat = f"{self._boot}:{self._seq}", (self._period_start, now)
         if parts is None:
             parts = self.connections if len(batches) >= self.parallel_min_batches else 1
+            if parts > 1 and min(b.received_at for b in batches) < now - ROLLUP_SETTLE:
+                # Rows this old may be under the hourly rollup's watermark:
+                # each part would then share-lock the watermark row and mark
+                # it, and two parts doing so deadlock (one is aborted and
+                # replayed: _settle). One part, then.
+                parts = 1
         if parts == 1:
             return [self._rows(batches, group_id, beat)]
         buckets: list[list[Batch]] = [[] for _ in range(parts)]
@@ -500,7 +507,13 @@ class Writer:
     async def _settle(self, part: dict[str, Any], conn: psycopg.Connection, error: Exception | None) -> None:
         if error is None:
             return
-        if isinstance(error, psycopg.OperationalError):
+        if _aborted(error):
+            # A deadlock (or a serialization failure): the database aborted
+            # this part in favour of another. Neither an outage nor a
+            # refusal: the part is replayed from the spool, the connection kept.
+            log.warning("database aborted write group %s: %s; replaying it", part["id"], str(error).strip())
+            self._spool_group(part)
+        elif isinstance(error, psycopg.OperationalError):
             self._lost_connection(error, conn)
             self._spool_group(part)
         elif isinstance(error, psycopg.Error) and not len(self.spool):
@@ -524,6 +537,7 @@ class Writer:
             try:
                 self._spares.append(await asyncio.to_thread(psycopg.connect, self.dsn, autocommit=True,
                                                             connect_timeout=CONNECT_TIMEOUT_S))
+                self._retry_delay = RETRY_MIN_S
             except psycopg.Error as err:
                 log.warning("writer could not open a spare connection: %s", str(err).strip())
                 self._back_off()
@@ -732,11 +746,15 @@ class Writer:
         except BaseException as err:
             # Whatever failed, the transaction must not stay open: the next
             # group's COMMIT would commit what this one had written.
-            if conn.closed or isinstance(err, psycopg.OperationalError):
-                raise
+            if conn.closed or (isinstance(err, psycopg.OperationalError) and not _aborted(err)):
+                raise  # the connection is dropped (_lost_connection)
             if conn.info.transaction_status != TransactionStatus.IDLE:
-                conn.execute("ROLLBACK")
-            if isinstance(err, psycopg.Error) and conn.execute(
+                # rollback(), not a ROLLBACK statement: it also forgets the
+                # statements psycopg prepared in the failed pipeline, which the
+                # server never kept ("prepared statement _pg3_N does not exist"
+                # on every later group otherwise).
+                conn.rollback()
+            if isinstance(err, psycopg.Error) and not _aborted(err) and conn.execute(
                     "SELECT 1 FROM ingest_batches WHERE batch_id = %s", (group["id"],)).fetchone():
                 return False  # written before (a retry after a lost COMMIT acknowledgement, a replay)
             raise
@@ -795,6 +813,12 @@ def _formatting_cursor(conn: psycopg.Connection) -> psycopg.Cursor:
             copy.set_types(types)
             copy.write_row(row)
     return cur
+
+
+def _aborted(err: BaseException) -> bool:
+    """A transaction the database rolled back in favour of another (SQLSTATE class 40: a deadlock, a
+    serialization failure); psycopg raises these as OperationalError, but the connection is fine."""
+    return isinstance(err, psycopg.Error) and (err.sqlstate or "").startswith("40")
 
 
 def _close_quietly(conn: psycopg.Connection) -> None:

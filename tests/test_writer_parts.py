@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections import Counter
@@ -367,3 +368,22 @@ async def test_a_connection_that_refused_groups_goes_on_writing_the_next_ones(ds
                 written.append((node, at))
         await writer.close()
     assert_written_exactly_once(dsn, written)
+
+
+async def test_parts_the_database_aborts_in_a_deadlock_are_replayed_without_dropping_a_connection(dsn, open_tmp, caplog):
+    # Rows under the hourly rollup's watermark make each part share-lock the
+    # watermark row and then mark it: two parts doing so at once deadlock, and
+    # the database aborts one. Here every row is under it (the watermark a day
+    # ahead, as a collector whose clock runs behind the maintenance loop's sees).
+    nodes = new_nodes(dsn, 6)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE rollup_watermarks SET watermark = now() + interval '1 day'")
+    caplog.set_level(logging.WARNING, logger="fleetscope.writer")
+    async with split_writer(dsn, open_tmp) as writer:
+        main = writer._conn
+        load = Load(writer, nodes)
+        await load.run(150, pause_s=0.02)
+        await until(lambda: not len(writer.spool) and observation_count(dsn) == len(load.sent), timeout_s=60)
+        assert writer._conn is main
+    assert_written_exactly_once(dsn, load.sent)
+    assert [r.getMessage() for r in caplog.records if "lost" in r.getMessage()] == []
