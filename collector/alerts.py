@@ -48,7 +48,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from psycopg.types.json import Jsonb
 
 from collector.background import BackgroundLoop
-from fleetscope.states import DEFINITION_VERSION, NodeStatus, node_status
+from fleetscope.states import DEFINITION_VERSION, LAST_OK_SQL, NodeStatus, node_status
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -111,19 +111,17 @@ LOCK_SQL = "SELECT pg_try_advisory_xact_lock(%s)"
 PROGRESS_SQL = "SELECT scanned_to FROM alert_progress"
 SET_PROGRESS_SQL = "UPDATE alert_progress SET scanned_to = %s"
 
-# The first round: every node's latest ok observation by an index probe each
-# (observations_node_time, backwards), once; later rounds read only new rows.
+# The first round: every node's latest ok observation at %(at)s (the round's
+# now), once, by states.LAST_OK_SQL (bounded index ranges per node, not a scan
+# through a long-dead node's failures); later rounds read only new rows.
 FIRST_SCAN_SQL = """
 UPDATE nodes n
    SET last_ok_at = p.t,
        alert_after = CASE WHEN n.paused THEN NULL ELSE p.t + make_interval(secs => n.grace_s) END
-  FROM (SELECT n2.node_id,
-               (SELECT max(o.time) FROM observations o
-                 WHERE o.node_id = n2.node_id AND o.ok AND o.time <= %(now)s) AS t
-          FROM nodes n2) p
+  FROM (SELECT n2.node_id, {last_ok} AS t FROM nodes n2) p
  WHERE p.node_id = n.node_id AND p.t IS NOT NULL
 RETURNING n.node_id
-"""
+""".format(last_ok=LAST_OK_SQL.format(node_id="n2.node_id"))
 SCAN_SQL = """
 WITH fresh AS (
     SELECT node_id, max(time) AS t FROM observations
@@ -234,7 +232,7 @@ class Evaluator:
                 return RoundResult(ran=False)
             scanned_to = (await (await conn.execute(PROGRESS_SQL)).fetchone())[0]
             if scanned_to is None:
-                cur = await conn.execute(FIRST_SCAN_SQL, {"now": now})
+                cur = await conn.execute(FIRST_SCAN_SQL, {"at": now})
             else:
                 cur = await conn.execute(SCAN_SQL, {"since": min(scanned_to, now) - SCAN_OVERLAP, "now": now})
             fresh = [r[0] for r in await cur.fetchall()]

@@ -51,35 +51,17 @@ SELECT r.node_id, r.gpu_uuid, r.gpu_index, r.model, r.memory_total_bytes, r.shar
 
 # Every node registered by %(at)s with its state inputs. NODE_STATE_SQL gives
 # last_ok only within the grace (that is all "online" needs); for a node that
-# is offline, its last successful observation at or before %(at)s, if any,
-# tells "down" from "new" and is shown as "last seen". A dead node keeps
-# collecting failed observations (one per scrape) and no index holds only
-# the successful ones (migration 0006 dropped it for the writer's sake), so
-# a backwards scan would read every failure since. Instead: the current hour
-# up to %(at)s, else the latest earlier hour with a successful slot in the
-# hourly rollup, each a bounded range of the (node_id, time) index. (Until
-# the rollup catches up with rows replayed late, "last seen" can show an
-# earlier success; the state, down or new, is right either way.)
+# is offline, its last successful observation at or before %(at)s, if any
+# (states.LAST_OK_SQL: bounded by the hourly rollup, not a scan through every
+# failure since), tells "down" from "new" and is shown as "last seen".
+# COALESCE evaluates it only where NODE_STATE_SQL left last_ok NULL.
 NODES_SQL = """
 WITH ns AS MATERIALIZED ({node_state})
 SELECT n.node_id, n.name, o.name AS operator, n.interval_s, n.grace_s, n.registered_at, n.paused,
-       coalesce(ns.last_ok, seen.time) AS last_ok, ns.online
+       coalesce(ns.last_ok, {last_ok}) AS last_ok, ns.online
   FROM ns JOIN nodes n USING (node_id) JOIN operators o USING (operator_id)
-  LEFT JOIN LATERAL (
-        SELECT coalesce(
-            (SELECT max(ob.time) FROM observations ob
-              WHERE ob.node_id = n.node_id AND ob.ok
-                AND ob.time >= time_bucket('1 hour', %(at)s::timestamptz) AND ob.time <= %(at)s),
-            (SELECT max(ob.time)
-               FROM (SELECT h.bucket FROM node_hourly h
-                      WHERE h.node_id = n.node_id AND h.ok_slots > 0
-                        AND h.bucket < time_bucket('1 hour', %(at)s::timestamptz)
-                      ORDER BY h.bucket DESC LIMIT 1) lb
-               JOIN observations ob ON ob.node_id = n.node_id AND ob.ok
-                                   AND ob.time >= lb.bucket AND ob.time < lb.bucket + interval '1 hour')) AS time
-         WHERE NOT ns.online) seen ON true
  ORDER BY n.node_id
-""".format(node_state=states.NODE_STATE_SQL)
+""".format(node_state=states.NODE_STATE_SQL, last_ok=states.LAST_OK_SQL.format(node_id="n.node_id"))
 
 
 def gpu_state(*, online: bool, covered: bool) -> str:

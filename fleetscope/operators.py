@@ -3,7 +3,8 @@
 Read by the collector's ``GET /api/v1/operator`` (operator token) and by the
 dashboard's operator page. Nothing here is a new definition: the state is
 ``fleetscope.states.node_status`` / ``node_online`` (the public snapshot's
-definition) on each node's latest ok observation at ``at``, and uptime is
+definition) on each node's latest ok observation at ``at``
+(``states.LAST_OK_SQL``, as the explorer's "last seen"), and uptime is
 ``fleetscope.uptime.uptime``. Only the given operator's rows are read; the
 caller establishes who the operator is (a token), never a request parameter.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from fleetscope.states import DEFINITION_VERSION, node_online, node_status
+from fleetscope.states import DEFINITION_VERSION, LAST_OK_SQL, node_online, node_status
 from fleetscope.uptime import uptime
 
 if TYPE_CHECKING:
@@ -24,18 +25,17 @@ ALERT_HISTORY_LIMIT = 50
 UPTIME_WINDOWS = {"uptime_24h": timedelta(hours=24), "uptime_7d": timedelta(days=7)}
 
 OPERATOR_SQL = "SELECT name FROM operators WHERE operator_id = %s"
-# Each node's latest ok observation at or before %(at)s: one index probe per
-# node (observations_node_time, backwards); an operator has tens of nodes, not 10,000.
+# Each node's latest ok observation at or before %(at)s (states.LAST_OK_SQL,
+# as the explorer's "last seen"): bounded index ranges per node, however long
+# a node has been failing.
 NODES_SQL = """
 SELECT n.node_id, n.name, n.scrape_url, n.interval_s, n.grace_s, n.paused, n.registered_at,
-       (SELECT o.time FROM observations o
-         WHERE o.node_id = n.node_id AND o.ok AND o.time <= %(at)s
-         ORDER BY o.time DESC LIMIT 1) AS last_ok,
+       {last_ok} AS last_ok,
        s.status AS alert_status, s.since AS alert_since, s.muted_until
   FROM nodes n LEFT JOIN alert_state s USING (node_id)
  WHERE n.operator_id = %(operator_id)s AND n.registered_at <= %(at)s
  ORDER BY n.name, n.node_id
-"""
+""".format(last_ok=LAST_OK_SQL.format(node_id="n.node_id"))
 CHANNELS_SQL = ("SELECT channel_id, kind, target, created_at FROM alert_channels"
                 " WHERE operator_id = %s ORDER BY channel_id")
 HISTORY_SQL = """

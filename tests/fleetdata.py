@@ -13,6 +13,7 @@ from decimal import Decimal
 import psycopg
 
 from fleetscope.registry import create_operator, register_node
+from fleetscope.rollups import refresh
 from fleetscope.uptime import slot_of
 
 T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=timezone.utc)
@@ -80,3 +81,40 @@ class Fleet:
         self.conn.execute(
             "INSERT INTO integrity_findings (kind, node_id, gpu_uuid, first_seen, last_seen, resolved_at)"
             " VALUES (%s, %s, %s, %s, %s, %s)", (kind, node_id, gpu_uuid, first_seen, first_seen, resolved_at))
+
+
+@dataclass(frozen=True)
+class LastSeen:
+    """The nodes of ``last_seen_nodes`` and each one's latest success at or before its ``at``."""
+
+    dead: int
+    recent: int
+    never: int
+    last_ok: dict[int, datetime | None]
+
+
+def last_seen_nodes(fleet: Fleet, *, at: datetime = T0) -> LastSeen:
+    """Three offline nodes (60 s interval) of ``fleet`` whose last success is known at ``at``.
+
+    ``dead``: its last success two days before ``at``, then a failed
+    observation every 7 minutes until ``at``; ``recent``: a success 300 s
+    before ``at`` (in ``at``'s hour unless ``at`` is within 5 minutes of the
+    hour), then a failure; ``never``: only failures. In plain mode the rollup
+    is materialised up to the hour before ``at``'s, as the maintenance loop
+    keeps it.
+    """
+    conn = fleet.conn
+    fleet.observing(at - timedelta(days=3), at + timedelta(hours=1))
+    dead, recent, never = (fleet.node(interval_s=60, registered_at=at - timedelta(days=3)) for _ in range(3))
+    last_success = at - timedelta(days=2, minutes=17, seconds=3)
+    fleet.observe(dead, last_success - timedelta(minutes=1))
+    fleet.observe(dead, last_success)
+    for minute in range(0, 2 * 24 * 60 - 20, 7):  # two days of failed scrapes after it
+        fleet.observe(dead, at - timedelta(minutes=minute, seconds=30), ok=False)
+        fleet.observe(never, at - timedelta(minutes=minute, seconds=30), ok=False)
+    fleet.observe(recent, at - timedelta(seconds=300))  # beyond its 180 s grace
+    fleet.observe(recent, at - timedelta(seconds=60), ok=False)
+    if conn.execute("SELECT to_regclass('node_hourly_mat')").fetchone()[0]:
+        refresh(conn, up_to=at - timedelta(hours=1))  # plain mode: most of it materialised
+    return LastSeen(dead, recent, never,
+                    {dead: last_success, recent: at - timedelta(seconds=300), never: None})
