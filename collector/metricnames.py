@@ -204,10 +204,19 @@ def normalise_uuid(labels: Mapping[str, str]) -> str | None:
     return uuid
 
 
-def _index(value: str | None) -> int | None:
-    if value is None or not value.isascii() or not value.isdigit():
+# The columns these labels are stored in: gpu_samples.gpu_index and
+# gpus.gpu_index are smallint, gpu_samples.xid_last an integer. A larger value
+# is no GPU index or XID code; kept, it would not fit its column.
+MAX_GPU_INDEX = 2**15 - 1
+MAX_XID = 2**31 - 1
+
+
+def _index(value: str | None, limit: int = MAX_GPU_INDEX) -> int | None:
+    """A label's non-negative integer, None if it is not one or exceeds ``limit``."""
+    if value is None or not value.isascii() or not value.isdigit() or len(value) > 10:
         return None
-    return int(value)
+    number = int(value)
+    return number if number <= limit else None
 
 
 def _identity_value(field: int, value: str) -> object:
@@ -281,7 +290,7 @@ def classify(name: str, labels: Mapping[str, str], *, max_label_len: int) -> Ent
                      gpu_index=gpu_index)
     xid = None
     if kind == K_XID_TS:
-        xid = _index(labels.get("xid"))
+        xid = _index(labels.get("xid"), MAX_XID)
         if xid is None:
             kind = K_IGNORE
     return Entry(kind, uuid, target, transform, xid,

@@ -190,8 +190,8 @@ class Writer:
                  early_flush_batches: int = EARLY_FLUSH_BATCHES, connections: int = WRITE_CONNECTIONS,
                  parallel_min_batches: int = PARALLEL_MIN_BATCHES,
                  switch_interval_s: float | None = GIL_SWITCH_INTERVAL_S) -> None:
-        if connections < 1:
-            raise ValueError("the writer needs at least one connection")
+        if connections < 1 or parallel_min_batches < 1:
+            raise ValueError("the writer needs at least one connection, and parts of at least one batch")
         self.dsn = dsn
         self.collector_id = collector_id
         self.mode = mode
@@ -250,16 +250,18 @@ class Writer:
     async def close(self) -> None:
         """Write (or spool) everything queued, then stop."""
         self._closing = True
-        if self._task is not None:
-            await self._task
-            self._task = None
-        for conn in [self._conn, *self._spares]:
-            if conn is not None:
-                await asyncio.to_thread(conn.close)
-        self._conn, self._spares = None, []
-        if self._saved_switch_interval is not None:
-            sys.setswitchinterval(self._saved_switch_interval)
-            self._saved_switch_interval = None
+        try:
+            if self._task is not None:
+                await self._task
+                self._task = None
+        finally:
+            for conn in [self._conn, *self._spares]:
+                if conn is not None:
+                    await asyncio.to_thread(conn.close)
+            self._conn, self._spares = None, []
+            if self._saved_switch_interval is not None:
+                sys.setswitchinterval(self._saved_switch_interval)
+                self._saved_switch_interval = None
 
     def appender(self) -> Appender:
         return _QueueAppender(self)
@@ -282,7 +284,7 @@ class Writer:
                 last = self._closing and not batches and self.queue.empty()
                 # (last: a final heartbeat, so the observing period ends where we stopped.)
                 generation = self._generation
-                parts = self._build_parts(batches)
+                parts = self._build(batches)
                 if self._writing is not None:
                     await self._writing
                     self._writing = None
@@ -292,7 +294,7 @@ class Writer:
                         # so it carries the identities and sets it relied on.
                         for part in parts:
                             self._forget(part)
-                        parts = self._build_parts(batches)
+                        parts = self._build(batches)
                 if last:
                     await self._submit(parts)
                     break
@@ -343,6 +345,14 @@ class Writer:
         return batches
 
     # -- building a group -----------------------------------------------------------
+
+    def _build(self, batches: list[Batch]) -> list[dict[str, Any]]:
+        try:
+            return self._build_parts(batches)
+        except Exception:  # noqa: BLE001 - a bug here must not stop the writer: the heartbeat goes on
+            log.exception("writer could not build a group of %d batches; they are lost", len(batches))
+            self._m_groups.labels("lost").inc()
+            return self._build_parts([])
 
     def _build_group(self, batches: list[Batch]) -> dict[str, Any]:
         """Turn batches into the rows of one transaction, as a JSON-able dict."""
@@ -397,7 +407,7 @@ class Writer:
             blocks.append((t, node, p.samples))
             # The usual case: the node says what it said last time, and both
             # caches agree with it (one C-level comparison, no work per GPU).
-            key = (tuple(p.identities), tuple(map(_UUID_INDEX_LOST, p.samples)))
+            key = (tuple(p.identities), tuple(map(_UUID_INDEX_LOST, p.samples)), p.lost)
             known = steady.get(node)
             if known is not None and known[0] == key and mono < known[1]:
                 continue
@@ -420,10 +430,13 @@ class Writer:
         if self._formatter is None:
             return None
         chunks = _Chunks()
-        with psycopg.Copy(self._formatter, binary=True, writer=chunks) as copy:
-            copy.set_types(types)
-            for row in rows:
-                copy.write_row(row)
+        try:
+            with psycopg.Copy(self._formatter, binary=True, writer=chunks) as copy:
+                copy.set_types(types)
+                for row in rows:
+                    copy.write_row(row)
+        except Exception:  # noqa: BLE001 - a value that cannot be formatted: the COPY meets it, and refuses the part
+            return None
         return [b"".join(chunks.data)]
 
     def _identity_rows(self, b: Batch, t: datetime, mono: float, out: list) -> float:
@@ -564,8 +577,9 @@ class Writer:
             try:
                 await self._write(part)
             except psycopg.OperationalError as err:
-                self._lost_connection(err)
-                return False
+                if not _aborted(err):
+                    self._lost_connection(err)
+                return False  # the head stays; its replay skips the parts written
             except psycopg.Error as err:
                 log.error("database refused node %s of group %s: %s", part["obs"][0][1], group["id"], err)
                 self.spool.keep_rejected(to_spool(part), str(err))
@@ -610,7 +624,8 @@ class Writer:
             try:
                 await self._write(group)
             except psycopg.OperationalError as err:
-                self._lost_connection(err)
+                if not _aborted(err):  # (aborted in a deadlock: replayed next round, on the same connection)
+                    self._lost_connection(err)
                 return
             except psycopg.Error as err:
                 log.error("database refused spooled group %s: %s", group["id"], err)
@@ -746,15 +761,25 @@ class Writer:
         except BaseException as err:
             # Whatever failed, the transaction must not stay open: the next
             # group's COMMIT would commit what this one had written.
+            if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+                try:
+                    # rollback(), not a ROLLBACK statement: it also forgets the
+                    # statements psycopg prepared in the failed pipeline, which
+                    # the server never kept ("prepared statement _pg3_N does
+                    # not exist" on every later group otherwise).
+                    conn.rollback()
+                except psycopg.Error:
+                    conn.close()  # and the caller drops it
+                    raise err from None
             if conn.closed or (isinstance(err, psycopg.OperationalError) and not _aborted(err)):
                 raise  # the connection is dropped (_lost_connection)
-            if conn.info.transaction_status != TransactionStatus.IDLE:
-                # rollback(), not a ROLLBACK statement: it also forgets the
-                # statements psycopg prepared in the failed pipeline, which the
-                # server never kept ("prepared statement _pg3_N does not exist"
-                # on every later group otherwise).
-                conn.rollback()
-            if isinstance(err, psycopg.Error) and not _aborted(err) and conn.execute(
+            if not isinstance(err, psycopg.Error):
+                if isinstance(err, (OverflowError, ValueError, TypeError)):
+                    # A value psycopg cannot format for its column: the data is
+                    # refused, like a constraint, and the part split by node.
+                    raise psycopg.DataError(f"a row cannot be written: {err}") from err
+                raise
+            if not _aborted(err) and conn.execute(
                     "SELECT 1 FROM ingest_batches WHERE batch_id = %s", (group["id"],)).fetchone():
                 return False  # written before (a retry after a lost COMMIT acknowledgement, a replay)
             raise
@@ -773,7 +798,8 @@ class Writer:
         self._m_db_up = Gauge("fleetscope_writer_database_up", "1 while the writer is connected", registry=registry)
         self._m_rows = Counter("fleetscope_writer_rows_written", "Rows written, by table", ["table"],
                                registry=registry)
-        self._m_groups = Counter("fleetscope_writer_groups", "Write groups by outcome: written, spooled, replayed,"
+        self._m_groups = Counter("fleetscope_writer_groups", "Write groups (each part of a split group counts as"
+                                 " one) by outcome: written, spooled, replayed,"
                                  " duplicate (already written, skipped), split (refused whole, then written node"
                                  " by node), rejected (a group, or one node's part of a split group, kept in"
                                  " spool/rejected),"
@@ -786,7 +812,7 @@ class Writer:
 
 
 class _Chunks(pgcopy.Writer):
-    """A COPY writer that keeps the formatted data as the formatter's own buffers (no copying)."""
+    """A COPY writer that keeps what the formatter hands it, in memory, to be sent later."""
 
     def __init__(self) -> None:
         self.data: list[bytes] = []
@@ -798,9 +824,9 @@ class _Chunks(pgcopy.Writer):
 def _formatting_cursor(conn: psycopg.Connection) -> psycopg.Cursor:
     """A cursor whose only use is formatting COPY data (``Writer._encode``), on the event loop.
 
-    Its dumpers are created here, in the connecting thread, by formatting a
-    row of each table once: the only step of formatting that reads the
-    connection (its encoding). After that, formatting uses the cursor's
+    Its dumpers are created here, in the connecting thread (``set_types``
+    makes one per column type; a row of each table is formatted besides):
+    the only step of formatting that reads the connection (its encoding). After that, formatting uses the cursor's
     adapters alone and never the connection, so it can run while another
     thread writes on it; the cursor keeps formatting after the connection
     is gone.

@@ -138,3 +138,14 @@ def test_a_nul_in_an_identity_label_is_dropped_so_the_row_can_be_stored():
     parser = PayloadParser()
     assert parser.parse(body).identities[0].model == "NVIDIA A100"
     assert parser.parse_reference(body).identities[0].model == "NVIDIA A100"
+
+
+@pytest.mark.parametrize(("labels", "gpu_index"), [
+    ('UUID="GPU-11111111-2222-3333-4444-555555555555",gpu="7"', 7),
+    ('UUID="GPU-11111111-2222-3333-4444-555555555555",gpu="32767"', 32767),
+    ('UUID="GPU-11111111-2222-3333-4444-555555555555",gpu="32768"', None),  # not a smallint: no GPU index
+    ('UUID="GPU-11111111-2222-3333-4444-555555555555",gpu="99999999999999999999"', None),
+])
+def test_a_gpu_index_that_its_column_cannot_hold_is_no_index(labels, gpu_index):
+    result = parse_all_paths(f"DCGM_FI_DEV_SM_CLOCK{{{labels}}} 1410\n")
+    assert result.samples[0].gpu_index == gpu_index

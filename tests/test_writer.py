@@ -185,3 +185,25 @@ async def test_a_refused_spooled_group_replayed_again_writes_its_good_nodes_once
         assert len(writer.spool) == 0 and writer.spool.rejected == 1
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM observations WHERE node_id = %s", (node,)).fetchone()[0] == 2
+
+
+async def test_a_value_that_cannot_be_formatted_is_refused_for_its_node_alone_and_the_writer_goes_on(dsn, open_tmp):
+    import dataclasses
+
+    good, bad = new_node(dsn), new_node(dsn)
+    t = datetime.now(timezone.utc)
+    broken = ok_batch(bad, t)
+    samples = [s._replace(xid_last=10**20) for s in broken.payload.samples]  # no integer column holds it
+    broken = dataclasses.replace(broken, payload=dataclasses.replace(broken.payload, samples=samples))
+    async with Writer(dsn, spool_dir=open_tmp / "spool", collector_id="c1", mode="plain") as writer:
+        await commit(writer, ok_batch(good, t), broken)
+        await commit(writer, ok_batch(good, t + timedelta(seconds=15)))
+        for _ in range(100):
+            if writer.spool.rejected and not len(writer.spool):
+                break
+            await asyncio.sleep(0.05)
+        assert writer.spool.rejected == 1 and len(writer.spool) == 0
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM observations WHERE node_id = %s", (good,)).fetchone()[0] == 2
+        assert conn.execute("SELECT count(*) FROM gpu_samples WHERE node_id = %s", (good,)).fetchone()[0] == 16
+        assert conn.execute("SELECT count(*) FROM observations WHERE node_id = %s", (bad,)).fetchone()[0] == 0
