@@ -10,6 +10,9 @@ prometheus_client's start_http_server, as ``fleetscope-exporter`` does:
 - ``nvml-fake``      our collector over NvmlSource and an in-process fake
                      NVML (tests/fixtures/exporter/fake_nvml.py), so the
                      backend's own work is measured without a GPU;
+- ``nvml``           (with ``--nvml``, on a host with an NVIDIA driver) our
+                     collector over NvmlSource and the real NVML: the GPUs
+                     the host has, not 8, with the driver's own time in;
 - ``*-gauges``       the plain prometheus_client approach for comparison:
                      a registry of Gauges that a loop sets every 15 s from the
                      same source; a scrape only renders them.
@@ -42,7 +45,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("sim", "sim-gauges", "nvml-fake", "nvml-fake-gauges")
+BASE_VARIANTS = ("sim", "sim-gauges", "nvml-fake", "nvml-fake-gauges")
+REAL_VARIANTS = ("nvml", "nvml-gauges")
+VARIANTS = BASE_VARIANTS  # main() adds REAL_VARIANTS with --nvml
 SCRAPE_INTERVAL_S = 15.0
 GAUGE_LOOP_INTERVAL_S = 15.0
 GPUS = 8
@@ -68,7 +73,9 @@ def _source(kind: str):
         return fleet.source(0)
     from exporters.nvml import NvmlSource
 
-    return NvmlSource(_fake_nvml().eight_gpus(), hostname="bench-host")
+    if kind.startswith("nvml-fake"):
+        return NvmlSource(_fake_nvml().eight_gpus(), hostname="bench-host")
+    return NvmlSource(hostname="bench-host")  # the real pynvml
 
 
 def _gauge_registry(source):
@@ -142,14 +149,33 @@ def _scrape(url: str) -> tuple[float, int]:
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:  # run from a checkout that was not pip-installed
+            return "not installed (source tree)"
 
     return {
         "python": platform.python_version(),
-        "prometheus-client": version("prometheus-client"),
-        "nvidia-ml-py": version("nvidia-ml-py"),
-        "fleetscope": version("fleetscope"),
+        "prometheus-client": of("prometheus-client"),
+        "nvidia-ml-py": of("nvidia-ml-py"),
+        "fleetscope": of("fleetscope"),
     }
+
+
+def _gpus() -> list[str]:
+    """The real GPUs (name, driver) when --nvml measures them."""
+    import pynvml
+
+    pynvml.nvmlInit()
+    try:
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        return [f"{pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))} (driver {driver})"
+                for i in range(pynvml.nvmlDeviceGetCount())]
+    finally:
+        pynvml.nvmlShutdown()
 
 
 def _machine() -> dict[str, str]:
@@ -273,7 +299,8 @@ def measure(args: argparse.Namespace) -> dict:
         "results": results,
         "render_first_ms_per_host": (render := _render_throughput())[0],
         "render_hosts_per_s": render[1],
-        "in_process_ms": {kind: _in_process_ms(kind) for kind in ("sim", "nvml-fake")},
+        "in_process_ms": {kind: _in_process_ms(kind) for kind in VARIANTS if not kind.endswith("-gauges")},
+        "real_gpus": _gpus() if "nvml" in VARIANTS else [],
     }
 
 
@@ -283,8 +310,9 @@ def report(data: dict) -> str:
         f"Date {data['date']}; {data['machine']['nproc']} CPUs ({data['machine']['cpu']}), "
         f"{data['machine']['memory_gib']} GiB; "
         + ", ".join(f"{k} {v}" for k, v in data["versions"].items()),
+        *([f"Real GPUs (nvml variants): {'; '.join(data['real_gpus'])}"] if data["real_gpus"] else []),
         "",
-        f"{data['gpus']} GPUs; {data['rounds']} rounds x {data['scrapes_per_round']} scrapes; "
+        f"{data['gpus']} GPUs (simulated and fake variants); {data['rounds']} rounds x {data['scrapes_per_round']} scrapes; "
         f"idle window {data['idle_window_s']} s, scrape every {SCRAPE_INTERVAL_S:.0f} s.",
         "",
         "| variant | median scrape (ms) | p95 (ms) | body (bytes) | RSS (MB) | idle CPU (% core) |",
@@ -300,7 +328,9 @@ def report(data: dict) -> str:
         "",
         "Ratio ours / plain Gauges (median scrape): "
         f"sim {r['sim']['median_ms'] / r['sim-gauges']['median_ms']:.2f}, "
-        f"nvml-fake {r['nvml-fake']['median_ms'] / r['nvml-fake-gauges']['median_ms']:.2f}.",
+        f"nvml-fake {r['nvml-fake']['median_ms'] / r['nvml-fake-gauges']['median_ms']:.2f}"
+        + (f", nvml {r['nvml']['median_ms'] / r['nvml-gauges']['median_ms']:.2f}" if "nvml" in r else "")
+        + ".",
         "Collect + generate_latest without HTTP (median ms): "
         + ", ".join(f"{k} {v:.2f}" for k, v in data["in_process_ms"].items())
         + ".",
@@ -312,7 +342,9 @@ def report(data: dict) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--serve", choices=VARIANTS, help=argparse.SUPPRESS)
+    p.add_argument("--serve", choices=BASE_VARIANTS + REAL_VARIANTS, help=argparse.SUPPRESS)
+    p.add_argument("--nvml", action="store_true",
+                   help="also measure the real NVML (needs an NVIDIA driver and GPU)")
     p.add_argument("--scrapes", type=int, default=200, help="scrapes per round (default 200)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--window", type=float, default=60.0, help="idle CPU window, s (default 60)")
@@ -322,6 +354,9 @@ def main() -> int:
     if args.serve:
         serve(args.serve)
         return 0
+    if args.nvml:
+        global VARIANTS
+        VARIANTS = BASE_VARIANTS + REAL_VARIANTS
     data = measure(args)
     if args.json:
         args.json.write_text(json.dumps(data, indent=2))

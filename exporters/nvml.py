@@ -71,6 +71,30 @@ ARCHITECTURES: dict[int, str] = {
 }
 
 
+# CUDA cores per SM by compute capability, as in _ConvertSMVer2Cores (helper_cuda.h in
+# NVIDIA's CUDA samples); there is no API that returns it. nvmlDeviceGetAttributes, NVML's
+# only SM count, answers for MIG device handles alone (NVML's reference; a whole H100
+# said NOT_SUPPORTED on 2026-11-24), so for a whole GPU the SM count is the core count
+# (nvmlDeviceGetNumGpuCores) divided by this. Compute capabilities not listed: no SM count.
+CORES_PER_SM: dict[tuple[int, int], int] = {
+    (6, 0): 64, (6, 1): 128, (6, 2): 128,  # Pascal
+    (7, 0): 64, (7, 2): 64, (7, 5): 64,  # Volta, Turing
+    (8, 0): 64, (8, 6): 128, (8, 7): 128, (8, 9): 128,  # Ampere (GA100, GA10x), Ada
+    (9, 0): 128,  # Hopper
+    (10, 0): 128, (10, 1): 128, (10, 3): 128, (11, 0): 128, (12, 0): 128, (12, 1): 128,  # Blackwell
+}
+
+
+def sm_count_from_cores(cores: int | None, capability: tuple[int, int] | None) -> str:
+    """The SM count implied by a core count and compute capability; "" when it cannot be told."""
+    if cores is None or capability is None:
+        return ""
+    per_sm = CORES_PER_SM.get((int(capability[0]), int(capability[1])))
+    if per_sm is None or cores <= 0 or cores % per_sm:
+        return ""
+    return str(cores // per_sm)
+
+
 class _Lost(Exception):
     """The GPU being read fell off the bus."""
 
@@ -263,7 +287,8 @@ class NvmlSource:
                 VIRTUALIZATION_MODES.get(mode, str(mode)) if mode is not None else ""
             ),
             memory_total_bytes=str(memory.total) if memory is not None else "",
-            sm_count=(str(attributes.multiprocessorCount) if attributes is not None else ""),
+            sm_count=(str(attributes.multiprocessorCount) if attributes is not None
+                      else sm_count_from_cores(cores, get("cc", nvml.nvmlDeviceGetCudaComputeCapability))),
             gpu_cores=text(cores),
             max_sm_clock_mhz=text(max_sm),
             max_mem_clock_mhz=text(max_mem),

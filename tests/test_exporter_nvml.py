@@ -119,6 +119,7 @@ def test_it_skips_metrics_the_gpu_does_not_support():
         serial=NOT_SUPPORTED,
         part=NOT_SUPPORTED,
         sm_count=NOT_SUPPORTED,
+        cores=NOT_SUPPORTED,
         power_mw=NOT_SUPPORTED,
         energy_mj=NOT_SUPPORTED,
         ecc_sbe=NOT_SUPPORTED,
@@ -149,6 +150,31 @@ def test_it_skips_metrics_the_gpu_does_not_support():
     assert support.value(m, "fleet_exporter_last_collect_success") == 1
     # An unsupported metric is not asked again on every scrape.
     assert nvml.calls["nvmlDeviceGetSerial"] == calls_after_first
+
+
+@pytest.mark.parametrize(
+    ("cores", "capability", "sm_count"),
+    [
+        (16896, (9, 0), "132"),  # H100 SXM5: what a whole H100 gave on 2026-11-24 (nvmlDeviceGetAttributes refused)
+        (6912, (8, 0), "108"),  # A100: 64 cores per SM
+        (16384, (8, 9), "128"),  # RTX 4090
+        (NOT_SUPPORTED, (9, 0), ""),  # no core count: no SM count, never a guess
+        (16896, NOT_SUPPORTED, ""),
+        (16896, (13, 0), ""),  # a compute capability not in the table
+        (16900, (9, 0), ""),  # not a whole number of SMs
+    ],
+)
+def test_a_whole_gpu_gets_its_sm_count_from_cores_per_sm(cores, capability, sm_count):
+    nvml = two_gpus(sm_count=NOT_SUPPORTED, cores=cores, capability=capability)
+    identity, _ = NvmlSource(nvml, hostname="h").read().gpus[1]
+    assert identity.sm_count == sm_count
+
+
+def test_nvml_s_own_sm_count_wins_where_it_answers():
+    nvml = two_gpus(sm_count=98, cores=16896, capability=(9, 0))  # a MIG-sized answer
+    identity, _ = NvmlSource(nvml, hostname="h").read().gpus[1]
+    assert identity.sm_count == "98"
+    assert nvml.calls["nvmlDeviceGetCudaComputeCapability"] == 0
 
 
 def test_it_reports_a_gpu_that_fell_off_the_bus_as_lost():

@@ -124,6 +124,19 @@ def expected_rtx3090():
     return samples, identities
 
 
+H100_UUID = "GPU-15e418ad-0d6e-8415-439b-a98989dac569"
+
+
+def expected_h100_real():
+    """The one payload taken from real hardware: an H100 under a bf16 matrix-product load."""
+    samples = [GpuSample(H100_UUID, 0, 99.0, 32.0, 1362.0, 80196.0, 694.266, 6014341.0, 56.0, 1350.0, 2619.0,
+                         0, 0, 0, 0, False)]
+    identities = [GpuIdentity(H100_UUID, "NVIDIA H100 80GB HBM3", "1793626042028", "00000000:00:06.0",
+                              "0x233010DE", "0x16C110DE", "692-2G520-0200-502", "hopper", "passthrough",
+                              85520809984, 132, 1980.0, 2619.0, "580.159.04", "96.00.DA.00.0C")]
+    return samples, identities
+
+
 CASES = [
     # file, content type, expected, series, exporter_ok, lost
     ("dcgm_exporter_12fields_a100x8.prom", TEXT, expected_a100, 96, None, set()),
@@ -133,6 +146,7 @@ CASES = [
     ("fleet_exporter_rtx4090x8.openmetrics", OPENMETRICS, expected_rtx4090, 88, True,
      {RTX4090_UUIDS[RTX4090_LOST]}),
     ("nvidia_gpu_exporter_rtx3090x8.prom", TEXT, expected_rtx3090, 243, True, set()),
+    ("fleet_exporter_h100x1_real.prom", TEXT, expected_h100_real, 18, True, set()),
 ]
 
 
