@@ -33,6 +33,7 @@ from fleetscope import gpu_models
 from fleetscope.integrity import run_checks
 from fleetscope.snapshot import fleet_snapshot
 from tests.collector_harness import TEXT_TYPE, collector_settings, register
+from tests.conftest import free_port
 from tests.fixtures.exporter import support
 
 
@@ -243,3 +244,28 @@ async def test_the_exporter_command_pushes_a_real_gpu_into_the_fleet(aiohttp_cli
         online_by_model[name] = online_by_model.get(name, 0) + 1
     assert {m["model"]: m["online"] for m in body["by_model"]} == online_by_model
     assert all(c["ok"] for c in body["checks"]), body["checks"]
+
+
+async def test_the_collector_scrapes_the_exporter_command_on_a_real_gpu(aiohttp_client, dsn, tmp_path,
+                                                                         operator_token, smi):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    exporter = subprocess.Popen(
+        [sys.executable, "-m", "exporters.cli", "--backend", "nvml", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        settings = collector_settings(dsn, tmp_path)
+        client = await aiohttp_client(make_app(settings, components=default_components(settings)))
+        node_id, _ = await register(client, operator_token, "scraped-gpu-host",
+                                    scrape_url=f"http://127.0.0.1:{port}/metrics", interval_s=5)
+        observations = await _wait(dsn, "SELECT ok, error, latency_ms FROM observations WHERE node_id = %s"
+                                        " AND source = 'scrape' ORDER BY time", (node_id,), want=2)
+        samples = await _wait(dsn, "SELECT DISTINCT gpu_uuid FROM gpu_samples WHERE node_id = %s", (node_id,),
+                              want=len(smi))
+    finally:
+        exporter.terminate()
+        output = exporter.communicate(timeout=10)[0]
+    assert len(observations) >= 2, f"no scrapes recorded; the exporter said:\n{output}"
+    assert all(ok for ok, _, _ in observations), observations
+    assert {u for (u,) in samples} == {g["uuid"] for g in smi}
