@@ -103,6 +103,24 @@ def part_ids(dsn: str) -> dict[str, int]:
         return dict(conn.execute("SELECT batch_id, rows FROM ingest_batches WHERE batch_id LIKE '%/p_'"))
 
 
+def lane_order(dsn: str) -> dict[str, list[tuple[datetime, int]]]:
+    """Each lane's parts (``/p0``, ``/p1``) as (transaction start, group sequence number), in the order written."""
+    lanes: dict[str, list[tuple[datetime, int]]] = {}
+    with psycopg.connect(dsn) as conn:
+        for batch_id, at in conn.execute("SELECT batch_id, written_at FROM ingest_batches"
+                                         " WHERE batch_id ~ '/p[01]$' ORDER BY written_at, batch_id"):
+            group, lane = batch_id.rsplit("/", 1)
+            lanes.setdefault(lane, []).append((at, int(group.rsplit(":", 1)[1])))
+    return lanes
+
+
+def assert_each_lane_in_order(dsn: str) -> None:
+    """A node's rows are on one connection in order: each lane wrote its groups in the order they were built."""
+    for lane, parts in lane_order(dsn).items():
+        seqs = [seq for _, seq in parts]
+        assert seqs == sorted(seqs), f"lane {lane} wrote groups out of order: {seqs}"
+
+
 def spooled_observations(writer: Writer) -> int:
     return sum(len(json.loads(path.read_bytes())["obs"]) for path in writer.spool.directory.glob("*.group"))
 
@@ -178,11 +196,7 @@ async def test_a_database_killed_while_groups_are_split_loses_nothing_and_duplic
     assert_written_exactly_once(dsn, load.sent)
     ids = part_ids(dsn)
     assert sum(i.endswith("/p1") for i in ids) == sum(i.endswith("/p0") for i in ids) > 0
-    with psycopg.connect(dsn) as conn:
-        # Groups were written in the order they were built (a group's two parts side by side).
-        seqs = [int(r[0].rsplit(":", 1)[1].split("/")[0]) for r in conn.execute(
-            "SELECT batch_id FROM ingest_batches ORDER BY written_at, batch_id")]
-    assert seqs == sorted(seqs)
+    assert_each_lane_in_order(dsn)
 
 
 async def test_a_spare_connection_terminated_between_groups_loses_nothing_and_is_reopened(dsn, open_tmp):
