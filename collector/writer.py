@@ -167,6 +167,32 @@ _UUID_AND_INDEX = itemgetter(0, 1)  # gpu_uuid, gpu_index
 _UUID_INDEX_LOST = itemgetter(0, 1, 15)  # gpu_uuid, gpu_index, lost
 
 
+class _SwitchInterval:
+    """The interpreter's switch interval (one per process), lowered while any writer that asks for it runs.
+
+    Two writers in one process (a collector's and a test's, say) must not
+    undo each other: the lowest asked for holds until the last one closes,
+    which puts back what the interpreter had before the first.
+    """
+
+    def __init__(self) -> None:
+        self._asked: dict[int, float] = {}  # id(writer) -> its interval
+        self._before = sys.getswitchinterval()
+
+    def lower(self, writer: object, interval_s: float) -> None:
+        if not self._asked:
+            self._before = sys.getswitchinterval()
+        self._asked[id(writer)] = interval_s
+        sys.setswitchinterval(min([self._before, *self._asked.values()]))
+
+    def restore(self, writer: object) -> None:
+        if self._asked.pop(id(writer), None) is not None:
+            sys.setswitchinterval(min([self._before, *self._asked.values()]))
+
+
+_SWITCH_INTERVAL = _SwitchInterval()
+
+
 class _Behind(Exception):
     """A part not written because the part before it on its connection failed (``Writer._lane``)."""
 
@@ -213,7 +239,6 @@ class Writer:
         self.connections = connections
         self.parallel_min_batches = parallel_min_batches
         self.switch_interval_s = switch_interval_s  # None: leave the interpreter's
-        self._saved_switch_interval: float | None = None
         self._boot = f"{collector_id}:{time.time_ns()}"
         self._seq = 0
         # A synchronous connection used from a worker thread, one call at a
@@ -247,9 +272,8 @@ class Writer:
     # -- lifecycle --------------------------------------------------------------
 
     async def __aenter__(self) -> Writer:
-        if self.switch_interval_s is not None and self.switch_interval_s < sys.getswitchinterval():
-            self._saved_switch_interval = sys.getswitchinterval()
-            sys.setswitchinterval(self.switch_interval_s)
+        if self.switch_interval_s is not None:
+            _SWITCH_INTERVAL.lower(self, self.switch_interval_s)
         await self._ensure_connection()  # loads the GPU-set cache; a database that is down is retried later
         self._task = asyncio.create_task(self._run(), name="fleetscope-writer")
         return self
@@ -269,9 +293,7 @@ class Writer:
                 if conn is not None:
                     await asyncio.to_thread(conn.close)
             self._conn, self._spares = None, []
-            if self._saved_switch_interval is not None:
-                sys.setswitchinterval(self._saved_switch_interval)
-                self._saved_switch_interval = None
+            _SWITCH_INTERVAL.restore(self)
 
     def appender(self) -> Appender:
         return _QueueAppender(self)
@@ -576,18 +598,20 @@ class Writer:
 
     async def _submit(self, parts: list[dict[str, Any]]) -> None:
         """Write a group's parts, in parallel on their own connections; then settle each, in order."""
+        kept = 0  # parts spooled: not lost if a later one cannot be
         try:
             if len(self.spool) or not await self._ensure_connection():
                 for part in parts:
                     self._spool_group(part)
+                    kept += 1
                 await self._drain_spool()
                 return
             conns = [self._conn, *await self._spare_connections(len(parts) - 1)]
             results = await asyncio.gather(
                 *(self._write_each(parts[i::len(conns)], conn) for i, conn in enumerate(conns)))
         except Exception:  # noqa: BLE001 - the writer must outlive any one group (a full disk, a bug)
-            log.exception("writer could not write or spool group %s", parts[0]["id"])
-            for part in parts:
+            log.exception("writer could not write or spool %d part(s) of group %s", len(parts) - kept, parts[0]["id"])
+            for part in parts[kept:]:
                 self._m_groups.labels("lost").inc()
                 self._forget(part)
             return

@@ -207,3 +207,19 @@ async def test_a_value_that_cannot_be_formatted_is_refused_for_its_node_alone_an
         assert conn.execute("SELECT count(*) FROM observations WHERE node_id = %s", (good,)).fetchone()[0] == 2
         assert conn.execute("SELECT count(*) FROM gpu_samples WHERE node_id = %s", (good,)).fetchone()[0] == 16
         assert conn.execute("SELECT count(*) FROM observations WHERE node_id = %s", (bad,)).fetchone()[0] == 0
+
+
+async def test_two_writers_in_one_process_keep_the_switch_interval_low_until_the_last_one_closes(dsn, open_tmp):
+    import sys
+
+    before = sys.getswitchinterval()
+    first = Writer(dsn, spool_dir=open_tmp / "a", collector_id="c1", mode="plain", switch_interval_s=0.002)
+    second = Writer(dsn, spool_dir=open_tmp / "b", collector_id="c2", mode="plain", switch_interval_s=0.001)
+    await first.__aenter__()
+    assert sys.getswitchinterval() == pytest.approx(0.002)
+    await second.__aenter__()
+    assert sys.getswitchinterval() == pytest.approx(0.001)
+    await first.close()
+    assert sys.getswitchinterval() == pytest.approx(0.001), "the second writer still runs"
+    await second.close()
+    assert sys.getswitchinterval() == pytest.approx(before)

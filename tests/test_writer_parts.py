@@ -401,3 +401,22 @@ async def test_parts_the_database_aborts_in_a_deadlock_are_replayed_without_drop
         assert writer._conn is main
     assert_written_exactly_once(dsn, load.sent)
     assert [r.getMessage() for r in caplog.records if "lost" in r.getMessage()] == []
+
+
+async def test_a_part_spooled_before_the_spool_failed_is_kept_and_only_the_other_is_counted_lost(open_tmp):
+    writer = split_writer("host=127.0.0.1 port=1 dbname=never-connected connect_timeout=1", open_tmp)
+    t = datetime.now(timezone.utc)
+    parts = writer._build_parts([ok_batch(node, t) for node in range(1, 7)], parts=2)
+    real_append, calls = writer.spool.append, []
+
+    def append_until_the_disk_is_full(group):
+        calls.append(group["id"])
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")
+        real_append(group)
+
+    writer.spool.append = append_until_the_disk_is_full
+    await writer._submit(parts)  # the database is unreachable: both parts go to the spool
+    assert calls == [parts[0]["id"], parts[1]["id"]]
+    assert len(writer.spool) == 1 and writer.spool.head()[1]["id"] == parts[0]["id"]
+    assert counted(writer, "spooled") == 1 and counted(writer, "lost") == 1
