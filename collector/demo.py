@@ -79,30 +79,36 @@ async def run(args: argparse.Namespace) -> int:
                 asyncio.get_running_loop().add_signal_handler(sig, shutdown.set)
         waiting = asyncio.create_task(shutdown.wait())
         base = f"http://{args.host}:{args.collector_port}"
-        await _wait_until_up(f"{base}/healthz", collector)
-        # Before the dashboard computes its first snapshot: ending them changes the past.
-        await _end_stale_jobs(dsn, base, admin_token, cutoff=started)
-        dashboard = await _start_dashboard(dsn, args.host, args.dashboard_port)
-        explorer_url = f"http://{args.host}:{args.dashboard_port}/"
-        print(f"""
+        dashboard: subprocess.Popen | None = None
+        market: asyncio.Task | None = None
+        try:
+            await _wait_until_up(f"{base}/healthz", collector)
+            # Before the dashboard computes its first snapshot: ending them changes the past.
+            await _end_stale_jobs(dsn, base, admin_token, cutoff=started)
+            dashboard = await _start_dashboard(dsn, args.host, args.dashboard_port)
+            explorer_url = f"http://{args.host}:{args.dashboard_port}/"
+            print(f"""
 fleetscope demo is running ({result.mode} mode, database {db.describe_dsn(dsn)})
   simulated fleet: {len(fleet)} hosts on {sim.base_url}/metrics/{{0..{len(fleet) - 1}}}, scraped every {args.interval} s
   explorer:        {explorer_url}  (pages /, /nodes, /integrity, /methodology, /operator; JSON /api/v1/fleet)
   collector:       {base}  (/metrics, /healthz, /api/v1/...)
   fleet snapshot:  fleetscope snapshot     (the same numbers as the collector's /metrics)
 Press Ctrl-C to stop.""", flush=True)
-        market = asyncio.create_task(_marketplace(base, admin_token, fleet, node_ids, first_round_s=args.interval + 2),
-                                     name="marketplace")
-        try:
+            market = asyncio.create_task(
+                _marketplace(base, admin_token, fleet, node_ids, first_round_s=args.interval + 2), name="marketplace")
             await asyncio.wait({collector, waiting}, timeout=args.duration, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            # The marketplace first, while the collector still takes its
-            # last posts (it ends its running jobs), then the rest.
-            market.cancel()
-            await asyncio.gather(market, return_exceptions=True)
+            # Whatever ended the demo (a failure while starting included):
+            # the marketplace first, while the collector still takes its
+            # last posts (it ends its running jobs), then the rest; the
+            # dashboard's process never outlives the demo.
+            if market is not None:
+                market.cancel()
+                await asyncio.gather(market, return_exceptions=True)
             stop.set()
-            dashboard.terminate()
-            await asyncio.to_thread(dashboard.wait)
+            if dashboard is not None:
+                dashboard.terminate()
+                await asyncio.to_thread(dashboard.wait)
             waiting.cancel()
             await asyncio.gather(collector, waiting, return_exceptions=True)
         if collector.done() and not collector.cancelled() and collector.exception() is not None:
@@ -116,21 +122,24 @@ async def _start_dashboard(dsn: str, host: str, port: int) -> subprocess.Popen:
     # never on a command line every local user can read in ps.
     proc = subprocess.Popen([sys.executable, "-m", "fleetscope.cli", "dashboard", "--host", host,
                              "--port", str(port)], stdout=subprocess.DEVNULL, env={**os.environ, "FLEETSCOPE_DSN": dsn})
-    async with aiohttp.ClientSession() as session:
-        for _ in range(300):
-            if proc.poll() is not None:
-                raise RuntimeError(f"the dashboard exited with status {proc.returncode} (is port {port} free? "
-                                   "--dashboard-port chooses another)")
-            try:
-                async with session.get(f"http://{host}:{port}/api/v1/fleet") as response:
-                    if response.status == 200:
-                        return proc
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    proc.terminate()
-    proc.wait(10)
-    raise RuntimeError(f"the dashboard did not come up on {host}:{port}")
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(300):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the dashboard exited with status {proc.returncode} (is port {port} free? "
+                                       "--dashboard-port chooses another)")
+                try:
+                    async with session.get(f"http://{host}:{port}/api/v1/fleet") as response:
+                        if response.status == 200:
+                            return proc
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"the dashboard did not come up on {host}:{port}")
+    except BaseException:  # (cancelled included): the child must not outlive a failed start
+        proc.terminate()
+        await asyncio.to_thread(proc.wait, 10)
+        raise
 
 
 async def _wait_until_up(url: str, collector: asyncio.Task) -> None:

@@ -34,6 +34,9 @@ MEMORY_ITEMS = 256
 # Files older than this are removed when new values are written (history
 # points are kept by their own, longer age).
 FILE_MAX_AGE_S = 15 * 60
+# The log of computations (one line each, about four a minute) is rotated at
+# this size, one old generation kept: weeks of lines, never the disk.
+LOG_MAX_BYTES = 1 << 20
 
 
 def _require_private(path: Path) -> None:
@@ -49,8 +52,10 @@ def _require_private(path: Path) -> None:
 class SharedCache:
     """Values computed once across processes, keyed by a file-name-safe string."""
 
-    def __init__(self, directory: Path, *, memory_items: int = MEMORY_ITEMS) -> None:
+    def __init__(self, directory: Path, *, memory_items: int = MEMORY_ITEMS,
+                 log_max_bytes: int = LOG_MAX_BYTES) -> None:
         self.directory = Path(directory)
+        self.log_max_bytes = log_max_bytes
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Values are unpickled from here: the directory and its parent must be
         # this user's own, closed to others, and not links someone else placed.
@@ -100,11 +105,15 @@ class SharedCache:
         return value
 
     def computations(self) -> list[str]:
-        """Every computation recorded in this directory, one "time pid key" line each (for tests and benchmarks)."""
-        try:
-            return (self.directory / "computed.log").read_text().splitlines()
-        except FileNotFoundError:
-            return []
+        """The computations recorded in this directory (the log and its previous generation), one "time pid key"
+        line each, oldest first (for tests and benchmarks)."""
+        lines = []
+        for name in ("computed.log.1", "computed.log"):
+            try:
+                lines += (self.directory / name).read_text().splitlines()
+            except FileNotFoundError:
+                pass
+        return lines
 
     @staticmethod
     def _read(path: Path) -> tuple | None:
@@ -128,8 +137,12 @@ class SharedCache:
         self._sweep()
 
     def _record(self, key: str) -> None:
-        with open(self.directory / "computed.log", "a") as log:
+        path = self.directory / "computed.log"
+        with open(path, "a") as log:
             log.write(f"{time.time():.3f} {os.getpid()} {key}\n")
+            full = log.tell() > self.log_max_bytes
+        if full:  # (atomic: another process appending meanwhile writes into the generation kept)
+            os.replace(path, self.directory / "computed.log.1")
 
     def _sweep(self) -> None:
         now = time.time()

@@ -72,3 +72,14 @@ def test_an_unreadable_cache_file_is_a_miss(tmp_path):
     cache = SharedCache(tmp_path / "c")
     (tmp_path / "c" / "k.pickle").write_bytes(b"not a pickle")
     assert cache.get("k", lambda: "fresh") == "fresh"
+
+
+def test_the_log_of_computations_is_rotated_at_its_size_and_one_generation_kept(tmp_path):
+    cache = SharedCache(tmp_path / "cache", log_max_bytes=400)
+    for i in range(60):
+        cache.get(f"snapshot-{i}", lambda: i)
+    log, kept = tmp_path / "cache" / "computed.log", tmp_path / "cache" / "computed.log.1"
+    assert kept.exists() and log.stat().st_size <= 400 + 64 and kept.stat().st_size <= 400 + 64
+    lines = cache.computations()
+    assert [line.split()[2] for line in lines] == [f"snapshot-{i}" for i in range(60 - len(lines), 60)]
+    assert 400 // 64 < len(lines) < 60, "the newest lines, not all of them"
