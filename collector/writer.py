@@ -310,7 +310,7 @@ class Writer:
         # group's write, and in series it was idle time for the database
         # (bench/bench_writer.py). At most two groups are in flight: the one
         # being written, and the next, queued behind it connection by
-        # connection (_dispatch).
+        # connection (_turn).
         try:
             while True:
                 batches = await self._collect()
@@ -319,7 +319,7 @@ class Writer:
                 generation = self._generation
                 parts = self._build(batches)
                 while True:
-                    await self._settled(keep=1)
+                    lanes = await self._turn(parts)
                     if self._generation == generation:
                         break
                     # An earlier group was refused and its nodes' caches
@@ -329,7 +329,7 @@ class Writer:
                         self._forget(part)
                     generation = self._generation
                     parts = self._build(batches)
-                await self._dispatch(parts, batches, generation)
+                self._dispatch(parts, lanes, batches, generation)  # (no await since _turn: nothing changed)
                 if last:
                     break
         finally:
@@ -341,27 +341,34 @@ class Writer:
             await self._inflight[0]
             self._inflight.popleft()
 
-    async def _dispatch(self, parts: list[dict[str, Any]], batches: list[Batch], generation: int) -> None:
-        """Start writing a group, in order after the groups in flight.
+    async def _turn(self, parts: list[dict[str, Any]]) -> list[psycopg.Connection] | None:
+        """Wait until a group may be dispatched; the connections of its lanes, or None to write it otherwise.
 
         A group split in parts is written in *lanes*: each connection writes
         its part as soon as it has written its part of the group before,
         instead of all parts starting together once the slowest part of the
         group before is done (in lockstep one connection waited ~25 % of the
-        time for the other; the lanes took ~7 % more rows/s,
-        bench/bench_writer.py). Parts are split by node the same way in every
-        split group, so a node's rows stay on one connection, in order; after
-        a part fails, the parts queued behind it on its connection are not
-        written but spooled behind it (``_Behind``). Any other group (one
-        part, the spool in use, the database away) first waits for every
-        group before it.
+        time for the other; the lanes took 7-10 % more rows/s,
+        bench/bench_writer_ab.py). Parts are split by node the same way in
+        every split group, so a node's rows stay on one connection, in order;
+        after a part fails, the parts queued behind it on its connection are
+        not written but spooled behind it (``_Behind``). A split group waits
+        for the group before the one in flight; any other group (one part,
+        the spool in use, the database away, the group before not split the
+        same way) waits for every group before it.
         """
+        await self._settled(keep=1)
         lanes = await self._lane_connections(len(parts))
         if lanes is None or len(self._lanes) != len(parts):
             await self._settled(keep=0)
             self._lanes = []
             # (The groups waited for may have spooled, or lost a connection.)
             lanes = await self._lane_connections(len(parts))
+        return lanes
+
+    def _dispatch(self, parts: list[dict[str, Any]], lanes: list[psycopg.Connection] | None, batches: list[Batch],
+                  generation: int) -> None:
+        """Start writing a group (``_turn`` said how), in order after the groups in flight."""
         previous = self._inflight[-1] if self._inflight else None
         if lanes is not None:
             self._lanes = [asyncio.create_task(self._lane(behind, part, conn))

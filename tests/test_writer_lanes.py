@@ -142,3 +142,30 @@ async def test_a_part_refused_while_the_next_groups_part_holds_the_main_connecti
         await writer.close()
     assert_written_exactly_once(dsn, load.sent + good)
     assert_each_lane_in_order(dsn)
+
+
+async def test_a_group_built_while_a_split_group_before_it_was_refused_is_built_again_before_it_is_written(
+        dsn, open_tmp):
+    nodes = new_nodes(dsn, 6)
+    even = [n for n in nodes if n % 2 == 0]
+    writer, load = await one_group_per_round(dsn, open_tmp, nodes, group_batches=len(nodes) + 1)
+    try:
+        t = datetime.now(timezone.utc) + timedelta(minutes=1)
+        blocker = await asyncio.to_thread(Blocker, dsn, even[0], t)
+        # Group k: split, its part 0 held, its part 1 refused (the unknown
+        # node's GPUs). Group k+1: the unknown node alone, one part, built
+        # while k is in flight, when the writer still believes the node's
+        # GPUs registered; it waits for k, which forgets that belief.
+        await commit(writer, [ok_batch(n, t) for n in [*nodes, REFUSED]])
+        await commit(writer, [ok_batch(REFUSED, t + timedelta(seconds=15))])
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(blocker.release)
+        await until(lambda: not len(writer.spool) and writer.spool.rejected == 2
+                    and all(written(dsn, n, t) for n in nodes), what="both groups settled")
+    finally:
+        for blocker in Blocker.held:
+            await asyncio.to_thread(blocker.release)
+        await writer.close()
+    assert not written(dsn, REFUSED, t + timedelta(seconds=15)), \
+        "built again, group k+1 carried the node's GPUs and was refused like group k"
+    assert_written_exactly_once(dsn, load.sent + [(n, t) for n in nodes])
