@@ -167,6 +167,11 @@ _UUID_AND_INDEX = itemgetter(0, 1)  # gpu_uuid, gpu_index
 _UUID_INDEX_LOST = itemgetter(0, 1, 15)  # gpu_uuid, gpu_index, lost
 
 
+def _lane_ids(parts: list[dict[str, Any]]) -> tuple[str, ...]:
+    """Which node bucket each part of a split group holds (``p0``, ``p1``, ...; an empty bucket has no part)."""
+    return tuple(part["id"].rsplit("/", 1)[-1] for part in parts)
+
+
 class _SwitchInterval:
     """The interpreter's switch interval (one per process), lowered while any writer that asks for it runs.
 
@@ -249,6 +254,7 @@ class Writer:
         # The other connections a large group's parts are written on; opened
         # when needed, dropped on an error, and reopened after the backoff.
         self._spares: list[psycopg.Connection] = []
+        self._opening_spares = asyncio.Lock()
         # Formats a group's COPY data while the group is built (_encode).
         self._formatter: psycopg.Cursor | None = None
         self._retry_at = 0.0
@@ -257,6 +263,7 @@ class Writer:
         self._writing: asyncio.Task | None = None  # the group dispatched last (done: the database is idle)
         self._inflight: deque[asyncio.Task] = deque()  # groups dispatched and not yet settled, in order
         self._lanes: list[asyncio.Task] = []  # each connection's last part of the last split group (_dispatch)
+        self._lane_ids: tuple[str, ...] = ()  # that group's parts' suffixes (p0, p1, ...): which lane is which
         self._closing = False
         self._identities: dict[int, tuple[tuple, float]] = {}  # node -> (its last identities, when written)
         # node -> ((healthy, lost), when): the last set this process wrote or read.
@@ -333,12 +340,17 @@ class Writer:
                 if last:
                     break
         finally:
-            await self._settled(keep=0)
+            # Every group in flight is written and settled before close() closes the connections.
+            await asyncio.shield(asyncio.gather(*self._inflight, *self._lanes, return_exceptions=True))
+            self._inflight.clear()
 
     async def _settled(self, keep: int) -> None:
         """Wait until at most ``keep`` groups are in flight (written and settled, in order, before them)."""
         while len(self._inflight) > keep:
-            await self._inflight[0]
+            # Shielded: a cancelled writer task must not cancel a group's
+            # writing midway (its worker threads would go on with the
+            # connections that close() then closes).
+            await asyncio.shield(self._inflight[0])
             self._inflight.popleft()
 
     async def _turn(self, parts: list[dict[str, Any]]) -> list[psycopg.Connection] | None:
@@ -359,9 +371,9 @@ class Writer:
         """
         await self._settled(keep=1)
         lanes = await self._lane_connections(len(parts))
-        if lanes is None or len(self._lanes) != len(parts):
+        if lanes is None or self._lane_ids != _lane_ids(parts):
             await self._settled(keep=0)
-            self._lanes = []
+            self._lanes, self._lane_ids = [], ()
             # (The groups waited for may have spooled, or lost a connection.)
             lanes = await self._lane_connections(len(parts))
         return lanes
@@ -371,8 +383,12 @@ class Writer:
         """Start writing a group (``_turn`` said how), in order after the groups in flight."""
         previous = self._inflight[-1] if self._inflight else None
         if lanes is not None:
-            self._lanes = [asyncio.create_task(self._lane(behind, part, conn))
-                           for behind, part, conn in zip(self._lanes or [None] * len(parts), parts, lanes)]
+            # Behind the parts of the group in flight; once it is settled
+            # (a failure of its spooled or salvaged), behind nothing.
+            behind = self._lanes if previous is not None and not previous.done() else [None] * len(parts)
+            self._lanes = [asyncio.create_task(self._lane(b, part, conn))
+                           for b, part, conn in zip(behind, parts, lanes)]
+            self._lane_ids = _lane_ids(parts)
             task = asyncio.create_task(self._settle_lanes(parts, lanes, self._lanes, previous, batches, generation))
         else:
             task = asyncio.create_task(self._submit(parts))
@@ -383,7 +399,11 @@ class Writer:
         """A connection for each of a split group's parts; None for one part, or while the spool is in use."""
         if parts < 2 or len(self.spool) or not self.database_up:
             return None
-        conns = [self._conn, *await self._spare_connections(parts - 1)]
+        try:
+            conns = [self._conn, *await self._spare_connections(parts - 1)]
+        except Exception:  # noqa: BLE001 - not psycopg's (psycopg's are handled there): written otherwise
+            log.exception("writer could not open its spare connections")
+            return None
         if len(conns) < parts or len(self.spool) or not self.database_up:
             return None
         return conns
@@ -679,17 +699,19 @@ class Writer:
     async def _spare_connections(self, wanted: int) -> list[psycopg.Connection]:
         """Up to ``wanted`` open spare connections (fewer while the database refuses new ones)."""
         wanted = min(wanted, self.connections - 1)
-        self._spares = [c for c in self._spares if not c.closed]
-        while len(self._spares) < wanted and time.monotonic() >= self._retry_at:
-            try:
-                self._spares.append(await asyncio.to_thread(psycopg.connect, self.dsn, autocommit=True,
-                                                            connect_timeout=CONNECT_TIMEOUT_S))
+        async with self._opening_spares:  # (a lane's turn and a group's _submit may both ask)
+            self._spares = [c for c in self._spares if not c.closed]
+            while len(self._spares) < wanted and time.monotonic() >= self._retry_at:
+                try:
+                    conn = await asyncio.to_thread(psycopg.connect, self.dsn, autocommit=True,
+                                                   connect_timeout=CONNECT_TIMEOUT_S)
+                except psycopg.Error as err:
+                    log.warning("writer could not open a spare connection: %s", str(err).strip())
+                    self._back_off()
+                    break
+                self._spares.append(conn)
                 self._retry_delay = RETRY_MIN_S
-            except psycopg.Error as err:
-                log.warning("writer could not open a spare connection: %s", str(err).strip())
-                self._back_off()
-                break
-        return self._spares[:wanted]
+            return self._spares[:wanted]
 
     async def _salvage_head(self, group: dict[str, Any], error: str) -> bool:
         """Write the refused group at the spool's head one node at a time.

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 
+from collector.writer import Writer
+
 from tests.collectordata import ok_batch
 from tests.test_writer_parts import (
     Load,
@@ -169,3 +171,36 @@ async def test_a_group_built_while_a_split_group_before_it_was_refused_is_built_
     assert not written(dsn, REFUSED, t + timedelta(seconds=15)), \
         "built again, group k+1 carried the node's GPUs and was refused like group k"
     assert_written_exactly_once(dsn, load.sent + [(n, t) for n in nodes])
+
+
+async def test_with_four_connections_a_group_whose_parts_hold_other_buckets_waits_for_the_one_before(
+        dsn, open_tmp):
+    # A group has a part per non-empty node bucket (node % 4): groups with
+    # buckets {0, 1, 2} and {0, 2, 3} both have three parts, but their second
+    # parts hold different nodes. Chained by position, the second group's
+    # bucket-2 part would be written behind the first group's bucket-1 part,
+    # not behind its held bucket-2 part.
+    nodes = new_nodes(dsn, 8)
+    first = [n for n in nodes if n % 4 in (0, 1, 2)]
+    second = [n for n in nodes if n % 4 in (0, 2, 3)]
+    bucket_2 = next(n for n in nodes if n % 4 == 2)
+    writer = Writer(dsn, spool_dir=open_tmp / "spool", collector_id="c1", mode="plain", connections=4,
+                    parallel_min_batches=4, heartbeat_s=0.2, flush_interval_s=0.05, max_group_batches=6)
+    t = datetime.now(timezone.utc) + timedelta(minutes=1)
+    sent = []
+    async with writer:
+        warm = [ok_batch(n, t - timedelta(seconds=15)) for n in first]
+        await commit(writer, warm)
+        sent += [(b.node_id, b.received_at) for b in warm]
+        await until(lambda: observation_count(dsn) == len(sent) and len(writer._spares) == 2, what="warm-up")
+        blocker = await asyncio.to_thread(Blocker, dsn, bucket_2, t)
+        try:
+            await commit(writer, [ok_batch(n, t) for n in first])
+            await commit(writer, [ok_batch(n, t + timedelta(seconds=15)) for n in second])
+            sent += [(n, t) for n in first] + [(n, t + timedelta(seconds=15)) for n in second]
+            await asyncio.sleep(0.5)
+            assert not written(dsn, bucket_2, t + timedelta(seconds=15)), "the node's later rows went first"
+        finally:
+            await asyncio.to_thread(blocker.release)
+        await until(lambda: observation_count(dsn) == len(sent), what="everything written")
+    assert_written_exactly_once(dsn, sent)
