@@ -384,7 +384,7 @@ class Writer:
         previous = self._inflight[-1] if self._inflight else None
         if lanes is not None:
             # Behind the parts of the group in flight; once it is settled
-            # (a failure of its spooled or salvaged), behind nothing.
+            # (any failure of its parts spooled or salvaged by then), behind nothing.
             behind = self._lanes if previous is not None and not previous.done() else [None] * len(parts)
             self._lanes = [asyncio.create_task(self._lane(b, part, conn))
                            for b, part, conn in zip(behind, parts, lanes)]

@@ -55,6 +55,13 @@ def written(dsn: str, node: int, at: datetime) -> bool:
                             (node, at)).fetchone()[0] == 1
 
 
+async def release_and_close(writer: Writer) -> None:
+    """A test's cleanup: every blocker released (or close() would wait for the parts they hold), then the writer."""
+    while Blocker.held:
+        await asyncio.to_thread(Blocker.held.pop().release)
+    await writer.close()
+
+
 async def one_group_per_round(dsn, open_tmp, nodes, group_batches: int | None = None):
     """A split writer whose groups are one round of ``nodes`` each, after a first group written on both connections."""
     writer = split_writer(dsn, open_tmp, max_group_batches=group_batches or len(nodes))
@@ -82,9 +89,7 @@ async def test_a_connection_writes_its_part_of_the_next_group_while_the_other_is
         await until(lambda: observation_count(dsn) == len(load.sent), what="everything written")
         assert counted(writer, "spooled") == 0
     finally:
-        for blocker in Blocker.held:
-            await asyncio.to_thread(blocker.release)
-        await writer.close()
+        await release_and_close(writer)
     assert_written_exactly_once(dsn, load.sent)
     assert_each_lane_in_order(dsn)
 
@@ -108,9 +113,7 @@ async def test_a_part_lost_with_its_connection_takes_the_part_queued_behind_it_t
                     and observation_count(dsn) == len(load.sent), what="the spool drained")
         assert counted(writer, "spooled") >= 2 and counted(writer, "replayed") >= 2
     finally:
-        for blocker in Blocker.held:
-            await asyncio.to_thread(blocker.release)
-        await writer.close()
+        await release_and_close(writer)
     assert_written_exactly_once(dsn, load.sent)
     assert_each_lane_in_order(dsn)
 
@@ -139,9 +142,7 @@ async def test_a_part_refused_while_the_next_groups_part_holds_the_main_connecti
         assert writer.spool.rejected == 2  # the refused node's part of each group
         assert counted(writer, "split") == 2
     finally:
-        for blocker in Blocker.held:
-            await asyncio.to_thread(blocker.release)
-        await writer.close()
+        await release_and_close(writer)
     assert_written_exactly_once(dsn, load.sent + good)
     assert_each_lane_in_order(dsn)
 
@@ -165,9 +166,7 @@ async def test_a_group_built_while_a_split_group_before_it_was_refused_is_built_
         await until(lambda: not len(writer.spool) and writer.spool.rejected == 2
                     and all(written(dsn, n, t) for n in nodes), what="both groups settled")
     finally:
-        for blocker in Blocker.held:
-            await asyncio.to_thread(blocker.release)
-        await writer.close()
+        await release_and_close(writer)
     assert not written(dsn, REFUSED, t + timedelta(seconds=15)), \
         "built again, group k+1 carried the node's GPUs and was refused like group k"
     assert_written_exactly_once(dsn, load.sent + [(n, t) for n in nodes])
