@@ -93,6 +93,18 @@ def fresh_database(admin: str) -> str:
     return dsn
 
 
+def bench_fleet(admin: str | None, nodes: int) -> tuple[str, str, str, dict[int, Any]]:
+    """A fresh benchmark database with ``nodes`` registered nodes: its DSN, mode, server version, and each
+    node's parsed payload."""
+    dsn = fresh_database(admin_dsn(admin))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        mode = database_mode(conn)
+        version = conn.execute("SHOW server_version").fetchone()[0]
+        operator_id, _ = create_operator(conn, "bench")
+        node_ids = [register_node(conn, operator_id=operator_id, name=f"n{i}").node_id for i in range(nodes)]
+    return dsn, mode, version, node_payloads(node_ids)
+
+
 def node_payloads(node_ids: list[int]) -> dict[int, Any]:
     """Each node's parsed payload: the recorded one, with GPU UUIDs of its own (as in a real fleet)."""
     text = PAYLOAD.read_text()
@@ -184,13 +196,7 @@ def main() -> None:
                         help="the writer's GIL switch interval in seconds; 0 leaves Python's default (5 ms)")
     args = parser.parse_args()
 
-    dsn = fresh_database(admin_dsn(args.dsn))
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        mode = database_mode(conn)
-        version = conn.execute("SHOW server_version").fetchone()[0]
-        operator_id, _ = create_operator(conn, "bench")
-        nodes = [register_node(conn, operator_id=operator_id, name=f"n{i}").node_id for i in range(args.nodes)]
-    payloads = node_payloads(nodes)
+    dsn, mode, version, payloads = bench_fleet(args.dsn, args.nodes)
     origin = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(minutes=1)
     results = []
     # Round 0 warms every path and is not counted; then they take turns at

@@ -27,15 +27,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import ModuleType
 
-import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bench_writer as bw  # noqa: E402
 
-from fleetscope.migrate import database_mode  # noqa: E402
-from fleetscope.registry import create_operator, register_node  # noqa: E402
 
 
 def load_writer(path: str, name: str) -> ModuleType:
@@ -57,13 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     versions = {"A": load_writer(args.a, "writer_a"), "B": load_writer(args.b, "writer_b")}
 
-    dsn = bw.fresh_database(bw.admin_dsn(args.dsn))
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        mode = database_mode(conn)
-        version = conn.execute("SHOW server_version").fetchone()[0]
-        operator_id, _ = create_operator(conn, "bench")
-        nodes = [register_node(conn, operator_id=operator_id, name=f"n{i}").node_id for i in range(1000)]
-    payloads = bw.node_payloads(nodes)
+    dsn, mode, version, payloads = bw.bench_fleet(args.dsn, 1000)
     origin = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(minutes=1)
     rates: dict[str, list[float]] = {"A": [], "B": []}
     for r in range(args.rounds + 1):  # round 0 warms both and is not counted

@@ -30,7 +30,6 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -38,8 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bench_writer as bw  # noqa: E402
 
 from collector import writer as writer_module  # noqa: E402
-from fleetscope.migrate import database_mode  # noqa: E402
-from fleetscope.registry import create_operator, register_node  # noqa: E402
 
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -107,12 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     writer_module.Writer._write_sync = timed_write_sync
 
-    dsn = bw.fresh_database(bw.admin_dsn(args.dsn))
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        mode = database_mode(conn)
-        operator_id, _ = create_operator(conn, "bench")
-        nodes = [register_node(conn, operator_id=operator_id, name=f"n{i}").node_id for i in range(1000)]
-    payloads = bw.node_payloads(nodes)
+    dsn, mode, _, payloads = bw.bench_fleet(args.dsn, 1000)
     rows = 8 * args.batches
     print(f"{os.cpu_count()} cores; mode {mode}; {rows:,} GPU sample rows per run; "
           f"{args.connections} writer connections, switch interval {args.switch_interval * 1e3:g} ms")

@@ -413,11 +413,7 @@ class Writer:
         """Write a part on its connection once the part before it there is written; its error, or None."""
         if behind is not None and await behind is not None:
             return _Behind()
-        try:
-            await self._write(part, conn)
-        except Exception as err:  # noqa: BLE001 - settled by _settle, in order
-            return err
-        return None
+        return (await self._write_each([part], conn))[0]
 
     async def _settle_lanes(self, parts: list[dict[str, Any]], conns: list[psycopg.Connection],
                             lanes: list[asyncio.Task], previous: asyncio.Task | None, batches: list[Batch],
@@ -429,26 +425,29 @@ class Writer:
                 await previous
         except Exception:  # noqa: BLE001 - the writer must outlive any one group (a bug)
             log.exception("writer could not write or spool group %s", parts[0]["id"])
-            for part in parts:
-                self._m_groups.labels("lost").inc()
-                self._forget(part)
+            self._lose(parts)
             return
-        for part, conn, error in zip(parts, conns, errors):
+        await self._settle_all(list(zip(parts, conns, errors)), batches, generation)
+
+    async def _settle_all(self, outcomes: list[tuple[dict[str, Any], psycopg.Connection, Exception | None]],
+                          batches: list[Batch] | None = None, generation: int | None = None) -> None:
+        """Settle a group's parts, in order: each (part, its connection, its error or None)."""
+        for part, conn, error in outcomes:
             try:
                 if isinstance(error, _Behind) and self._generation != generation:
                     # The part before it on its connection was refused, and
-                    # its nodes' caches forgotten, after this one was built:
-                    # build it again (as _run does a group not yet dispatched),
-                    # its nodes forgotten too, so that it carries every
-                    # identity and set it had.
+                    # its nodes' caches forgotten, after this one was built
+                    # (from ``batches``, at ``generation``): build it again
+                    # (as _run does a group not yet dispatched), its nodes
+                    # forgotten too, so that it carries every identity and
+                    # set it had.
                     self._forget(part)
                     nodes = {row[1] for row in part["obs"]}
                     part = self._rows([b for b in batches if b.node_id in nodes], part["id"], part["beat"])
                 await self._settle(part, conn, error)
-            except Exception:  # noqa: BLE001 - as above
+            except Exception:  # noqa: BLE001 - the writer must outlive any one group (a full disk, a bug)
                 log.exception("writer could not write or spool group %s", part["id"])
-                self._m_groups.labels("lost").inc()
-                self._forget(part)
+                self._lose([part])
 
     async def _collect(self) -> list[Batch]:
         """Wait for the first batch (at most a heartbeat), then gather for up to the flush interval."""
@@ -638,22 +637,13 @@ class Writer:
                 *(self._write_each(parts[i::len(conns)], conn) for i, conn in enumerate(conns)))
         except Exception:  # noqa: BLE001 - the writer must outlive any one group (a full disk, a bug)
             log.exception("writer could not write or spool %d part(s) of group %s", len(parts) - kept, parts[0]["id"])
-            for part in parts[kept:]:
-                self._m_groups.labels("lost").inc()
-                self._forget(part)
+            self._lose(parts[kept:])
             return
         # Outcomes are settled in the parts' order, so the spool keeps the
         # order the parts were built in.
         outcomes = {part["id"]: (conn, error) for i, conn in enumerate(conns)
                     for part, error in zip(parts[i::len(conns)], results[i])}
-        for part in parts:
-            conn, error = outcomes[part["id"]]
-            try:
-                await self._settle(part, conn, error)
-            except Exception:  # noqa: BLE001 - as above
-                log.exception("writer could not write or spool group %s", part["id"])
-                self._m_groups.labels("lost").inc()
-                self._forget(part)
+        await self._settle_all([(part, *outcomes[part["id"]]) for part in parts])
 
     async def _write_each(self, parts: list[dict[str, Any]], conn: psycopg.Connection) -> list[Exception | None]:
         """Write parts one after another on one connection; each one's error (or None)."""
@@ -743,6 +733,12 @@ class Writer:
         self.spool.remove(path)
         self._m_groups.labels("split").inc()
         return True
+
+    def _lose(self, parts: list[dict[str, Any]]) -> None:
+        """Count parts that could be neither written nor spooled (the log says why); their nodes are offered again."""
+        for part in parts:
+            self._m_groups.labels("lost").inc()
+            self._forget(part)
 
     def _rejected(self, group: dict[str, Any]) -> None:
         self._m_groups.labels("rejected").inc()
