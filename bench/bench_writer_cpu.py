@@ -30,7 +30,6 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
