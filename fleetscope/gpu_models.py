@@ -1,7 +1,9 @@
 """The reference table of GPU models (fleetscope/data/gpu_models.csv) and matching against it.
 
 The table says what NVML reports for a genuine board of each model: memory,
-SM count, architecture and, where known, the maximum SM clock; its header
+SM count, architecture and, where known, the maximum SM clock; and what the
+vendor's datasheet gives as its peak FP32 and dense tensor-core FP16
+throughput, which sizes the proof of GPU (fleetscope/proof.py). Its header
 cites the sources. ``lookup`` finds the row for a name as NVML reports it,
 tolerant of the naming variants drivers and form factors use ("NVIDIA
 A100-SXM4-80GB", "A100 80GB PCIe", "Tesla V100-SXM2-16GB", "NVIDIA GeForce
@@ -18,7 +20,7 @@ from functools import cache
 from pathlib import Path
 
 TABLE = Path(__file__).parent / "data" / "gpu_models.csv"
-TABLE_VERSION = 1
+TABLE_VERSION = 2  # 2: datasheet throughput columns for the proof of GPU (issue 14)
 MIB = 2**20
 # NVML's memory.total is less than the nominal size: the driver reserves some
 # (an 80 GB H100 reports 81,559 MiB of 81,920), and ECC on GDDR takes 1/16
@@ -53,6 +55,9 @@ class GpuModel:
     sm_count: int | None
     architecture: str
     max_sm_clock_mhz: int | None
+    fp32_tflops: float
+    # Dense tensor-core FP16 with FP32 accumulate: what sizes a proof (fleetscope/proof.py).
+    fp16_tensor_tflops: float
 
     @property
     def memory_bytes(self) -> int:
@@ -84,6 +89,8 @@ def models() -> tuple[GpuModel, ...]:
                 sm_count=int(r["sm_count"]) if r["sm_count"] else None,
                 architecture=r["architecture"],
                 max_sm_clock_mhz=int(r["max_sm_clock_mhz"]) if r["max_sm_clock_mhz"] else None,
+                fp32_tflops=float(r["fp32_tflops"]),
+                fp16_tensor_tflops=float(r["fp16_tensor_tflops"]),
             )
             for r in rows
         )

@@ -1,0 +1,387 @@
+"""Proof of GPU, protocol version 1: the definitions the prover, the verifier and auditors share.
+
+A GPU is verified only by work it did (DESIGN.md, "Proof of GPU"; the whole
+protocol and its threat model are in docs/proof.md). Per challenged GPU:
+
+1. Matrices A (n x k) and B (k x n) whose entries are a counter-based hash
+   of (round seed, node, GPU UUID, row, column): ``a_rows`` / ``b_columns``
+   regenerate any rows or columns, so a verifier computes any one entry of
+   C = A x B in O(k), and the prover generates blocks of A and B where it
+   computes (on the GPU) without storing or sending them.
+2. Sizes from the claimed model's datasheet throughput (``size_for``): about
+   TARGET_S seconds of dense FP16 tensor-core work at its peak, with C
+   taking up to MEMORY_SHARE of the claimed memory.
+3. The host commits to C with a Merkle root over its rows (``leaf_hash``,
+   ``merkle_root``) before the deadline (``Size.budget_s`` plus the measured
+   round trip); only then does the verifier name rows (``choose_rows``), which
+   the host opens with Merkle paths. The verifier checks each path and
+   recomputes entries of the opened rows at columns it picks itself
+   (``choose_columns``), in float64, within ``tolerances``.
+
+Entries are multiples of 2**-10 in [-1, 1): exact in FP16 and TF32, so any
+tensor-core GEMM with FP32 accumulation computes C to within a few FP32
+rounding errors, while INT8 or FP8 units cannot hold them (no shortcut at a
+faster integer rate) and FP16 accumulation misses the tolerance.
+
+Everything here is pure and deterministic: the collector judges with it, the
+exporter proves with it, and ``fleetscope verify`` re-checks published proofs
+with it, with no database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from fleetscope.gpu_models import GpuModel
+
+PROTOCOL_VERSION = 1
+# Work per GPU: about this long at the claimed model's datasheet peak. Long
+# enough that fixed costs (launch, generating A and B, hashing C) and the
+# network are small beside it; short enough to cost a host little (docs/proof.md).
+TARGET_S = 2.0
+# The deadline lets an honest card reach this share of its datasheet peak:
+# large cuBLAS GEMMs reach 0.65-0.95 of it on A100, H100 and GeForce cards.
+# A card under this share of the claimed model's peak (a T4 claiming an A100:
+# 0.21; an RTX 4090 claiming one: 0.53), or one GPU proving for two claimed
+# (at most 0.5 each), runs out of time.
+MIN_EFFICIENCY = 0.6
+# Fixed allowance for generating A and B, hashing C's rows and sending the root.
+OVERHEAD_S = 0.5
+# The round trip measured between offering a challenge and the host asking for
+# its seed is added to the deadline, but never more than this: a host that
+# answers the offer slowly on purpose cannot buy itself more time.
+MAX_RTT_S = 1.0
+# An offer whose host has not asked for its seed this long after it is closed as no answer.
+START_TIMEOUT_S = 10.0
+# A host has this long after its commitment to open the rows named in reply.
+OPEN_TIMEOUT_S = 30.0
+# C (FP32) takes at most this share of the claimed memory, leaving room for
+# blocks of A and B and the framework's own buffers.
+MEMORY_SHARE = 0.5
+SIZE_STEP = 64
+MIN_SIZE = 64
+# Rows the host opens and entries of each the verifier recomputes. Garbage
+# fails every check; a host that computed a share f of C passes one round with
+# probability f ** (OPEN_ROWS * CHECK_COLUMNS) at most (f = 0.9: 0.43), and
+# one failure flags the GPU until it passes again.
+OPEN_ROWS = 2
+CHECK_COLUMNS = 4
+# |C[i,j] - exact| <= TOLERANCE_FACTOR * 2**-11 * sqrt(sum_t (A[i,t] B[t,j])**2):
+# four FP16 units of C's typical size. FP32 accumulation in any order errs by
+# thousands of times less (measured: 3e-5 of 0.09 at k = 76,000), and so does
+# rounding C to FP16 at the end (a tensor-core GEMM with FP16 output); FP16
+# accumulation (twice as fast on GeForce cards) errs by several units, and
+# leaving out even 4 in a million of the products by more than the tolerance.
+TOLERANCE_FACTOR = 4.0
+TOLERANCE_UNIT = 2.0 ** -11
+# A GPU stays verified this long after a passed proof (DESIGN.md).
+VERIFIED_FOR = timedelta(hours=24)
+# The collector never asks more than this share of a GPU's day (DESIGN.md: 1 %).
+MAX_SHARE_OF_DAY = 0.01
+DOMAIN = b"fleetscope-proof-v1"
+SEED_BYTES = 32
+# Entries: the top 11 bits of the hash, centred: integers in [-1024, 1023] x 2**-10.
+_VALUE_SHIFT = 21
+_VALUE_OFFSET = 1024
+_VALUE_SCALE = 2.0 ** -10
+_GOLDEN = 0x9E3779B1
+_M1, _M2 = 0x85EBCA6B, 0xC2B2AE35  # MurmurHash3's 32-bit finaliser
+
+VERDICTS = ("passed", "failed", "no_answer")
+
+
+# -- the matrices -------------------------------------------------------------------
+
+def new_seed() -> str:
+    """A fresh, unpredictable round seed (hex)."""
+    return secrets.token_hex(SEED_BYTES)
+
+
+def keys(seed: str, node_id: int, gpu_uuid: str) -> tuple[int, int, int, int]:
+    """The four 32-bit keys of one GPU's matrices in one round.
+
+    The node is part of the key: two nodes claiming one UUID get different
+    work, so neither can hand the other its answer.
+    """
+    digest = hashlib.sha256(DOMAIN + bytes.fromhex(seed) + b"\0" + str(node_id).encode()
+                            + b"\0" + gpu_uuid.encode()).digest()
+    k0, k1, k2, k3 = (int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4))
+    return k0, k1, k2, k3
+
+
+def fmix32(x: Any, xp: Any = np) -> Any:
+    """MurmurHash3's finaliser on a uint32 array, in place; returns it. ``xp``: numpy or cupy."""
+    x ^= x >> xp.uint32(16)
+    x *= xp.uint32(_M1)
+    x ^= x >> xp.uint32(13)
+    x *= xp.uint32(_M2)
+    x ^= x >> xp.uint32(16)
+    return x
+
+
+def lane_keys(indices: Any, key: int, xp: Any = np) -> Any:
+    """Per-index keys: fmix32(index * golden + key) for a uint32 index array (a new array)."""
+    x = indices.astype(xp.uint32) * xp.uint32(_GOLDEN)
+    x += xp.uint32(key)
+    return fmix32(x, xp)
+
+
+def values(row_keys: Any, col_keys: Any, dtype: Any = np.float32, xp: Any = np) -> Any:
+    """The block of entries fmix32(row_key ^ col_key) mapped to [-1, 1) in steps of 2**-10."""
+    x = row_keys[:, None] ^ col_keys[None, :]
+    fmix32(x, xp)
+    x >>= xp.uint32(_VALUE_SHIFT)
+    out = x.astype(dtype)
+    out -= _VALUE_OFFSET
+    out *= _VALUE_SCALE
+    return out
+
+
+def a_rows(key: tuple[int, int, int, int], rows: Any, k: int, *, dtype: Any = np.float32, xp: Any = np) -> Any:
+    """Rows ``rows`` of A (len(rows) x k)."""
+    return values(lane_keys(xp.asarray(rows), key[0], xp), lane_keys(xp.arange(k), key[1], xp), dtype, xp)
+
+
+def a_block(key: tuple[int, int, int, int], rows: Any, cols: Any, *, dtype: Any = np.float32, xp: Any = np) -> Any:
+    """A[rows][:, cols]: the prover's blocks of A."""
+    return values(lane_keys(xp.asarray(rows), key[0], xp), lane_keys(xp.asarray(cols), key[1], xp), dtype, xp)
+
+
+def b_block(key: tuple[int, int, int, int], rows: Any, cols: Any, *, dtype: Any = np.float32, xp: Any = np) -> Any:
+    """B[rows][:, cols]: the prover's blocks of B (rows index the inner dimension)."""
+    return values(lane_keys(xp.asarray(rows), key[2], xp), lane_keys(xp.asarray(cols), key[3], xp), dtype, xp)
+
+
+def b_columns(key: tuple[int, int, int, int], cols: Any, k: int, *, dtype: Any = np.float32, xp: Any = np) -> Any:
+    """Columns ``cols`` of B (k x len(cols))."""
+    return b_block(key, xp.arange(k), cols, dtype=dtype, xp=xp)
+
+
+# -- sizes ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Size:
+    """One GPU's work: C = A (n x k) x B (k x n), and its time limits."""
+
+    n: int
+    k: int
+    reference_tflops: float  # the claimed model's FP16 tensor peak, times the scale
+    budget_s: float           # commit deadline after the seed, before the round trip is added
+
+    @property
+    def flops(self) -> float:
+        return 2.0 * self.n * self.n * self.k
+
+    @property
+    def expected_s(self) -> float:
+        """Seconds at the claimed model's peak."""
+        return self.flops / (self.reference_tflops * 1e12)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "k": self.k, "reference_tflops": self.reference_tflops, "budget_s": self.budget_s}
+
+
+def size_for(model: GpuModel, *, memory_bytes: int | None = None, scale: float = 1.0) -> Size:
+    """The work for one GPU claiming ``model``: about TARGET_S at its peak, C within MEMORY_SHARE of memory.
+
+    ``scale`` multiplies the reference throughput (and memory by
+    scale ** (2/3), so that the shape of the work stays the same): 1 in
+    production; the simulator and the tests prove on CPUs with a tiny scale.
+    ``memory_bytes`` is the claimed memory (default the model's).
+    """
+    ref = model.fp16_tensor_tflops * 1e12 * scale
+    memory = (memory_bytes or model.memory_bytes) * scale ** (2.0 / 3.0)
+    work = TARGET_S * ref
+    n_time = (work / 2.0) ** (1.0 / 3.0)
+    n_mem = math.sqrt(MEMORY_SHARE * memory / 4.0)
+    n = max(MIN_SIZE, int(min(n_time, n_mem)) // SIZE_STEP * SIZE_STEP)
+    k = max(n, math.ceil(work / (2.0 * n * n) / SIZE_STEP) * SIZE_STEP)
+    flops = 2.0 * n * n * k
+    return Size(n=n, k=k, reference_tflops=ref / 1e12, budget_s=round(flops / (ref * MIN_EFFICIENCY) + OVERHEAD_S, 6))
+
+
+def deadline_s(size: Size, rtt_s: float) -> float:
+    """Seconds after the seed is sent by which the commitment must arrive."""
+    return size.budget_s + min(max(rtt_s, 0.0), MAX_RTT_S)
+
+
+# -- the commitment -------------------------------------------------------------------
+
+def row_bytes(row: Any) -> bytes:
+    """A row of C as committed: little-endian float32."""
+    return np.ascontiguousarray(row, dtype="<f4").tobytes()
+
+
+def leaf_hash(row: bytes) -> bytes:
+    """A leaf: SHA-256 of 0x00 and the row's bytes (RFC 6962's domain separation)."""
+    return hashlib.sha256(b"\0" + row).digest()
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\1" + left + right).digest()
+
+
+def merkle_levels(leaves: Sequence[bytes]) -> list[list[bytes]]:
+    """Every level of the tree, leaves first; an odd last node is carried up unchanged."""
+    if not leaves:
+        raise ValueError("a Merkle tree needs at least one leaf")
+    levels = [list(leaves)]
+    while len(levels[-1]) > 1:
+        below = levels[-1]
+        up = [_node(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)]
+        if len(below) % 2:
+            up.append(below[-1])
+        levels.append(up)
+    return levels
+
+
+def merkle_root(leaves: Sequence[bytes]) -> bytes:
+    return merkle_levels(leaves)[-1][0]
+
+
+def merkle_path(levels: list[list[bytes]], index: int) -> list[bytes]:
+    """The siblings from leaf ``index`` up to the root (levels where it has none are skipped)."""
+    path = []
+    for level in levels[:-1]:
+        sibling = index ^ 1
+        if sibling < len(level):
+            path.append(level[sibling])
+        index //= 2
+    return path
+
+
+def root_from_path(leaf: bytes, index: int, count: int, path: Sequence[bytes]) -> bytes | None:
+    """The root that ``leaf`` at ``index`` of ``count`` leaves and ``path`` imply; None if the path's length is wrong."""
+    if not 0 <= index < count:
+        return None
+    node, width, used = leaf, count, 0
+    while width > 1:
+        sibling = index ^ 1
+        if sibling < width:
+            if used >= len(path):
+                return None
+            node = _node(node, path[used]) if index % 2 == 0 else _node(path[used], node)
+            used += 1
+        index //= 2
+        width = (width + 1) // 2
+    return node if used == len(path) else None
+
+
+# -- the challenge and the judgement ----------------------------------------------------
+
+def choose_rows(n: int, rng: secrets.SystemRandom | None = None) -> list[int]:
+    """The rows the host must open: OPEN_ROWS distinct ones, unpredictable."""
+    return sorted((rng or secrets.SystemRandom()).sample(range(n), min(OPEN_ROWS, n)))
+
+
+def choose_columns(n: int, rng: secrets.SystemRandom | None = None) -> list[int]:
+    """The columns the verifier recomputes in every opened row; never told to the host."""
+    return sorted((rng or secrets.SystemRandom()).sample(range(n), min(CHECK_COLUMNS, n)))
+
+
+def expected_entries(key: tuple[int, int, int, int], k: int, rows: Sequence[int],
+                     cols: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """C[rows][:, cols] in float64, and each entry's tolerance. O((len(rows) + len(cols)) x k)."""
+    a = a_rows(key, np.asarray(rows, dtype=np.uint32), k, dtype=np.float64)
+    b = b_columns(key, np.asarray(cols, dtype=np.uint32), k, dtype=np.float64)
+    exact = a @ b
+    np.square(a, out=a)
+    np.square(b, out=b)
+    tolerance = np.sqrt(a @ b) * (TOLERANCE_FACTOR * TOLERANCE_UNIT)
+    return exact, tolerance
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one GPU's proof."""
+
+    verdict: str                 # one of VERDICTS
+    reason: str                  # why it failed or was not answered; "" when it passed
+    seconds: float | None = None  # from the seed to the commitment, less the round trip
+    tflops: float | None = None   # the work over those seconds: a lower bound on the GPU's speed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "reason": self.reason, "seconds": self.seconds, "tflops": self.tflops}
+
+
+def late(size: Size, *, seconds: float, deadline: float) -> Verdict:
+    return Verdict("failed", f"late: committed {seconds:.3f} s after the seed, the deadline was "
+                             f"{deadline:.3f} s (the claimed model at {MIN_EFFICIENCY:.0%} of its peak)",
+                   seconds, size.flops / max(seconds, 1e-9) / 1e12)
+
+
+def judge(key: tuple[int, int, int, int], size: Size, *, root: bytes, rows: Sequence[int], cols: Sequence[int],
+          openings: dict[int, tuple[bytes, Sequence[bytes]]], seconds: float, deadline: float) -> Verdict:
+    """The verdict on one GPU's proof: on time, every opened row in the commitment, every checked entry right.
+
+    ``openings`` maps each named row to (its bytes, its Merkle path);
+    ``seconds`` is from the seed to the commitment, less the round trip.
+    """
+    if seconds > deadline:
+        return late(size, seconds=seconds, deadline=deadline)
+    tflops = size.flops / max(seconds, 1e-9) / 1e12
+    row_len = size.n * 4
+    entries: dict[int, np.ndarray] = {}
+    for i in rows:
+        if i not in openings:
+            return Verdict("failed", f"row {i} was not opened", seconds, tflops)
+        data, path = openings[i]
+        if len(data) != row_len:
+            return Verdict("failed", f"row {i} has {len(data)} bytes, expected {row_len}", seconds, tflops)
+        if root_from_path(leaf_hash(data), i, size.n, path) != root:
+            return Verdict("failed", f"row {i} does not match the commitment", seconds, tflops)
+        entries[i] = np.frombuffer(data, dtype="<f4")[list(cols)].astype(np.float64)
+    problem = wrong_entry(key, size.k, rows, cols, np.array([entries[i] for i in rows]))
+    if problem:
+        return Verdict("failed", problem, seconds, tflops)
+    return Verdict("passed", "", seconds, tflops)
+
+
+def wrong_entry(key: tuple[int, int, int, int], k: int, rows: Sequence[int], cols: Sequence[int],
+                got: np.ndarray) -> str:
+    """Why the entries ``got`` (rows x cols) are not C's, or "" when all are within tolerance."""
+    exact, tolerance = expected_entries(key, k, rows, cols)
+    bad = ~(np.abs(got - exact) <= tolerance)  # NaN is bad
+    if not bad.any():
+        return ""
+    r, c = map(int, np.argwhere(bad)[0])
+    return (f"wrong result: C[{rows[r]},{cols[c]}] = {float(got[r, c])!r}, expected {exact[r, c]:.6f} "
+            f"within {tolerance[r, c]:.6f} ({int(bad.sum())} of {bad.size} checked entries wrong)")
+
+
+def parameters() -> dict[str, Any]:
+    """The protocol's published parameters (the methodology page and the data bundle)."""
+    return {
+        "protocol_version": PROTOCOL_VERSION, "target_s": TARGET_S, "min_efficiency": MIN_EFFICIENCY,
+        "overhead_s": OVERHEAD_S, "max_rtt_s": MAX_RTT_S, "start_timeout_s": START_TIMEOUT_S,
+        "open_timeout_s": OPEN_TIMEOUT_S,
+        "memory_share": MEMORY_SHARE, "size_step": SIZE_STEP, "open_rows": OPEN_ROWS,
+        "check_columns": CHECK_COLUMNS, "tolerance_factor": TOLERANCE_FACTOR, "tolerance_unit": TOLERANCE_UNIT,
+        "verified_for_h": VERIFIED_FOR.total_seconds() / 3600, "max_share_of_day": MAX_SHARE_OF_DAY,
+    }
+
+
+# -- what "verified" means -------------------------------------------------------------
+
+# The GPU claims (node, UUID) with a passed proof in (at - VERIFIED_FOR, at]:
+# what the snapshot, the explorer and reputation count as verified unless a
+# finding flags the GPU (a failed proof opens one: proof_failed).
+PROVED_SQL = """
+SELECT DISTINCT node_id, gpu_uuid FROM proof_challenges
+ WHERE verdict = 'passed' AND decided_at > %(at)s - interval '24 hours' AND decided_at <= %(at)s
+"""
+
+
+def proved(passed_at: Sequence[datetime], at: datetime) -> bool:
+    """Whether a claim with passes at ``passed_at`` counts as proved at ``at`` (PROVED_SQL's rule)."""
+    return any(at - VERIFIED_FOR < t <= at for t in passed_at)
