@@ -6,7 +6,8 @@ host claims (DESIGN.md: a host cannot backfill its own uptime), appended and
 committed through the storage ``Appendable`` like a scrape. The order of
 checks is the order of cost: the token (401), the encoding (415), the node's
 turn (429), the size as it streams in (413), the parse (400, or 413 for too
-many series). Anything refused writes nothing.
+many series), then the liveness rule (400: collector/liveness.py). Anything
+refused writes nothing.
 
 Each node keeps its own ``SeriesCache``, as a scrape target does, so the
 steady state of an exporter pushing the same shape every interval takes the
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from collector import liveness
 from collector.ingest import Batch
 from collector.limits import (
     R_STORAGE_UNAVAILABLE,
@@ -97,6 +99,9 @@ class PushReceiver:
         try:
             body = await read_body(request, max_bytes=self._max_bytes, max_decompressed=self._max_decompressed)
             payload = await self._parse(node.node_id, body, request.headers.get("Content-Type"))
+            refused = liveness.refusal(payload)
+            if refused is not None:  # issue 15: a push that proves no live GPU is no observation
+                raise Rejected(400, refused[0], f"the payload was refused: {refused[1]}")
             await self._commit(Batch(node_id=node.node_id, received_at=received_at,
                                      slot=slot_of(received_at, node.interval_s), source="push", ok=True,
                                      latency_ms=None, payload=payload))

@@ -49,7 +49,7 @@ import aiohttp
 import psycopg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from collector import fetch
+from collector import fetch, liveness
 from collector.ingest import Batch
 from collector.parse import (
     DEFAULT_MAX_LABEL_LEN,
@@ -120,7 +120,7 @@ MAX_IDLE_CONNECTIONS = 100_000
 NOFILE_RESERVE = 1024
 
 # Values of the `result` label of fleetscope_collector_scrapes_total.
-RESULTS = ("ok", "timeout", "error", "http", "unparsable")
+RESULTS = ("ok", "timeout", "error", "http", "unparsable", "refused")
 
 TARGETS_SQL = """
 SELECT node_id, scrape_url, interval_s
@@ -279,7 +279,8 @@ class Scraper:
         r = self.registry
         self._m_scrapes = Counter(
             "fleetscope_collector_scrapes", "Scrape attempts by result: ok, timeout, "
-            "error (connection), http (non-200), unparsable.", ["result"], registry=r)
+            "error (connection), http (non-200), unparsable, refused (no evidence of a live GPU: "
+            "collector/liveness.py).", ["result"], registry=r)
         self._m_result = {res: self._m_scrapes.labels(res) for res in RESULTS}
         self._m_duration = Histogram(
             "fleetscope_collector_scrape_duration_seconds",
@@ -602,7 +603,13 @@ class Scraper:
             try:
                 payload = self._parser.parse(body, content_type=content_type, cache=target.cache)
             except ParseError as err:
-                error, result = _short(f"unparsable: {err}"), "unparsable"
+                # Only the reason code: the text of a foreign page never goes
+                # into observations.error (issue 15).
+                error, result = f"unparsable: {err.reason}", "unparsable"
+            else:
+                refused = liveness.refusal(payload)
+                if refused is not None:  # issue 15: any Prometheus endpoint is not a GPU host
+                    error, result, payload = f"refused: {refused[0]}", "refused", None
         self._m_result[result].inc()
         return Batch(
             node_id=target.node_id,

@@ -87,7 +87,8 @@ async def test_the_snapshot_is_computed_once_per_tick_however_often_it_is_asked_
 
 async def test_values_the_parser_refused_are_counted_by_reason(client, operator_token, storage):
     _, token = await register(client, operator_token)
-    body = b'DCGM_FI_DEV_GPU_UTIL{gpu="0",UUID="GPU-hot"} 150\nDCGM_FI_DEV_GPU_TEMP{gpu="0",UUID="GPU-hot"} NaN\n'
+    hot = b'UUID="GPU-86e0fbc8-6b44-0e94-f849-dfeb083826c6"'
+    body = b'DCGM_FI_DEV_GPU_UTIL{gpu="0",%s} 150\nDCGM_FI_DEV_GPU_TEMP{gpu="0",%s} NaN\n' % (hot, hot)
     expected = PayloadParser().parse(body).rejects
     assert expected.get("clamped_util") == 1 and expected.get("nan") == 1
     assert (await push(client, token, body)).status == 204
