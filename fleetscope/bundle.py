@@ -4,7 +4,10 @@ A bundle is a zip of CSV and JSON files holding everything needed to
 recompute, with fleetscope's own definitions and nothing else, the numbers
 published with one snapshot: node and GPU counts by state and by model,
 GPU-hours and revenue (24 h and total), open findings, and every node's
-uptimes and reputation. ``manifest.json`` lists each data member's SHA-256;
+uptimes and reputation, and the proofs of GPU behind "verified" (every
+verdict of the last 24 h; the seeds, commitments and openings of those
+decided in the last hour, so an hourly bundle carries each round's openings
+once). ``manifest.json`` lists each data member's SHA-256;
 ``published.json`` (the hash-chain record) names the manifest's SHA-256, the
 snapshot's and the previous record's. ``export`` reads the data in one
 repeatable-read transaction; ``read`` parses a bundle into ``BundleData`` for
@@ -19,12 +22,12 @@ import io
 import json
 import zipfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fleetscope import slot_runs
+from fleetscope import proof, slot_runs
 from fleetscope.reputation import U7_WINDOW
 from fleetscope.snapshot import canonical_json, format_time
 
@@ -32,7 +35,8 @@ if TYPE_CHECKING:
     import psycopg
 
 BUNDLE_FORMAT = "fleetscope-bundle"
-BUNDLE_VERSION = 1
+# 2: proofs of GPU (issue 14): proof_rounds.csv, proofs.csv; gpus.csv without checked_at.
+BUNDLE_VERSION = 2
 MANIFEST = "manifest.json"
 PUBLISHED = "published.json"
 SNAPSHOT = "snapshot.json"
@@ -41,17 +45,26 @@ NUMBERS = "numbers.json"
 TABLES: dict[str, tuple[str, ...]] = {
     "nodes.csv": ("node_id", "registered_at", "interval_s", "grace_s", "last_ok"),
     "gpu_sets.csv": ("node_id", "since", "healthy", "lost"),
-    "gpus.csv": ("node_id", "gpu_uuid", "model", "first_seen", "checked_at", "virtualization_mode",
+    "gpus.csv": ("node_id", "gpu_uuid", "model", "first_seen", "virtualization_mode",
                  "memory_total_bytes", "sm_count", "max_sm_clock_mhz"),
     "observation_slots.csv": ("node_id", "first_slot", "last_slot"),
     "observing_periods.csv": ("collector_id", "started_at", "last_beat_at"),
     "jobs.csv": ("job_id", "node_id", "gpu_count", "price_per_gpu_hour", "started_at", "ended_at", "status"),
     "findings.csv": ("finding_id", "kind", "node_id", "gpu_uuid", "subject", "first_seen", "last_seen",
                      "resolved_at", "resolution", "evidence"),
+    "proof_rounds.csv": ("round_id", "opened_at", "seed", "protocol_version", "scale", "share"),
+    "proofs.csv": ("round_id", "node_id", "gpu_uuid", "model", "n", "k", "reference_tflops", "budget_s",
+                   "offered_at", "started_at", "rtt_s", "committed_at", "root", "rows", "columns", "openings",
+                   "verdict", "reason", "seconds", "tflops", "decided_at"),
 }
 # The slots a bundle carries: the longest window any published number reads
 # (U7, the 7-day uptime). Jobs are carried whole (revenue "total" is all time).
 SLOT_HISTORY = U7_WINDOW
+# Proofs: every verdict a published number reads (a pass counts for 24 h),
+# and the full record (seed, root, openings) of those decided in the last
+# PROOF_DETAIL window: each round's openings are in one hourly bundle.
+PROOF_HISTORY = proof.VERIFIED_FOR
+PROOF_DETAIL = timedelta(hours=1)
 
 # Every node registered by %(at)s with its latest successful observation at
 # or before it (the node-state definition's input: fleetscope/states.py).
@@ -69,7 +82,7 @@ SELECT DISTINCT ON (s.node_id) s.node_id, s.since, s.healthy, s.lost
 """.format(nodes=NODES_SQL.replace("ORDER BY n.node_id", ""))
 # A GPU without a reported model is counted under "unknown" (fleetscope/snapshot.py).
 GPUS_SQL = """
-SELECT node_id, gpu_uuid, coalesce(model, 'unknown'), first_seen, checked_at, virtualization_mode,
+SELECT node_id, gpu_uuid, coalesce(model, 'unknown'), first_seen, virtualization_mode,
        memory_total_bytes, sm_count, max_sm_clock_mhz
   FROM gpus WHERE first_seen <= %(at)s ORDER BY node_id, gpu_uuid COLLATE "C"
 """
@@ -80,6 +93,23 @@ SELECT collector_id, started_at, last_beat_at FROM observing_periods
 JOBS_SQL = """
 SELECT job_id, node_id, gpu_count, price_per_gpu_hour, started_at, ended_at, status
   FROM jobs WHERE started_at <= %(at)s ORDER BY job_id COLLATE "C"
+"""
+PROOFS_SQL = """
+SELECT round_id, node_id, gpu_uuid, model, n, k, reference_tflops, budget_s, offered_at, started_at, rtt_s,
+       committed_at, root,
+       CASE WHEN decided_at > %(detail)s THEN rows END, CASE WHEN decided_at > %(detail)s THEN columns END,
+       CASE WHEN decided_at > %(detail)s THEN openings END,
+       verdict, reason, seconds, tflops, decided_at
+  FROM proof_challenges
+ WHERE verdict IS NOT NULL AND decided_at > %(proofs_since)s AND decided_at <= %(at)s
+ ORDER BY round_id, node_id, gpu_uuid COLLATE "C"
+"""
+# A round's seed is published once its challenges are decided (the bundle's proofs are).
+ROUNDS_SQL = """
+SELECT round_id, opened_at, seed, protocol_version, scale, share FROM proof_rounds
+ WHERE round_id IN (SELECT round_id FROM proof_challenges
+                     WHERE verdict IS NOT NULL AND decided_at > %(proofs_since)s AND decided_at <= %(at)s)
+ ORDER BY round_id
 """
 # Findings open at %(at)s: what flags GPUs and what the snapshot counts.
 FINDINGS_SQL = """
@@ -118,7 +148,7 @@ def export(conn: psycopg.Connection, *, at: datetime) -> dict[str, bytes]:
     call ``slot_runs.refresh(conn, up_to=at)`` first, or the raw rows past its
     watermark are read.
     """
-    params = {"at": at, "since": at - SLOT_HISTORY}
+    params = {"at": at, "since": at - SLOT_HISTORY, "proofs_since": at - PROOF_HISTORY, "detail": at - PROOF_DETAIL}
     members: dict[str, bytes] = {}
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -126,7 +156,8 @@ def export(conn: psycopg.Connection, *, at: datetime) -> dict[str, bytes]:
         conn.execute("SET LOCAL work_mem = '256MB'")
         for name, sql in (("nodes.csv", NODES_SQL), ("gpu_sets.csv", SETS_SQL), ("gpus.csv", GPUS_SQL),
                           ("observation_slots.csv", None), ("observing_periods.csv", PERIODS_SQL),
-                          ("jobs.csv", JOBS_SQL), ("findings.csv", FINDINGS_SQL)):
+                          ("jobs.csv", JOBS_SQL), ("findings.csv", FINDINGS_SQL),
+                          ("proof_rounds.csv", ROUNDS_SQL), ("proofs.csv", PROOFS_SQL)):
             rows = (slot_runs.runs(conn, since=params["since"], at=at) if sql is None
                     else conn.execute(sql, params).fetchall())
             members[name] = _csv(TABLES[name], rows)
@@ -178,6 +209,14 @@ def _int(text: str) -> int | None:
     return int(text) if text else None
 
 
+def _float(text: str) -> float | None:
+    return float(text) if text else None
+
+
+def _json(text: str) -> Any:
+    return json.loads(text) if text else None
+
+
 @dataclass
 class Node:
     node_id: int
@@ -196,7 +235,44 @@ class Gpu:
     gpu_uuid: str
     model: str | None
     first_seen: datetime
-    checked_at: datetime | None
+    memory_total_bytes: int | None = None
+
+
+@dataclass
+class ProofRound:
+    round_id: int
+    opened_at: datetime
+    seed: str
+    protocol_version: int
+    scale: float
+    share: float
+
+
+@dataclass
+class Proof:
+    """One GPU's proof, as published (proofs.csv); rows, columns and openings only for recent ones."""
+
+    round_id: int
+    node_id: int
+    gpu_uuid: str
+    model: str
+    n: int
+    k: int
+    reference_tflops: float
+    budget_s: float
+    offered_at: datetime
+    started_at: datetime | None
+    rtt_s: float | None
+    committed_at: datetime | None
+    root: str | None
+    rows: list[int] | None
+    columns: list[int] | None
+    openings: list[dict[str, Any]] | None
+    verdict: str
+    reason: str | None
+    seconds: float | None
+    tflops: float | None
+    decided_at: datetime
 
 
 @dataclass
@@ -234,6 +310,8 @@ class BundleData:
     periods: list[tuple[datetime, datetime]]
     jobs: list[Job]
     findings: list[Finding]
+    rounds: dict[int, ProofRound] = field(default_factory=dict)
+    proofs: list[Proof] = field(default_factory=list)
 
 
 def _rows(data: bytes) -> list[dict[str, str]]:
@@ -274,8 +352,21 @@ def parse(members: dict[str, bytes]) -> BundleData:
     for node_id, first, last in slots:
         nodes[int(node_id)].runs.append((int(first), int(last)))
     gpus = [Gpu(node_id=int(r["node_id"]), gpu_uuid=r["gpu_uuid"], model=r["model"] or None,
-                first_seen=_time(r["first_seen"]), checked_at=_time(r["checked_at"]))
+                first_seen=_time(r["first_seen"]), memory_total_bytes=_int(r["memory_total_bytes"]))
             for r in _rows(members["gpus.csv"])]
+    rounds = {int(r["round_id"]): ProofRound(round_id=int(r["round_id"]), opened_at=_time(r["opened_at"]),
+                                             seed=r["seed"], protocol_version=int(r["protocol_version"]),
+                                             scale=float(r["scale"]), share=float(r["share"]))
+              for r in _rows(members["proof_rounds.csv"])}
+    proofs = [Proof(round_id=int(r["round_id"]), node_id=int(r["node_id"]), gpu_uuid=r["gpu_uuid"], model=r["model"],
+                    n=int(r["n"]), k=int(r["k"]), reference_tflops=float(r["reference_tflops"]),
+                    budget_s=float(r["budget_s"]), offered_at=_time(r["offered_at"]),
+                    started_at=_time(r["started_at"]), rtt_s=_float(r["rtt_s"]),
+                    committed_at=_time(r["committed_at"]), root=r["root"] or None,
+                    rows=_json(r["rows"]), columns=_json(r["columns"]), openings=_json(r["openings"]),
+                    verdict=r["verdict"], reason=r["reason"] or None, seconds=_float(r["seconds"]),
+                    tflops=_float(r["tflops"]), decided_at=_time(r["decided_at"]))
+              for r in _rows(members["proofs.csv"])]
     periods = [(_time(r["started_at"]), _time(r["last_beat_at"])) for r in _rows(members["observing_periods.csv"])]
     jobs = [Job(job_id=r["job_id"], node_id=int(r["node_id"]), gpu_count=int(r["gpu_count"]),
                 price_per_gpu_hour=Decimal(r["price_per_gpu_hour"]), started_at=_time(r["started_at"]),
@@ -286,5 +377,6 @@ def parse(members: dict[str, bytes]) -> BundleData:
                 for r in _rows(members["findings.csv"])]
     return BundleData(members=members, manifest=man, published=json.loads(members[PUBLISHED]),
                       snapshot=json.loads(members[SNAPSHOT]), numbers=json.loads(members[NUMBERS]), at=at,
-                      nodes=nodes, gpus=gpus, periods=periods, jobs=jobs, findings=findings)
+                      nodes=nodes, gpus=gpus, periods=periods, jobs=jobs, findings=findings, rounds=rounds,
+                      proofs=proofs)
 

@@ -30,6 +30,7 @@ with it, with no database.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
 import secrets
@@ -376,12 +377,73 @@ def parameters() -> dict[str, Any]:
 # The GPU claims (node, UUID) with a passed proof in (at - VERIFIED_FOR, at]:
 # what the snapshot, the explorer and reputation count as verified unless a
 # finding flags the GPU (a failed proof opens one: proof_failed).
-PROVED_SQL = """
-SELECT DISTINCT node_id, gpu_uuid FROM proof_challenges
- WHERE verdict = 'passed' AND decided_at > %(at)s - interval '24 hours' AND decided_at <= %(at)s
-"""
+# PROVED_WHERE is the rule on one proof_challenges row (aliased p).
+PROVED_WHERE = "p.verdict = 'passed' AND p.decided_at > %(at)s - interval '24 hours' AND p.decided_at <= %(at)s"
+PROVED_SQL = f"SELECT DISTINCT p.node_id, p.gpu_uuid FROM proof_challenges p WHERE {PROVED_WHERE}"
 
 
 def proved(passed_at: Sequence[datetime], at: datetime) -> bool:
     """Whether a claim with passes at ``passed_at`` counts as proved at ``at`` (PROVED_SQL's rule)."""
     return any(at - VERIFIED_FOR < t <= at for t in passed_at)
+
+
+# -- what is published ------------------------------------------------------------------
+
+# Opened rows up to this many entries (16 KiB) are published whole, so an
+# auditor can hash them into their leaf; longer rows (every real GPU's) are
+# published as their leaf, path and checked entries only (docs/proof.md).
+PUBLISH_ROW_MAX = 4096
+
+
+def opening_record(index: int, data: bytes, path: Sequence[bytes], cols: Sequence[int]) -> dict[str, Any]:
+    """What is stored and published of one opened row."""
+    values_ = np.frombuffer(data, dtype="<f4")
+    record: dict[str, Any] = {"index": index, "leaf": leaf_hash(data).hex(), "path": [p.hex() for p in path],
+                              "entries": [float(values_[c]) for c in cols]}
+    if len(values_) <= PUBLISH_ROW_MAX:
+        record["row"] = base64.b64encode(data).decode()
+    return record
+
+
+def seconds_of(*, offered_at: datetime, committed_at: datetime, rtt_s: float | None) -> float:
+    """A proof's seconds: from the offer to the commitment, less the round trip as counted (at most MAX_RTT_S)."""
+    return (committed_at - offered_at).total_seconds() - min(max(rtt_s or 0.0, 0.0), MAX_RTT_S)
+
+
+def recheck(key: tuple[int, int, int, int], size: Size, *, root: str, rows: Sequence[int], cols: Sequence[int],
+            records: Sequence[dict[str, Any]], seconds: float) -> tuple[Verdict, list[str]]:
+    """Re-derive a published proof's verdict from its records alone (``fleetscope verify``).
+
+    Returns the verdict and what could not be checked: the binding of a row
+    to its leaf when the row was too long to publish whole.
+    """
+    unchecked: list[str] = []
+    if seconds > size.budget_s:
+        return late(size, seconds=seconds, deadline=size.budget_s), unchecked
+    tflops = size.flops / max(seconds, 1e-9) / 1e12
+    by_index = {r.get("index"): r for r in records}
+    got = []
+    for i in rows:
+        r = by_index.get(i)
+        if r is None:
+            return Verdict("failed", f"row {i} was not opened", seconds, tflops), unchecked
+        try:
+            leaf = bytes.fromhex(r["leaf"])
+            path = [bytes.fromhex(p) for p in r["path"]]
+            entries = [float(v) for v in r["entries"]]
+        except (KeyError, TypeError, ValueError):
+            return Verdict("failed", f"row {i}'s published opening is malformed", seconds, tflops), unchecked
+        if r.get("row") is not None:
+            data = base64.b64decode(r["row"])
+            if leaf_hash(data) != leaf:
+                return Verdict("failed", f"row {i} does not hash to its leaf", seconds, tflops), unchecked
+            row_values = np.frombuffer(data, dtype="<f4")
+            if len(row_values) != size.n or [float(row_values[c]) for c in cols] != entries:
+                return Verdict("failed", f"row {i}'s entries are not the row's", seconds, tflops), unchecked
+        else:
+            unchecked.append(f"row {i}: {size.n} entries, published as its leaf only")
+        if root_from_path(leaf, i, size.n, path) != bytes.fromhex(root) or len(entries) != len(cols):
+            return Verdict("failed", f"row {i} does not match the commitment", seconds, tflops), unchecked
+        got.append(entries)
+    problem = wrong_entry(key, size.k, rows, cols, np.array(got, dtype=np.float64))
+    return (Verdict("failed", problem, seconds, tflops) if problem else Verdict("passed", "", seconds, tflops)), unchecked

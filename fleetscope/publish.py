@@ -89,7 +89,8 @@ def build(conn: psycopg.Connection, *, as_of: datetime, prev_sha256: str | None)
         if report.ok:
             return files
         log.warning("bundle for %s did not verify (attempt %d): %s", format_time(as_of), attempt,
-                    ", ".join(n.name for n in report.mismatches[:5]))
+                    ", ".join([n.name for n in report.mismatches[:5]]
+                              + [f"{what}: {detail}" for what, ok, detail in report.integrity if not ok][:5]))
     raise RuntimeError(f"the bundle for {format_time(as_of)} did not verify after {ATTEMPTS} attempts")
 
 

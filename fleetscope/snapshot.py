@@ -23,7 +23,7 @@ from decimal import Decimal
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from fleetscope import accounting, states
+from fleetscope import accounting, proof, states
 from fleetscope.config import PriceBounds
 from fleetscope.migrate import database_mode
 from fleetscope.rollups import floor_bucket, node_hourly_sql
@@ -60,6 +60,11 @@ DETAIL_EXAMPLES = 5
 #   locale), hired_offline if no claim is online and one is covered; its model
 #   is the least of its claims' models in byte order.
 #
+# A GPU claim is verified when it passed a proof of GPU in the last 24 h
+# (proof.PROVED_SQL) and nothing flags it; flagged when an open finding names
+# its UUID (a failed latest proof opens one, proof_failed) or its whole node;
+# else unverified.
+#
 # The first way touches one row per node instead of one per GPU, which is most
 # of the snapshot's cost at 80,000 GPUs (bench/bench_snapshot.py); the second
 # keeps the exact per-UUID rules where UUIDs or models need them. Property
@@ -79,17 +84,18 @@ GPU_FIELDS = ("registered", "online", "offline", "hired", "hired_offline", "idle
               "verified", "unverified", "flagged")
 COUNTS_SQL = """
 WITH ns AS MATERIALIZED ({node_state}),
-running AS ({running}), open_findings AS MATERIALIZED ({open_findings}), shape AS MATERIALIZED (
-    SELECT node_id, count(*) AS n, count(*) FILTER (WHERE checked_at <= %(at)s) AS checked,
-           min(coalesce(model, 'unknown') COLLATE "C") AS model,
-           min(coalesce(model, 'unknown') COLLATE "C") = max(coalesce(model, 'unknown') COLLATE "C")
-               AND NOT bool_or(shared) AS simple
-      FROM gpus WHERE first_seen <= %(at)s
-     GROUP BY node_id
+running AS ({running}), open_findings AS MATERIALIZED ({open_findings}),
+proved AS MATERIALIZED ({proved}), shape AS MATERIALIZED (
+    SELECT g.node_id, count(*) AS n, count(p.gpu_uuid) AS checked,
+           min(coalesce(g.model, 'unknown') COLLATE "C") AS model,
+           min(coalesce(g.model, 'unknown') COLLATE "C") = max(coalesce(g.model, 'unknown') COLLATE "C")
+               AND NOT bool_or(g.shared) AS simple
+      FROM gpus g LEFT JOIN proved p USING (node_id, gpu_uuid) WHERE g.first_seen <= %(at)s
+     GROUP BY g.node_id
 ), uuid_flagged AS (
-    SELECT g.node_id, count(*) AS flagged, count(*) FILTER (WHERE g.checked_at <= %(at)s) AS flagged_checked
+    SELECT g.node_id, count(*) AS flagged, count(p.gpu_uuid) AS flagged_checked
       FROM (SELECT DISTINCT gpu_uuid FROM open_findings WHERE gpu_uuid IS NOT NULL) f
-      JOIN gpus g USING (gpu_uuid)
+      JOIN gpus g USING (gpu_uuid) LEFT JOIN proved p ON p.node_id = g.node_id AND p.gpu_uuid = g.gpu_uuid
      WHERE g.first_seen <= %(at)s
      GROUP BY g.node_id
 ), per_node AS (
@@ -104,14 +110,15 @@ running AS ({running}), open_findings AS MATERIALIZED ({open_findings}), shape A
       LEFT JOIN (SELECT DISTINCT node_id FROM open_findings WHERE gpu_uuid IS NULL) nf USING (node_id)
      WHERE sh.simple
 ), claims AS MATERIALIZED (
-    SELECT g.node_id, g.gpu_uuid, g.model, g.checked_at,
+    SELECT g.node_id, g.gpu_uuid, g.model, p.gpu_uuid IS NOT NULL AS checked,
            coalesce(ns.online AND g.gpu_uuid = ANY(ns.healthy)
                     AND NOT g.gpu_uuid = ANY(coalesce(ns.lost, '{{}}')), false) AS gpu_online,
            r.gpus AS hired_gpus
       FROM gpus g JOIN shape sh USING (node_id) JOIN ns USING (node_id) LEFT JOIN running r USING (node_id)
+      LEFT JOIN proved p ON p.node_id = g.node_id AND p.gpu_uuid = g.gpu_uuid
      WHERE g.first_seen <= %(at)s AND NOT sh.simple
 ), ranked AS (
-    SELECT node_id, gpu_uuid, model, checked_at, gpu_online,
+    SELECT node_id, gpu_uuid, model, checked, gpu_online,
            coalesce(row_number() OVER (PARTITION BY node_id ORDER BY gpu_online DESC, gpu_uuid COLLATE "C")
                     <= hired_gpus, false) AS covered
       FROM claims
@@ -124,7 +131,7 @@ running AS ({running}), open_findings AS MATERIALIZED ({open_findings}), shape A
            bool_or(r.gpu_online) AS online,
            bool_or(r.gpu_online AND r.covered) AS hired,
            NOT bool_or(r.gpu_online) AND bool_or(r.covered) AS hired_offline,
-           coalesce(bool_or(r.checked_at <= %(at)s), false) AS checked,
+           bool_or(r.checked) AS checked,
            bool_or(f.gpu_uuid IS NOT NULL) AS flagged
       FROM ranked r LEFT JOIN flagged f USING (gpu_uuid)
      GROUP BY r.gpu_uuid
@@ -153,7 +160,8 @@ UNION ALL
 SELECT 'nodes', NULL, count(*), count(*) FILTER (WHERE online), count(*) FILTER (WHERE NOT online),
        NULL, NULL, NULL, NULL, NULL, NULL
   FROM ns
-""".format(node_state=states.NODE_STATE_SQL, running=RUNNING_JOBS_SQL, open_findings=OPEN_FINDINGS_SQL)
+""".format(node_state=states.NODE_STATE_SQL, running=RUNNING_JOBS_SQL, open_findings=OPEN_FINDINGS_SQL,
+           proved=proof.PROVED_SQL)
 
 FINDINGS_SQL = """
 SELECT kind, count(*) FROM integrity_findings

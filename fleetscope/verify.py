@@ -8,12 +8,16 @@ definitions on the bundle's rows:
 - GPU states, verification and models: DESIGN.md's per-UUID rules (a UUID
   claimed by several nodes is one GPU, online if any claim is; a running job
   covers ``gpu_count`` of its node's GPUs, online ones first, then by UUID in
-  byte order; flagged by an open finding naming the UUID or the node);
+  byte order; flagged by an open finding naming the UUID or the node;
+  verified by a passed proof of GPU in the last 24 h: ``proof.proved``);
 - GPU-hours and revenue: ``accounting.job_accrual`` per job, summed exactly
   and rounded as the database rounds (half away from zero, 6 places);
 - uptime: the slot grid of ``uptime.slot_range``, slots outside every
   observing period left out;
-- reputation: ``reputation.reputation_of``.
+- reputation: ``reputation.reputation_of``;
+- proofs of GPU: every published verdict re-derived from its seed, sizes,
+  times, commitment and openings (``proof.recheck``), saying what could not
+  be re-checked.
 
 It also checks the bundle's own integrity: each member's SHA-256 against the
 manifest, the manifest's against ``published.json``, and the snapshot's hash
@@ -32,7 +36,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fleetscope import accounting, bundle, reputation, states
+from fleetscope import accounting, bundle, gpu_models, proof, reputation, states
 from fleetscope.snapshot import LAST_24H, canonical_json
 from fleetscope.uptime import Uptime, slot_range
 
@@ -164,9 +168,19 @@ def _open_findings(data: bundle.BundleData) -> list[bundle.Finding]:
     return [f for f in data.findings if f.first_seen <= at and (f.resolved_at is None or f.resolved_at > at)]
 
 
+def proved_claims(data: bundle.BundleData) -> set[tuple[int, str]]:
+    """The (node, UUID) claims with a passed proof in the 24 h before the bundle's time (proof.PROVED_SQL)."""
+    passed: dict[tuple[int, str], list[datetime]] = defaultdict(list)
+    for p in data.proofs:
+        if p.verdict == "passed":
+            passed[(p.node_id, p.gpu_uuid)].append(p.decided_at)
+    return {claim for claim, times in passed.items() if proof.proved(times, data.at)}
+
+
 def node_reputations(data: bundle.BundleData) -> dict[int, reputation.Reputation]:
     """Every node's reputation as of the bundle's time, from its rows alone."""
     at = data.at
+    proved = proved_claims(data)
     open_f = _open_findings(data)
     flagged_uuids = {f.gpu_uuid for f in open_f if f.gpu_uuid is not None}
     flagged_nodes = {f.node_id for f in open_f if f.gpu_uuid is None and f.node_id is not None}
@@ -177,7 +191,7 @@ def node_reputations(data: bundle.BundleData) -> dict[int, reputation.Reputation
         c = gpu_counts[g.node_id]
         if g.gpu_uuid in flagged_uuids or g.node_id in flagged_nodes:
             c[2] += 1
-        elif g.checked_at is not None and g.checked_at <= at:
+        elif (g.node_id, g.gpu_uuid) in proved:
             c[0] += 1
         else:
             c[1] += 1
@@ -230,6 +244,7 @@ def fleet_numbers(data: bundle.BundleData) -> dict[str, Any]:
         if j.started_at <= at and (j.ended_at is None or j.ended_at > at):
             running[j.node_id] += j.gpu_count
     open_f = _open_findings(data)
+    proved = proved_claims(data)
     flagged_uuids = {f.gpu_uuid for f in open_f if f.gpu_uuid is not None}
     flagged_nodes = {f.node_id for f in open_f if f.gpu_uuid is None and f.node_id is not None}
     claims_by_node: dict[int, list[bundle.Gpu]] = defaultdict(list)
@@ -250,7 +265,7 @@ def fleet_numbers(data: bundle.BundleData) -> dict[str, Any]:
             u[0] |= gpu_online
             u[1] |= gpu_online and covered
             u[2] |= covered
-            u[3] |= g.checked_at is not None and g.checked_at <= at
+            u[3] |= (node_id, g.gpu_uuid) in proved
             u[4] |= g.gpu_uuid in flagged_uuids or node_id in flagged_nodes
             model = g.model or "unknown"
             u[5] = model if u[5] is None or model.encode() < u[5].encode() else u[5]
@@ -324,6 +339,73 @@ def _compare(published: dict[str, Any], recomputed: dict[str, Any], *, prefix: s
     return [Number(f"{prefix}{name}", published.get(name), recomputed.get(name)) for name in names]
 
 
+def proof_checks(data: bundle.BundleData) -> list[tuple[str, bool, str]]:
+    """Each published proof's verdict re-derived from the bundle alone; (what, ok, detail) lines.
+
+    A verdict with its openings is re-checked in full: the work's size from
+    the claimed model and the round's scale, the time against the deadline,
+    every opened row's Merkle path against the root, and the checked entries
+    against A and B regenerated from the round's seed. An older verdict
+    (published without openings) is checked as far as its times allow. What
+    could not be re-checked is said, never passed over.
+    """
+    out: list[tuple[str, bool, str]] = []
+    memory = {(g.node_id, g.gpu_uuid): g.memory_total_bytes for g in data.gpus}
+    full = timing = 0
+    unchecked: list[str] = []
+    for p in data.proofs:
+        what = f"proof round {p.round_id} node {p.node_id} {p.gpu_uuid}"
+        rnd = data.rounds.get(p.round_id)
+        if rnd is None:
+            out.append((what, False, "its round is not in the bundle"))
+            continue
+        model = gpu_models.lookup(p.model)
+        if model is None:
+            out.append((what, False, f"claimed model {p.model!r} is not in the reference table"))
+            continue
+        size = proof.size_for(model, memory_bytes=memory.get((p.node_id, p.gpu_uuid)), scale=rnd.scale)
+        if (size.n, size.k) != (p.n, p.k) or abs(size.budget_s - p.budget_s) > 1e-6:
+            out.append((what, False, f"sized n={p.n} k={p.k} budget {p.budget_s} s, the protocol gives "
+                                     f"n={size.n} k={size.k} budget {size.budget_s} s"))
+            continue
+        if p.verdict == "no_answer":
+            timing += 1
+            if p.openings is not None:
+                out.append((what, False, "published no answer, yet it has openings"))
+            continue
+        if p.committed_at is None:
+            # Started, never committed: late by definition.
+            timing += 1
+            if p.verdict != "failed":
+                out.append((what, False, f"published {p.verdict} without a commitment"))
+            continue
+        seconds = proof.seconds_of(offered_at=p.offered_at, committed_at=p.committed_at, rtt_s=p.rtt_s)
+        if p.openings is None or p.rows is None or p.columns is None:
+            timing += 1
+            if seconds > size.budget_s and p.verdict != "failed":
+                out.append((what, False, f"published {p.verdict}, but committed {seconds:.3f} s after the offer "
+                                         f"(budget {size.budget_s} s)"))
+            elif p.verdict == "passed":
+                unchecked.append(f"{what}: openings not in this bundle (decided before its last hour)")
+            continue
+        key = proof.keys(rnd.seed, p.node_id, p.gpu_uuid)
+        verdict, missing = proof.recheck(key, size, root=p.root or "", rows=p.rows, cols=p.columns,
+                                         records=p.openings, seconds=seconds)
+        unchecked += [f"{what}: {m}" for m in missing]
+        full += 1
+        if verdict.verdict != p.verdict:
+            out.append((what, False, f"published {p.verdict}, re-derived {verdict.verdict}"
+                                     + (f" ({verdict.reason})" if verdict.reason else "")))
+    bad = len(out)
+    summary = (f"{len(data.proofs)} published verdicts: {full} re-checked from their openings, {timing} from their "
+               f"times alone, {bad} disagree")
+    out.append(("proofs of GPU", bad == 0, summary))
+    if unchecked:
+        shown = "; ".join(unchecked[:5]) + (f"; and {len(unchecked) - 5} more" if len(unchecked) > 5 else "")
+        out.append(("proofs of GPU not fully re-checkable", True, f"{len(unchecked)}: {shown}"))
+    return out
+
+
 # -- the whole bundle ------------------------------------------------------------------------------------------
 
 
@@ -355,6 +437,7 @@ def verify_data(data: bundle.BundleData) -> Report:
     report.integrity.append(("published snapshot", ok, "published.json carries the same snapshot" if ok
                              else "published.json carries a different snapshot"))
 
+    report.integrity += proof_checks(data)
     report.numbers += _compare(published_fleet_numbers(data.snapshot), fleet_numbers(data))
     recomputed_nodes = node_numbers(data)["nodes"]
     published_nodes = data.numbers.get("nodes", {})

@@ -41,7 +41,7 @@ def build_live_fleet(conn: psycopg.Connection) -> dict[str, int]:
             ("foxtrot", ["GPU-shared", "GPU-f1"], True, True, "NVIDIA L40S")):
         node = fleet.node(registered_at=past, interval_s=15, grace_s=GRACE_S, name=name)
         ids[name] = node
-        fleet.gpus(node, uuids, checked=checked, since=past, model=model)
+        fleet.gpus(node, uuids, checked=checked, since=past, model=model, proved_at=now - timedelta(hours=1))
         if seen:
             for minutes in range(0, 24 * 60, 30):
                 fleet.observe(node, now - timedelta(minutes=minutes, seconds=40))

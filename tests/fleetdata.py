@@ -12,6 +12,8 @@ from decimal import Decimal
 
 import psycopg
 
+from fleetscope import proof
+from fleetscope.gpu_models import lookup
 from fleetscope.registry import create_operator, register_node
 from fleetscope.rollups import refresh
 from fleetscope.uptime import slot_of
@@ -48,16 +50,44 @@ class Fleet:
 
     def gpus(self, node_id: int, uuids: list[str], *, model: str = "NVIDIA A100-SXM4-80GB",
              since: datetime = T0 - timedelta(days=30), lost: list[str] = (), checked: bool = False,
-             models: dict[str, str] | None = None) -> None:
-        """Identity rows for ``uuids`` on ``node_id`` and the node's GPU set from ``since``."""
+             models: dict[str, str] | None = None, proved_at: datetime = T0 - timedelta(hours=1)) -> None:
+        """Identity rows for ``uuids`` on ``node_id`` and the node's GPU set from ``since``.
+
+        ``checked``: each GPU passed a proof of GPU at ``proved_at`` (verified for 24 h from then).
+        """
         for index, gpu_uuid in enumerate(list(uuids) + list(lost)):
             self.conn.execute(
-                "INSERT INTO gpus (node_id, gpu_uuid, gpu_index, model, memory_total_bytes, first_seen, last_seen,"
-                " checked_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                "INSERT INTO gpus (node_id, gpu_uuid, gpu_index, model, memory_total_bytes, first_seen, last_seen)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (node_id, gpu_uuid) DO NOTHING",
-                (node_id, gpu_uuid, index, (models or {}).get(gpu_uuid, model), 80 * 2**30, since, since,
-                 since if checked else None))
+                (node_id, gpu_uuid, index, (models or {}).get(gpu_uuid, model), 80 * 2**30, since, since))
+            if checked:
+                self.proof(node_id, gpu_uuid, "passed", decided_at=proved_at)
         self.gpu_set(node_id, since, healthy=list(uuids), lost=list(lost))
+
+    def proof(self, node_id: int, gpu_uuid: str, verdict: str, *, decided_at: datetime = T0 - timedelta(hours=1),
+              reason: str = "") -> None:
+        """A decided proof of GPU for one claim, in a round of its own opened just before ``decided_at``.
+
+        Only its verdict and times, as a bundle publishes proofs older than an
+        hour (tests/publishdata.py records whole ones); sized by the protocol.
+        """
+        model, memory = self.conn.execute("SELECT model, memory_total_bytes FROM gpus WHERE node_id = %s"
+                                          " AND gpu_uuid = %s", (node_id, gpu_uuid)).fetchone()
+        size = proof.size_for(lookup(model) or lookup("NVIDIA A100-SXM4-80GB"), memory_bytes=memory)
+        offered = decided_at - timedelta(seconds=3)
+        answered = None if verdict == "no_answer" else decided_at - timedelta(seconds=0.2)
+        round_id = self.conn.execute(
+            "INSERT INTO proof_rounds (opened_at, seed, protocol_version, scale, share)"
+            " VALUES (%s, %s, 1, 1, 1) RETURNING round_id", (decided_at - timedelta(seconds=3), "00" * 32)).fetchone()[0]
+        self.conn.execute(
+            "INSERT INTO proof_challenges (round_id, node_id, gpu_uuid, model, n, k, reference_tflops, budget_s,"
+            " offered_at, started_at, rtt_s, committed_at, root, verdict, reason, seconds, tflops, decided_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (round_id, node_id, gpu_uuid, model, size.n, size.k, size.reference_tflops, size.budget_s,
+             offered, None if answered is None else offered + timedelta(seconds=0.05), 0.05 if answered else None,
+             answered, "00" * 32 if answered else None, verdict, reason or None,
+             2.75 if answered else None, size.flops / 2.75e12 if answered else None, decided_at))
 
     def gpu_set(self, node_id: int, since: datetime, *, healthy: list[str], lost: list[str] = ()) -> None:
         self.conn.execute("INSERT INTO node_gpu_sets (node_id, since, healthy, lost) VALUES (%s, %s, %s, %s)",

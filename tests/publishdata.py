@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import psycopg
 
+import json
+
+import numpy as np
+
+from fleetscope import proof
+from fleetscope.gpu_models import lookup
 from fleetscope.integrity import run_checks
 from tests.fleetdata import T0, Fleet
 
@@ -52,4 +58,57 @@ def week_fleet(conn: psycopg.Connection) -> list[int]:
     fleet.job("j5", gone, gpu_count=1, price="0.5", started_at=T0 - timedelta(hours=2))  # hired while offline
     fleet.job("j6", cheat, gpu_count=2, price="3.99", started_at=T0 - timedelta(hours=1, seconds=7))
     run_checks(conn, at=T0 - timedelta(minutes=10))
+    # Proofs of GPU: steady's GPUs passed 30 minutes ago (openings in the bundle)
+    # and flaky's 5 hours ago (verdicts only); the cheat's H100s failed on a wrong entry.
+    record_proofs(conn, T0 - timedelta(minutes=30), [(steady, "GPU-s1"), (steady, "GPU-s2"), (steady, "GPU-shared")])
+    record_proofs(conn, T0 - timedelta(hours=5), [(flaky, "GPU-f1")])
+    record_proofs(conn, T0 - timedelta(minutes=20), [(cheat, "GPU-c1")], wrong=True)
     return [steady, flaky, gone, cheat, late]
+
+
+SCALE = 1e-7
+
+
+def record_proofs(conn: psycopg.Connection, at: datetime, claims: list[tuple[int, str]], *,
+                  wrong: bool = False) -> int:
+    """A round at ``at`` in which each claim proved honestly with NumPy (or, ``wrong``, with one entry off).
+
+    Stored as the collector stores them (collector/proof.py); a wrong proof
+    also opens its proof_failed finding. Returns the round id.
+    """
+    seed = proof.new_seed()
+    round_id = conn.execute(
+        "INSERT INTO proof_rounds (opened_at, seed, protocol_version, scale, share) VALUES (%s, %s, %s, %s, 1)"
+        " RETURNING round_id", (at, seed, proof.PROTOCOL_VERSION, SCALE)).fetchone()[0]
+    for node_id, gpu_uuid in claims:
+        model, memory = conn.execute("SELECT model, memory_total_bytes FROM gpus WHERE node_id = %s AND gpu_uuid = %s",
+                                     (node_id, gpu_uuid)).fetchone()
+        size = proof.size_for(lookup(model), memory_bytes=memory, scale=SCALE)
+        key = proof.keys(seed, node_id, gpu_uuid)
+        c = proof.a_block(key, np.arange(size.n), np.arange(size.k)) @ proof.b_block(key, np.arange(size.k),
+                                                                                     np.arange(size.n))
+        rows, cols = proof.choose_rows(size.n), proof.choose_columns(size.n)
+        if wrong:
+            c[rows[0], cols[0]] += 1.0
+        levels = proof.merkle_levels([proof.leaf_hash(proof.row_bytes(r)) for r in c])
+        openings = {i: (proof.row_bytes(c[i]), proof.merkle_path(levels, i)) for i in rows}
+        started, committed = at + timedelta(seconds=0.05), at + timedelta(seconds=1.5)
+        seconds = proof.seconds_of(offered_at=at, committed_at=committed, rtt_s=0.05)
+        verdict = proof.judge(key, size, root=levels[-1][0], rows=rows, cols=cols, openings=openings,
+                              seconds=seconds, deadline=size.budget_s)
+        decided = committed + timedelta(seconds=0.2)
+        conn.execute(
+            "INSERT INTO proof_challenges (round_id, node_id, gpu_uuid, model, n, k, reference_tflops, budget_s,"
+            " offered_at, started_at, rtt_s, committed_at, root, rows, columns, openings, verdict, reason, seconds,"
+            " tflops, decided_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+            " %s, %s)",
+            (round_id, node_id, gpu_uuid, model, size.n, size.k, size.reference_tflops, size.budget_s, at, started,
+             0.05, committed, levels[-1][0].hex(), rows, cols,
+             json.dumps([proof.opening_record(i, *openings[i], cols) for i in rows]), verdict.verdict,
+             verdict.reason or None, verdict.seconds, verdict.tflops, decided))
+        if verdict.verdict == "failed":
+            conn.execute("INSERT INTO integrity_findings (kind, node_id, gpu_uuid, evidence, first_seen, last_seen)"
+                         " VALUES ('proof_failed', %s, %s, %s, %s, %s)",
+                         (node_id, gpu_uuid, json.dumps({"round_id": round_id, "reason": verdict.reason}),
+                          decided, decided))
+    return round_id

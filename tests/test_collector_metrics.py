@@ -21,7 +21,8 @@ def build_fleet(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         fleet = Fleet(conn)
         up, hired, down = (fleet.node(registered_at=now - timedelta(days=2)) for _ in range(3))
-        fleet.gpus(up, ["GPU-a1", "GPU-a2"], since=now - timedelta(days=2), checked=True)
+        fleet.gpus(up, ["GPU-a1", "GPU-a2"], since=now - timedelta(days=2), checked=True,
+                   proved_at=now - timedelta(hours=1))
         fleet.gpus(hired, ["GPU-b1", "GPU-b2", "GPU-b3", "GPU-b4"], model="NVIDIA H100 80GB HBM3",
                    since=now - timedelta(days=2))
         fleet.gpus(down, ["GPU-c1"], since=now - timedelta(days=2))

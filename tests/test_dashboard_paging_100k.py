@@ -16,10 +16,16 @@ INSERT INTO operators (operator_id, name, token_hash) VALUES (1, 'big', '\\x00')
 INSERT INTO nodes (node_id, operator_id, name, interval_s, grace_s, token_hash, registered_at)
 SELECT n, 1, 'node-' || lpad(n::text, 5, '0'), 15, 3600, decode(md5(n::text), 'hex'), %(at)s - interval '1 day'
   FROM generate_series(1, %(nodes)s) n;
-INSERT INTO gpus (node_id, gpu_uuid, gpu_index, model, memory_total_bytes, first_seen, last_seen, checked_at)
+INSERT INTO gpus (node_id, gpu_uuid, gpu_index, model, memory_total_bytes, first_seen, last_seen)
 SELECT n, 'GPU-' || md5(n || '-' || g), g, CASE WHEN n %% 2 = 0 THEN 'NVIDIA L40S' ELSE 'NVIDIA A100-SXM4-80GB' END,
-       85899345920, %(at)s - interval '1 day', %(at)s, %(at)s - interval '1 hour'
+       85899345920, %(at)s - interval '1 day', %(at)s
   FROM generate_series(1, %(nodes)s) n, generate_series(0, %(gpus)s - 1) g;
+INSERT INTO proof_rounds (round_id, opened_at, seed, protocol_version, scale, share)
+VALUES (1, %(at)s - interval '1 hour', repeat('00', 32), 1, 1, 1);
+INSERT INTO proof_challenges (round_id, node_id, gpu_uuid, model, n, k, reference_tflops, budget_s, offered_at,
+                              verdict, decided_at)
+SELECT 1, node_id, gpu_uuid, model, 64, 64, 1, 1, %(at)s - interval '1 hour', 'passed', %(at)s - interval '1 hour'
+  FROM gpus;
 INSERT INTO node_gpu_sets (node_id, since, healthy)
 SELECT node_id, %(at)s - interval '1 day', array_agg(gpu_uuid ORDER BY gpu_index) FROM gpus GROUP BY node_id;
 INSERT INTO observations (time, node_id, ok, source, slot)

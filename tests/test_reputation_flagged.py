@@ -12,8 +12,9 @@ from tests.fleetdata import T0, Fleet
 def test_a_virtualised_gpu_drops_its_node_to_v_zero_and_the_reputation_shows_why(conn):
     fleet = Fleet(conn)
     honest, cheat = fleet.node(), fleet.node()
-    fleet.gpus(honest, ["GPU-h1", "GPU-h2"], since=T0 - timedelta(days=8))
-    fleet.gpus(cheat, ["GPU-c1", "GPU-c2"], since=T0 - timedelta(days=8))
+    # Both passed a proof of GPU an hour ago: a virtualised GPU that does the work is still flagged.
+    fleet.gpus(honest, ["GPU-h1", "GPU-h2"], since=T0 - timedelta(days=8), checked=True)
+    fleet.gpus(cheat, ["GPU-c1", "GPU-c2"], since=T0 - timedelta(days=8), checked=True)
     conn.execute("UPDATE gpus SET virtualization_mode = 'vgpu' WHERE gpu_uuid = 'GPU-c2'")
     fleet.observing(T0 - timedelta(days=8), T0)
     for node in (honest, cheat):

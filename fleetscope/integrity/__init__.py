@@ -7,7 +7,8 @@ complete list of what it finds as of ``at`` with the evidence:
 - virtualized: an NVML virtualisation mode of vGPU or host vGPU;
 - spec_mismatch: a model contradicted by its memory, SMs or clocks against
   the reference table (fleetscope/gpu_models.py); it also marks the GPUs it
-  could examine (``gpus.checked_at``: verified unless flagged);
+  could examine (``gpus.checked_at``; since issue 14 a GPU is verified only
+  by a passed proof of GPU, fleetscope/proof.py, never by what it reports);
 - cloned_telemetry: identical telemetry series under different UUIDs;
 - identity_change: a node's GPU set changed without re-registration;
 - fleet_jump: a step in registered or online GPUs far outside the recent

@@ -6,10 +6,10 @@ that names itself an H100 reports 24 GiB and 128 SMs, not 80 GiB and 132.
 Identities are grouped in SQL first, so 80,000 GPUs of a handful of models
 cost a handful of comparisons.
 
-This check also marks GPUs as examined (``gpus.checked_at``, which makes a
-GPU verified in the snapshot unless a finding flags it): those whose model is
-in the reference table and that report their memory. A GPU of an unknown
-model, or one that hides its memory, cannot be checked and stays unverified.
+This check also marks GPUs as examined (``gpus.checked_at``): those whose
+model is in the reference table and that report their memory. Being examined
+does not make a GPU verified: what a host reports can be forged, so only a
+passed proof of GPU does (fleetscope/proof.py, issue 14).
 """
 
 from __future__ import annotations

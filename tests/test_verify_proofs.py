@@ -1,0 +1,111 @@
+"""``fleetscope verify`` re-derives every published proof of GPU from the bundle alone, and says what it could not."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from fleetscope import bundle, cli
+from fleetscope.publish import publish
+from fleetscope.snapshot import fleet_snapshot
+from fleetscope.verify import proof_checks, verify
+from tests.publishdata import AS_OF, week_fleet
+from tests.test_verify_tampered import rewrite
+
+
+def _proofs(path):
+    return bundle.read(path).proofs
+
+
+def test_the_bundle_carries_each_proof_and_its_openings_and_verify_rechecks_them(conn, open_tmp, capsys):
+    week_fleet(conn)
+    published = publish(conn, as_of=AS_OF, bundle_dir=open_tmp / "bundles")
+    proofs = _proofs(published.bundle_path)
+    by_gpu = {p.gpu_uuid: p for p in proofs}
+    assert {g: p.verdict for g, p in by_gpu.items()} == {
+        "GPU-s1": "passed", "GPU-s2": "passed", "GPU-shared": "passed", "GPU-f1": "passed", "GPU-c1": "failed"}
+    # The last hour's proofs carry their openings; flaky's, 5 hours old, only its verdict.
+    assert by_gpu["GPU-s1"].openings and by_gpu["GPU-f1"].openings is None
+    assert cli.main(["verify", str(published.bundle_path)]) == 0
+    out = capsys.readouterr().out
+    assert "ok  proofs of GPU: 5 published verdicts: 4 re-checked from their openings, 1 from their times alone, " \
+           "0 disagree" in out
+    # The verified count in the snapshot is the passed proofs' (the cheat's failure flags it).
+    snap = fleet_snapshot(conn, as_of=AS_OF).body
+    assert snap["gpus"]["verified"] == 4 and snap["integrity"]["by_kind"]["proof_failed"] == 1
+
+
+def _edit_proofs(change):
+    def edit(files):
+        rows = list(csv.DictReader(io.StringIO(files["proofs.csv"].decode())))
+        change(rows)
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=bundle.TABLES["proofs.csv"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        files["proofs.csv"] = out.getvalue().encode()
+    return edit
+
+
+def test_a_failed_proof_published_as_passed_is_caught(conn, open_tmp):
+    week_fleet(conn)
+    published = publish(conn, as_of=AS_OF, bundle_dir=open_tmp / "bundles")
+
+    def pass_the_cheat(rows):
+        for r in rows:
+            if r["gpu_uuid"] == "GPU-c1":
+                r["verdict"], r["reason"] = "passed", ""
+    path = rewrite(published.bundle_path, open_tmp, _edit_proofs(pass_the_cheat), reseal=True)
+    report = verify(path)
+    bad = [(what, detail) for what, ok, detail in report.integrity if not ok]
+    assert any("GPU-c1" in what and "published passed, re-derived failed (wrong result" in detail
+               for what, detail in bad), bad
+    assert not report.ok
+
+
+def test_an_opened_entry_changed_after_the_fact_is_caught(conn, open_tmp):
+    week_fleet(conn)
+    published = publish(conn, as_of=AS_OF, bundle_dir=open_tmp / "bundles")
+
+    def forge(rows):
+        for r in rows:
+            if r["gpu_uuid"] == "GPU-s1":
+                openings = json.loads(r["openings"])
+                openings[0]["entries"][0] += 5.0
+                r["openings"] = json.dumps(openings)
+    path = rewrite(published.bundle_path, open_tmp, _edit_proofs(forge), reseal=True)
+    bad = [detail for what, ok, detail in verify(path).integrity if not ok and "GPU-s1" in what]
+    assert bad and "re-derived failed (row" in bad[0] and "entries are not the row's" in bad[0]
+
+
+def test_a_proof_sized_smaller_than_the_protocol_says_is_caught(conn, open_tmp):
+    week_fleet(conn)
+    published = publish(conn, as_of=AS_OF, bundle_dir=open_tmp / "bundles")
+
+    def shrink(rows):
+        for r in rows:
+            if r["gpu_uuid"] == "GPU-s2":
+                r["k"] = "64"
+    path = rewrite(published.bundle_path, open_tmp, _edit_proofs(shrink), reseal=True)
+    bad = [detail for what, ok, detail in verify(path).integrity if not ok and "GPU-s2" in what]
+    assert bad and bad[0].startswith("sized n=") and "k=64" in bad[0]
+
+
+def test_rows_too_long_to_publish_are_reported_as_not_fully_rechecked(conn, open_tmp):
+    week_fleet(conn)
+    published = publish(conn, as_of=AS_OF, bundle_dir=open_tmp / "bundles")
+
+    def drop_rows(rows):
+        for r in rows:
+            if r["openings"]:
+                openings = json.loads(r["openings"])
+                for o in openings:
+                    o.pop("row", None)
+                r["openings"] = json.dumps(openings)
+    path = rewrite(published.bundle_path, open_tmp, _edit_proofs(drop_rows), reseal=True)
+    lines = {what: (ok, detail) for what, ok, detail in proof_checks(bundle.read(path))}
+    ok, detail = lines["proofs of GPU not fully re-checkable"]
+    # 4 proofs x 2 rows, and flaky's pass whose openings are in an earlier bundle.
+    assert ok and detail.startswith("9: ") and "published as its leaf only" in detail
+    assert lines["proofs of GPU"][0]
