@@ -247,3 +247,62 @@ def node_telemetry(conn: psycopg.Connection, node_id: int, *, at: datetime, span
         s["power_w"].append(power)
         s["fb_used_mib"].append(fb)
     return series
+
+
+# -- proofs of GPU (fleetscope/proof.py) ---------------------------------------------------------
+
+PROOF_COLUMNS = ("round_id", "node_id", "node_name", "gpu_uuid", "model", "verdict", "reason", "seconds", "tflops",
+                 "n", "k", "budget_s", "offered_at", "decided_at")
+PROOFS_SQL = """
+SELECT p.round_id, p.node_id, n.name, p.gpu_uuid, p.model, p.verdict, p.reason, p.seconds, p.tflops,
+       p.n, p.k, p.budget_s, p.offered_at, p.decided_at, count(*) OVER () AS total
+  FROM proof_challenges p JOIN nodes n USING (node_id)
+ WHERE p.verdict IS NOT NULL AND p.decided_at <= %(at)s
+   AND (%(node_id)s::bigint IS NULL OR p.node_id = %(node_id)s)
+   AND (%(verdict)s::text IS NULL OR p.verdict = %(verdict)s)
+ ORDER BY p.decided_at DESC, p.round_id DESC, p.node_id, p.gpu_uuid COLLATE "C"
+ LIMIT %(limit)s OFFSET %(offset)s
+"""
+# Each GPU claim's latest decided proof at %(at)s.
+LATEST_PROOFS_SQL = """
+SELECT DISTINCT ON (p.gpu_uuid) p.round_id, p.node_id, n.name, p.gpu_uuid, p.model, p.verdict, p.reason,
+       p.seconds, p.tflops, p.n, p.k, p.budget_s, p.offered_at, p.decided_at
+  FROM proof_challenges p JOIN nodes n USING (node_id)
+ WHERE p.node_id = %(node_id)s AND p.verdict IS NOT NULL AND p.decided_at <= %(at)s
+ ORDER BY p.gpu_uuid, p.decided_at DESC
+"""
+# Verdicts of the last 24 h at %(at)s, and the latest round.
+PROOF_SUMMARY_SQL = """
+SELECT count(*) FILTER (WHERE verdict = 'passed'), count(*) FILTER (WHERE verdict = 'failed'),
+       count(*) FILTER (WHERE verdict = 'no_answer'), count(DISTINCT round_id),
+       (SELECT max(opened_at) FROM proof_rounds WHERE opened_at <= %(at)s)
+  FROM proof_challenges
+ WHERE verdict IS NOT NULL AND decided_at > %(at)s - interval '24 hours' AND decided_at <= %(at)s
+"""
+
+
+def _proof_item(row: tuple) -> dict[str, Any]:
+    item = dict(zip(PROOF_COLUMNS, row[:len(PROOF_COLUMNS)], strict=True))
+    for name in ("offered_at", "decided_at"):
+        item[name] = format_time(item[name])
+    return item
+
+
+def proofs(conn: psycopg.Connection, *, at: datetime, node_id: int | None = None, verdict: str | None = None,
+           limit: int = 100, offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
+    """(total, page) of decided proofs of GPU by ``at``, newest first."""
+    rows = conn.execute(PROOFS_SQL, {"at": at, "node_id": node_id, "verdict": verdict, "limit": limit,
+                                     "offset": offset}).fetchall()
+    return (rows[0][-1] if rows else 0), [_proof_item(r) for r in rows]
+
+
+def latest_proofs(conn: psycopg.Connection, node_id: int, *, at: datetime) -> dict[str, dict[str, Any]]:
+    """Each of the node's GPU claims' latest decided proof at ``at``, by UUID (none: never challenged)."""
+    return {r[3]: _proof_item(r) for r in conn.execute(LATEST_PROOFS_SQL, {"node_id": node_id, "at": at})}
+
+
+def proof_summary(conn: psycopg.Connection, *, at: datetime) -> dict[str, Any]:
+    """The last 24 h of proofs of GPU: verdicts by kind, rounds, and when the latest round opened."""
+    passed, failed, no_answer, rounds, last = conn.execute(PROOF_SUMMARY_SQL, {"at": at}).fetchone()
+    return {"passed": passed, "failed": failed, "no_answer": no_answer, "rounds": rounds,
+            "last_round_at": format_time(last) if last else None}
