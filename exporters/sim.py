@@ -12,7 +12,10 @@ The same seed, host id and time always give the same output, in any process
 - :meth:`SimFleet.is_up` says whether a (flapping) host is reachable at t.
 
 Profiles (see docs/exporter.md): healthy, flapping, gpu_lost, unsupported,
-virtualized, cloned_uuid, spec_mismatch, cloned_telemetry.
+virtualized, cloned_uuid, spec_mismatch, cloned_telemetry; and the cheaters at
+the proof of GPU (PROOF_PROFILES), whose telemetry is a healthy host's:
+proof_garbage, proof_slow, proof_one_for_many, proof_silent.
+:meth:`SimFleet.prover` gives a host's prover (exporters/prover.py).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ if TYPE_CHECKING:
 
     from prometheus_client.metrics_core import Metric
 
+    from exporters.prover import SimProver
+
 PROFILES = (
     "healthy",
     "flapping",
@@ -43,6 +48,13 @@ PROFILES = (
     "spec_mismatch",
     "cloned_telemetry",
 )
+# Cheaters at the proof of GPU (docs/proof.md): healthy telemetry, and
+# proof_garbage commits random numbers, proof_slow is really a Tesla T4,
+# proof_one_for_many has one real GPU for all it claims, proof_silent never
+# answers a challenge. Kept apart from PROFILES, the profiles whose
+# telemetry shows something.
+PROOF_PROFILES = ("proof_garbage", "proof_slow", "proof_one_for_many", "proof_silent")
+ALL_PROFILES = PROFILES + PROOF_PROFILES
 
 # Times before this are clamped: the simulated driver was loaded at this
 # instant (2023-11-14), so energy counters start here and only grow.
@@ -135,8 +147,8 @@ class HostSpec:
     hired: bool = False
 
     def __post_init__(self) -> None:
-        if self.profile not in PROFILES:
-            raise ValueError(f"unknown profile {self.profile!r}; known: {', '.join(PROFILES)}")
+        if self.profile not in ALL_PROFILES:
+            raise ValueError(f"unknown profile {self.profile!r}; known: {', '.join(ALL_PROFILES)}")
         if self.n_gpus < 1:
             raise ValueError(f"n_gpus must be >= 1, got {self.n_gpus}")
         if self.model is not None and self.model not in MODELS:
@@ -428,6 +440,27 @@ class SimFleet:
             fams = metrics.families(reading, success=True, duration=duration)
             h.template = metrics.Template(fams, intern=self._intern)
         return h.template.render(metrics.values(reading, success=True, duration=duration))
+
+    def proof_hardware(self, host: int | str) -> str:
+        """The model a host's GPUs really are, as the GPU model table names it: what its proofs run at."""
+        spec = self.hosts[self.index(host)]
+        if spec.profile == "proof_slow":
+            from exporters.prover import PROOF_SLOW_HARDWARE
+
+            return PROOF_SLOW_HARDWARE
+        if spec.profile == "spec_mismatch":
+            return SPEC_MISMATCH_HARDWARE
+        return spec.model or PROFILE_DEFAULT_MODEL.get(spec.profile, DEFAULT_MODEL)
+
+    def prover(self, host: int | str) -> SimProver:
+        """The host's prover: NumPy at its real GPUs' speed, cheating as its profile says."""
+        from exporters.prover import SimProver
+
+        i = self.index(host)
+        profile = self.hosts[i].profile
+        cheat = {"proof_garbage": "garbage", "proof_one_for_many": "one_for_many",
+                 "proof_silent": "silent"}.get(profile)
+        return SimProver(true_model=self.proof_hardware(i), cheat=cheat, seed=_digest(self.seed, "proof", i))
 
     def source(self, host: int | str, *, clock: Callable[[], float] = time.time) -> SimSource:
         """Return a source for :class:`exporters.collector.GpuCollector`."""

@@ -1,0 +1,128 @@
+"""Each prover backend commits to C and opens rows that fleetscope.proof.judge passes."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from exporters import prover as provers
+from exporters.prover import NumpyProver, Task
+from fleetscope import gpu_models, proof
+
+NODE_ID = 42
+UUID = "GPU-6e1b1c3a-51a8-4b8e-9a0c-2d6f1e7b9c01"
+# The demo's scale: an A100's proof is 640 x 768 x 640 (0.6 GFLOP).
+SCALE = 1e-6
+
+
+def task_for(model: str, uuid: str = UUID, *, scale: float = SCALE) -> Task:
+    row = gpu_models.lookup(model)
+    size = proof.size_for(row, scale=scale)
+    return Task.from_dict({"gpu_uuid": uuid, "model": row.model, **size.as_dict()})
+
+
+def verdict_on(prover: provers.Prover, committed: provers.Committed, seed: str, *, seconds: float,
+               node_id: int = NODE_ID) -> proof.Verdict:
+    """What the collector decides: rows and columns drawn by the verifier, the rows opened by the prover."""
+    task = committed.task
+    rows = proof.choose_rows(task.n)
+    cols = proof.choose_columns(task.n)
+    openings = {o.index: (o.data, o.path) for o in prover.open(committed, rows)}
+    return proof.judge(proof.keys(seed, node_id, task.gpu_uuid), task.size, root=committed.root, rows=rows,
+                       cols=cols, openings=openings, seconds=seconds, deadline=proof.deadline_s(task.size, 0.0))
+
+
+def test_the_numpy_prover_passes_the_judge():
+    task = task_for("NVIDIA A100-SXM4-80GB")
+    seed = proof.new_seed()
+    started = time.monotonic()
+    committed = NumpyProver().prove(seed, NODE_ID, task)
+    verdict = verdict_on(NumpyProver(), committed, seed, seconds=time.monotonic() - started)
+    assert verdict.verdict == "passed", verdict.reason
+    assert (task.n, task.k) == (640, 768)
+
+
+def test_the_numpy_prover_passes_with_many_small_blocks_of_the_inner_dimension():
+    task = task_for("NVIDIA GeForce RTX 4090")
+    numpy_prover = NumpyProver(block_bytes=1)  # one SIZE_STEP of k at a time
+    assert provers.block_size(task.n, task.k, 1) == proof.SIZE_STEP < task.k
+    seed = proof.new_seed()
+    committed = numpy_prover.prove(seed, NODE_ID, task)
+    assert verdict_on(numpy_prover, committed, seed, seconds=0.1).verdict == "passed"
+
+
+def test_an_opened_row_is_c_and_its_path_leads_to_the_root():
+    task = task_for("NVIDIA GeForce RTX 4090")
+    seed = proof.new_seed()
+    committed = NumpyProver().prove(seed, NODE_ID, task)
+    key = proof.keys(seed, NODE_ID, UUID)
+    [opening] = NumpyProver().open(committed, [5])
+    exact = proof.a_rows(key, np.array([5], dtype=np.uint32), task.k, dtype=np.float64) @ \
+        proof.b_columns(key, np.arange(task.n, dtype=np.uint32), task.k, dtype=np.float64)
+    assert np.allclose(np.frombuffer(opening.data, "<f4"), exact[0], atol=1e-3)
+    assert proof.root_from_path(proof.leaf_hash(opening.data), 5, task.n, opening.path) == committed.root
+
+
+def test_another_node_or_seed_gets_other_work_so_a_commitment_cannot_be_reused():
+    task = task_for("NVIDIA GeForce RTX 4090")
+    seed = proof.new_seed()
+    committed = NumpyProver().prove(seed, NODE_ID, task)
+    verdict = verdict_on(NumpyProver(), committed, seed, seconds=0.1, node_id=NODE_ID + 1)
+    assert verdict.verdict == "failed" and verdict.reason.startswith("wrong result")
+
+
+def test_a_row_outside_c_is_not_opened():
+    task = task_for("NVIDIA GeForce RTX 4090")
+    committed = NumpyProver().prove(proof.new_seed(), NODE_ID, task)
+    with pytest.raises(ValueError, match="outside C"):
+        NumpyProver().open(committed, [task.n])
+
+
+def test_a_challenge_entry_without_its_reference_gets_it_from_the_budget():
+    row = gpu_models.lookup("NVIDIA A100-SXM4-80GB")
+    size = proof.size_for(row, scale=SCALE)
+    task = Task.from_dict({"gpu_uuid": UUID, "model": row.model, "n": size.n, "k": size.k,
+                           "budget_s": size.budget_s})
+    assert task.reference_tflops == pytest.approx(size.reference_tflops, rel=1e-4)
+    assert task.scale() == pytest.approx(SCALE, rel=1e-4)
+    with pytest.raises(ValueError, match="malformed"):
+        Task.from_dict({"gpu_uuid": UUID, "n": "many"})
+
+
+def _cupy_or_skip():
+    try:
+        return provers.import_cupy()
+    except RuntimeError as exc:
+        pytest.skip(f"the CuPy prover needs CuPy and a CUDA GPU: {exc}")
+
+
+def test_the_cupy_prover_passes_the_judge_on_each_gpu():
+    cp = _cupy_or_skip()
+    count = cp.cuda.runtime.getDeviceCount()
+    uuids = [provers._cuda_uuid(cp.cuda.runtime.getDeviceProperties(i).get("uuid")) or f"GPU-index-{i}"
+             for i in range(count)]
+    devices = {uuid: i for i, uuid in enumerate(uuids)}
+    cupy_prover = provers.CupyProver(lambda: devices)
+    tasks = [task_for("NVIDIA A100-SXM4-80GB", uuid, scale=1e-3) for uuid in uuids]
+    seed = proof.new_seed()
+    done: dict[str, tuple[provers.Committed, float]] = {}
+    started = time.monotonic()
+    cupy_prover.prove_all(seed, NODE_ID, tasks, lambda c: done.__setitem__(c.task.gpu_uuid,
+                                                                           (c, time.monotonic() - started)))
+    assert set(done) == set(uuids)
+    for committed, seconds in done.values():
+        verdict = verdict_on(cupy_prover, committed, seed, seconds=seconds)
+        assert verdict.verdict == "passed", verdict.reason
+
+
+def test_the_cupy_leaves_are_the_hashlib_leaves_of_the_same_c():
+    cp = _cupy_or_skip()
+    cupy_prover = provers.CupyProver(lambda: {UUID: 0})
+    task = task_for("NVIDIA GeForce RTX 4090", scale=1e-5)
+    with cp.cuda.Device(0):
+        c = cupy_prover.product(proof.new_seed(), NODE_ID, task)
+        leaves = cupy_prover.leaves(c, 0)
+        host = cp.asnumpy(c)
+    assert leaves == [proof.leaf_hash(proof.row_bytes(row)) for row in host]
