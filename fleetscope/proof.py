@@ -77,11 +77,12 @@ MIN_SIZE = 64
 # one failure flags the GPU until it passes again.
 OPEN_ROWS = 2
 CHECK_COLUMNS = 4
-# |C[i,j] - exact| <= TOLERANCE_FACTOR * 2**-11 * sqrt(sum_t (A[i,t] B[t,j])**2):
-# four FP16 units of C's typical size. FP32 accumulation in any order errs by
-# thousands of times less (measured: 3e-5 of 0.09 at k = 76,000), and so does
-# rounding C to FP16 at the end (a tensor-core GEMM with FP16 output); FP16
-# accumulation (twice as fast on GeForce cards) errs by several units, and
+# |C[i,j] - exact| <= TOLERANCE_FACTOR * 2**-11 * sqrt(k) / 3: four FP16
+# units of C's typical size (an entry of A or B has an RMS of about 1/sqrt(3),
+# so C's entries have one of sqrt(k) / 3). FP32 accumulation in any order errs
+# by thousands of times less (measured: 3e-5 of 0.09 at k = 76,000), and so
+# does rounding C to FP16 at the end (a tensor-core GEMM with FP16 output);
+# FP16 accumulation (twice as fast on GeForce cards) errs by several units, and
 # leaving out even 4 in a million of the products by more than the tolerance.
 TOLERANCE_FACTOR = 4.0
 TOLERANCE_UNIT = 2.0 ** -11
@@ -137,14 +138,19 @@ def lane_keys(indices: Any, key: int, xp: Any = np) -> Any:
     return fmix32(x, xp)
 
 
-def values(row_keys: Any, col_keys: Any, dtype: Any = np.float32, xp: Any = np) -> Any:
-    """The block of entries fmix32(row_key ^ col_key) mapped to [-1, 1) in steps of 2**-10."""
+def values(row_keys: Any, col_keys: Any, dtype: Any = np.float32, xp: Any = np, *, scaled: bool = True) -> Any:
+    """The block of entries fmix32(row_key ^ col_key) mapped to [-1, 1) in steps of 2**-10.
+
+    ``scaled=False`` leaves them as the integers in [-1024, 1023] (the
+    verifier scales its sums once instead of every entry).
+    """
     x = row_keys[:, None] ^ col_keys[None, :]
     fmix32(x, xp)
     x >>= xp.uint32(_VALUE_SHIFT)
     out = x.astype(dtype)
     out -= _VALUE_OFFSET
-    out *= _VALUE_SCALE
+    if scaled:
+        out *= _VALUE_SCALE
     return out
 
 
@@ -290,16 +296,27 @@ def choose_columns(n: int, rng: secrets.SystemRandom | None = None) -> list[int]
     return sorted((rng or secrets.SystemRandom()).sample(range(n), min(CHECK_COLUMNS, n)))
 
 
+def tolerance(k: int) -> float:
+    """How far an entry of C may be from its exact value (TOLERANCE_FACTOR's comment)."""
+    return TOLERANCE_FACTOR * TOLERANCE_UNIT * math.sqrt(k) / 3.0
+
+
 def expected_entries(key: tuple[int, int, int, int], k: int, rows: Sequence[int],
                      cols: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """C[rows][:, cols] in float64, and each entry's tolerance. O((len(rows) + len(cols)) x k)."""
-    a = a_rows(key, np.asarray(rows, dtype=np.uint32), k, dtype=np.float64)
-    b = b_columns(key, np.asarray(cols, dtype=np.uint32), k, dtype=np.float64)
-    exact = a @ b
-    np.square(a, out=a)
-    np.square(b, out=b)
-    tolerance = np.sqrt(a @ b) * (TOLERANCE_FACTOR * TOLERANCE_UNIT)
-    return exact, tolerance
+    """C[rows][:, cols] in float64, and each entry's tolerance. O((len(rows) + len(cols)) x k).
+
+    The verifier's hot path (bench/bench_proof.py): entries as integers in
+    float64 (their products and sums are exact), B generated transposed so
+    both operands are contiguous, one scaling of the sums at the end.
+    """
+    inner = np.arange(k, dtype=np.uint32)
+    a = values(lane_keys(np.asarray(rows, dtype=np.uint32), key[0]), lane_keys(inner, key[1]),
+               np.float64, scaled=False)
+    # B[t, j] = f(lane(t, k2) ^ lane(j, k3)): XOR is symmetric, so these are B's columns as rows.
+    b_t = values(lane_keys(np.asarray(cols, dtype=np.uint32), key[3]), lane_keys(inner, key[2]),
+                 np.float64, scaled=False)
+    exact = (a @ b_t.T) * (_VALUE_SCALE * _VALUE_SCALE)
+    return exact, np.full(exact.shape, tolerance(k))
 
 
 @dataclass(frozen=True)
@@ -367,7 +384,7 @@ def parameters() -> dict[str, Any]:
         "overhead_s": OVERHEAD_S, "max_rtt_s": MAX_RTT_S, "start_timeout_s": START_TIMEOUT_S,
         "open_timeout_s": OPEN_TIMEOUT_S,
         "memory_share": MEMORY_SHARE, "size_step": SIZE_STEP, "open_rows": OPEN_ROWS,
-        "check_columns": CHECK_COLUMNS, "tolerance_factor": TOLERANCE_FACTOR, "tolerance_unit": TOLERANCE_UNIT,
+        "check_columns": CHECK_COLUMNS, "tolerance": "4 x 2^-11 x sqrt(k) / 3",
         "verified_for_h": VERIFIED_FOR.total_seconds() / 3600, "max_share_of_day": MAX_SHARE_OF_DAY,
     }
 
