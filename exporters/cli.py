@@ -1,7 +1,9 @@
 """``fleetscope-exporter``: serve this host's GPUs on /metrics, and push them.
 
 Flags are parsed and checked once at start-up; a bad value stops the program
-with a message naming the flag. ``--token`` may come from the environment
+with a message naming the flag. In push mode the exporter also proves its
+GPUs when the collector challenges them (exporters/proving.py; ``--no-prove``
+turns it off, ``--prover`` picks the backend). ``--token`` may come from the environment
 (FLEETSCOPE_EXPORTER_TOKEN) so it does not show in ``ps``.
 """
 
@@ -20,14 +22,16 @@ from urllib.parse import urlparse
 from prometheus_client import CollectorRegistry, start_http_server
 
 from exporters.collector import DEFAULT_CACHE_SECONDS, GpuCollector
+from exporters.proving import ProofClient, proof_base
 from exporters.push import DEFAULT_INTERVAL_S, Pusher
-from exporters.sim import MODELS, PROFILES, HostSpec, SimFleet
+from exporters.sim import ALL_PROFILES, MODELS, HostSpec, SimFleet, SimSource
 from exporters.spool import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, Spool
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from exporters.collector import Source
+    from exporters.prover import Prover
 
 log = logging.getLogger("fleetscope-exporter")
 
@@ -73,12 +77,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--spool-dir", type=Path, default=None, help="unsent payloads (push mode)")
     p.add_argument("--spool-max-files", type=_positive(int), default=DEFAULT_MAX_FILES)
     p.add_argument("--spool-max-bytes", type=_positive(int), default=DEFAULT_MAX_BYTES)
+    p.add_argument("--no-prove", dest="prove", action="store_false",
+                   help="push mode: do not answer the collector's proof-of-GPU challenges")
+    p.add_argument("--prover", choices=("auto", "numpy", "cupy"), default="auto",
+                   help="proof backend: cupy (NVIDIA GPUs, pip install 'fleetscope[cuda]'), numpy (CPU); "
+                        "auto: cupy for --backend nvml when it is importable, else numpy")
+    p.add_argument("--node-id", type=_positive(int), default=None,
+                   help="this node's id, for proofs when the collector's challenge does not say it")
     p.add_argument(
         "--cache", type=float, default=DEFAULT_CACHE_SECONDS, help="seconds a reading is reused"
     )
     sim = p.add_argument_group("sim backend")
     sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--profile", choices=PROFILES, default="healthy")
+    sim.add_argument("--profile", choices=ALL_PROFILES, default="healthy")
     sim.add_argument("--gpus", type=_positive(int), default=8)
     sim.add_argument("--model", choices=sorted(MODELS), default=None)
     sim.add_argument("--hired", action="store_true", help="GPUs busy (70-100%% util)")
@@ -107,6 +118,32 @@ def make_source(args: argparse.Namespace) -> Source:
     return NvmlSource()
 
 
+def make_prover(args: argparse.Namespace, source: Source) -> Prover:
+    """The prover chosen by --prover for ``source``; RuntimeError when it cannot run here.
+
+    The sim backend proves as its simulated host does (exporters/sim.py:
+    NumPy at the speed of the GPUs it really has, or cheating as its profile
+    says). CuPy finds each GPU through the source's UUID -> index mapping.
+    """
+    from exporters import prover
+
+    if isinstance(source, SimSource):
+        if args.prover == "cupy":
+            raise RuntimeError("--prover cupy proves real GPUs; the sim backend proves with NumPy")
+        return source.fleet.prover(source.host)
+    kind = args.prover
+    if kind == "auto":
+        kind = "cupy" if args.backend == "nvml" and prover.cupy_available() else "numpy"
+        if args.backend == "nvml" and kind == "numpy":
+            log.warning("proving NVIDIA GPUs on the CPU with NumPy: it cannot meet a real GPU's deadline, so "
+                        "proofs will fail; %s", prover.CUPY_MISSING)
+
+    def devices() -> dict[str, int]:
+        return {identity.uuid: identity.index for identity, _ in source.read().gpus}
+
+    return prover.make_prover(kind, devices=devices)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
@@ -125,8 +162,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.token:
         p.error("--token is only used with --push")
 
+    source = make_source(args)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GpuCollector(make_source(args), cache_seconds=args.cache))
+    registry.register(GpuCollector(source, cache_seconds=args.cache))
+    prover_client: ProofClient | None = None
+    if args.push and args.prove:
+        try:
+            prover = make_prover(args, source)
+        except RuntimeError as exc:
+            p.error(f"--prover {args.prover}: {exc}")
+        prover_client = ProofClient(proof_base(args.push), token, prover, node_id=args.node_id)
+        registry.register(prover_client)
     pusher: Pusher | None = None
     if args.push:
         spool = Spool(
@@ -144,12 +190,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if pusher is not None:
         pusher.start()
         log.info("pushing to %s every %.0f s", args.push, args.interval)
+    if prover_client is not None:
+        prover_client.start()
+        log.info("answering proof-of-GPU challenges from %s with the %s prover", prover_client.base_url,
+                 prover_client.prover.backend)
 
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     done.wait()
     log.info("stopping")
+    if prover_client is not None:
+        prover_client.stop(timeout=0)  # a daemon thread: a long poll in flight is not waited for
     if pusher is not None:
         pusher.stop(timeout=5)
     server.shutdown()
