@@ -464,3 +464,78 @@ def recheck(key: tuple[int, int, int, int], size: Size, *, root: str, rows: Sequ
         got.append(entries)
     problem = wrong_entry(key, size.k, rows, cols, np.array(got, dtype=np.float64))
     return (Verdict("failed", problem, seconds, tflops) if problem else Verdict("passed", "", seconds, tflops)), unchecked
+
+
+# -- the commitment over chunks (replaces whole-row leaves; docs/proof.md) ---------------------------
+
+# C is committed as a Merkle tree over chunks of CHUNK_ENTRIES consecutive
+# entries of a row (1 KiB), in row-major order: an opened entry costs its
+# chunk and a path (about 2.5 KiB on the wire for an H100's C) instead of its
+# 400 KiB row, so every opening is cheap to check, store and publish whole.
+# n is a multiple of it (SIZE_STEP), so C's bytes are whole chunks end to end.
+CHUNK_ENTRIES = 256
+CHUNK_BYTES = CHUNK_ENTRIES * 4
+
+
+def leaf_count(n: int) -> int:
+    """Leaves of an n x n C."""
+    return n * n // CHUNK_ENTRIES
+
+
+def leaf_of(i: int, j: int, n: int) -> int:
+    """The leaf holding C[i, j]."""
+    return (i * n + j) // CHUNK_ENTRIES
+
+
+def chunk_leaves(c: Any) -> list[bytes]:
+    """Every leaf of C (an n x n array; float32 as committed), in order. The CPU prover's and the tests'."""
+    data = np.ascontiguousarray(c, dtype="<f4").tobytes()
+    return [leaf_hash(data[o:o + CHUNK_BYTES]) for o in range(0, len(data), CHUNK_BYTES)]
+
+
+def checked_leaves(n: int, rows: Sequence[int], cols: Sequence[int]) -> list[int]:
+    """The leaves a host must open for the named entries (each once, ascending)."""
+    return sorted({leaf_of(i, j, n) for i in rows for j in cols})
+
+
+def opening(leaf: int, chunk: bytes, path: Sequence[bytes]) -> dict[str, Any]:
+    """One opened leaf as the wire, the database and the bundle carry it."""
+    return {"leaf": leaf, "chunk": base64.b64encode(chunk).decode(), "path": [p.hex() for p in path]}
+
+
+def judge_openings(key: tuple[int, int, int, int], size: Size, *, root: bytes, rows: Sequence[int],
+                   cols: Sequence[int], openings: Sequence[dict[str, Any]], seconds: float,
+                   deadline: float) -> Verdict:
+    """The verdict on one GPU's proof: on time, every named entry's chunk in the commitment, every entry right.
+
+    ``openings`` are ``opening`` records; ``seconds`` is from the offer to
+    the commitment, less the round trip as counted (``seconds_of``);
+    ``deadline`` is the size's budget.
+    """
+    if seconds > deadline:
+        return late(size, seconds=seconds, deadline=deadline)
+    tflops = size.flops / max(seconds, 1e-9) / 1e12
+    count = leaf_count(size.n)
+    chunks: dict[int, np.ndarray] = {}
+    for record in openings:
+        try:
+            leaf = int(record["leaf"])
+            chunk = base64.b64decode(record["chunk"], validate=True)
+            path = [bytes.fromhex(p) for p in record["path"]]
+        except (KeyError, TypeError, ValueError):
+            return Verdict("failed", "an opening is malformed (leaf, chunk in base64, path in hex)", seconds, tflops)
+        if len(chunk) != CHUNK_BYTES:
+            return Verdict("failed", f"leaf {leaf}'s chunk has {len(chunk)} bytes, expected {CHUNK_BYTES}",
+                           seconds, tflops)
+        if root_from_path(leaf_hash(chunk), leaf, count, path) != root:
+            return Verdict("failed", f"leaf {leaf} does not match the commitment", seconds, tflops)
+        chunks[leaf] = np.frombuffer(chunk, dtype="<f4")
+    got = np.empty((len(rows), len(cols)), dtype=np.float64)
+    for r, i in enumerate(rows):
+        for c, j in enumerate(cols):
+            chunk = chunks.get(leaf_of(i, j, size.n))
+            if chunk is None:
+                return Verdict("failed", f"C[{i},{j}] was not opened", seconds, tflops)
+            got[r, c] = chunk[(i * size.n + j) % CHUNK_ENTRIES]
+    problem = wrong_entry(key, size.k, rows, cols, got)
+    return Verdict("failed", problem, seconds, tflops) if problem else Verdict("passed", "", seconds, tflops)
