@@ -15,7 +15,11 @@ docs/simulate.md has the how-to.
 - Push: every host is registered as a node (through the collector's
   ``POST /api/v1/nodes`` with an operator token, or directly in the database)
   and POSTs its gzip'd text to ``--push URL`` with its own node token every
-  interval, starting at a random point of the first interval.
+  interval, starting at a random point of the first interval. Each host
+  also runs a proof client (exporters/proving.py) with its own prover
+  (``SimFleet.prover``: NumPy at the speed of its simulated GPUs, or a
+  cheater's), so the collector's proof-of-GPU rounds see honest hosts pass
+  and cheaters fail; ``--no-prove`` turns it off.
 
 A scenario (JSON, the format of :meth:`SimFleet.from_scenario`: a list of
 ``{profile, count, gpus, model, hired_fraction}``) chooses the hosts; the
@@ -45,6 +49,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     import psycopg
+
+    from exporters.proving import ProofClient
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +85,11 @@ DEMO_SCENARIO: list[dict[str, Any]] = [
     {"profile": "cloned_uuid", "count": 2, "gpus": 2, "hired_fraction": 0.0},
     {"profile": "spec_mismatch", "count": 2, "gpus": 1, "hired_fraction": 0.0},
     {"profile": "cloned_telemetry", "count": 2, "gpus": 2, "hired_fraction": 0.0},
+    # Cheaters at the proof of GPU (push mode proves; docs/simulate.md).
+    {"profile": "proof_garbage", "count": 1, "gpus": 2, "hired_fraction": 0.0},
+    {"profile": "proof_slow", "count": 1, "gpus": 1, "hired_fraction": 0.0},
+    {"profile": "proof_one_for_many", "count": 1, "gpus": 4, "hired_fraction": 0.0},
+    {"profile": "proof_silent", "count": 1, "gpus": 1, "hired_fraction": 0.0},
 ]
 
 
@@ -274,8 +285,12 @@ def prewarm(fleet: SimFleet, t: float | None = None) -> None:
 
 
 async def register_via_api(session: aiohttp.ClientSession, collector_url: str, operator_token: str,
-                           fleet: SimFleet, *, interval_s: int = DEFAULT_INTERVAL_S) -> list[str]:
-    """Register each host through ``POST /api/v1/nodes``; return the node tokens in host order."""
+                           fleet: SimFleet, *, interval_s: int = DEFAULT_INTERVAL_S,
+                           node_ids: list[int] | None = None) -> list[str]:
+    """Register each host through ``POST /api/v1/nodes``; return the node tokens in host order.
+
+    ``node_ids``, when given, receives the node ids in the same order.
+    """
     tokens = []
     headers = {"Authorization": f"Bearer {operator_token}"}
     for spec in fleet.hosts:
@@ -283,7 +298,10 @@ async def register_via_api(session: aiohttp.ClientSession, collector_url: str, o
         async with session.post(f"{collector_url}/api/v1/nodes", json=body, headers=headers) as resp:
             if resp.status != 201:
                 raise RuntimeError(f"registering {spec.host_id}: HTTP {resp.status} {await resp.text()}")
-            tokens.append((await resp.json())["node_token"])
+            created = await resp.json()
+            tokens.append(created["node_token"])
+            if node_ids is not None:
+                node_ids.append(created["node_id"])
     return tokens
 
 
@@ -336,6 +354,30 @@ async def push_fleet(fleet: SimFleet, push_url: str, tokens: Sequence[str], *,
     return results
 
 
+def start_provers(fleet: SimFleet, collector_url: str, tokens: Sequence[str], *,
+                  node_ids: Sequence[int | None] | None = None) -> list[ProofClient]:
+    """Start a proof client per host of ``fleet`` (a thread each, long-polling ``collector_url``).
+
+    Each proves with ``fleet.prover(i)``; stop them with :func:`stop_provers`.
+    ``node_ids`` (host order) is only needed when the collector's challenge
+    does not carry the node's id.
+    """
+    from exporters.proving import start_clients
+
+    return start_clients(collector_url, list(tokens), [fleet.prover(i) for i in range(len(fleet))],
+                         node_ids=list(node_ids) if node_ids is not None else None)
+
+
+def stop_provers(clients: Sequence[ProofClient]) -> dict[str, int]:
+    """Stop the clients (their long polls end on their own: daemon threads); the verdicts they got, summed."""
+    totals: dict[str, int] = {}
+    for client in clients:
+        client.stop(timeout=0)
+        for verdict, count in client.verdicts.items():
+            totals[verdict] = totals.get(verdict, 0) + count
+    return totals
+
+
 # -- the command ---------------------------------------------------------------
 
 
@@ -363,6 +405,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "with this operator token (else through --dsn)")
     parser.add_argument("--tokens-file", type=Path,
                         help="push mode: node tokens (JSON list, host order); reused when it exists")
+    parser.add_argument("--no-prove", dest="prove", action="store_false",
+                        help="push mode: the hosts do not answer proof-of-GPU challenges")
     parser.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
 
 
@@ -407,14 +451,17 @@ async def run(args: argparse.Namespace) -> int:
 
 async def _run_push(args: argparse.Namespace, fleet: SimFleet) -> int:
     tokens: list[str] | None = None
+    node_ids: list[int] | None = None
     if args.tokens_file and args.tokens_file.exists():
         tokens = json.loads(args.tokens_file.read_text())
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PUSH_TIMEOUT_S)) as session:
         if tokens is None:
             if args.operator_token:
                 parts = urlparse(args.push)
+                node_ids = []
                 tokens = await register_via_api(session, f"{parts.scheme}://{parts.netloc}",
-                                                args.operator_token, fleet, interval_s=args.interval)
+                                                args.operator_token, fleet, interval_s=args.interval,
+                                                node_ids=node_ids)
             else:
                 from fleetscope import db
 
@@ -425,14 +472,25 @@ async def _run_push(args: argparse.Namespace, fleet: SimFleet) -> int:
                                      "tokens are not stored; pass the --tokens-file written when they were "
                                      "registered, or another --operator")
                 tokens = [token for _, token in registered]
+                node_ids = [node_id for node_id, _ in registered]
             if args.tokens_file:
                 args.tokens_file.write_text(json.dumps(tokens))
                 args.tokens_file.chmod(0o600)
         print(f"pushing {len(fleet)} simulated hosts to {args.push} every {args.interval} s",
               file=sys.stderr, flush=True)
-        results = await push_fleet(fleet, args.push, tokens, interval_s=args.interval,
-                                   duration_s=args.duration, seed=args.seed, session=session)
+        provers: list[ProofClient] = []
+        if args.prove:
+            from exporters.proving import proof_base
+
+            provers = start_provers(fleet, proof_base(args.push), tokens, node_ids=node_ids)
+        try:
+            results = await push_fleet(fleet, args.push, tokens, interval_s=args.interval,
+                                       duration_s=args.duration, seed=args.seed, session=session)
+        finally:
+            verdicts = stop_provers(provers)
     print(f"pushes by HTTP status: {json.dumps(results, sort_keys=True)}", file=sys.stderr)
+    if args.prove:
+        print(f"proof verdicts: {json.dumps(verdicts, sort_keys=True)}", file=sys.stderr)
     return 0
 
 
