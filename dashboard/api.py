@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, current_app, request, send_file
 
-from fleetscope import methodology, publish
+from fleetscope import methodology, proof, publish
 from fleetscope.snapshot import SNAPSHOT_TICK_S, format_time
 
 from dashboard.format import parse_id
@@ -26,8 +26,13 @@ if TYPE_CHECKING:
     from dashboard.service import Explorer
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
+# Every kind of integrity finding: the checks' (fleetscope/integrity/) and
+# proof_failed, which the collector opens when a GPU's latest proof of GPU
+# failed (collector/proof_verdicts.py) and closes at its next pass.
 FINDING_KINDS = ("duplicate_uuid", "virtualized", "spec_mismatch", "cloned_telemetry", "identity_change",
-                 "fleet_jump")
+                 "fleet_jump", "proof_failed")
+PROOF_CSV_COLUMNS = ("round_id", "node_id", "node_name", "gpu_uuid", "model", "verdict", "reason", "seconds",
+                     "tflops", "n", "k", "budget_s", "offered_at", "decided_at")
 
 
 def explorer() -> Explorer:
@@ -182,6 +187,38 @@ def integrity() -> Response:
         return response
     if args.get("format") not in (None, "", "json"):
         raise BadParameter("format must be json or csv")
+    return _json(body)
+
+
+@api.get("/proofs")
+def proofs() -> Response:
+    """Decided proofs of GPU, newest first, with the last 24 h's counts; by node and verdict, paged."""
+    args = request.args
+    unknown = sorted(set(args) - {"node_id", "verdict", "limit", "offset", "format"})
+    if unknown:
+        raise BadParameter(f"unknown parameter {unknown[0]!r}; allowed: format, limit, node_id, offset, verdict")
+    node_raw = args.get("node_id") or None
+    node_id = parse_id(node_raw) if node_raw is not None else None
+    if node_raw is not None and node_id is None:
+        raise BadParameter(f"node_id must be a node id (digits), got {node_raw[:40]!r}")
+    verdict = args.get("verdict") or None
+    if verdict is not None and verdict not in proof.VERDICTS:
+        raise BadParameter(f"verdict must be one of {', '.join(proof.VERDICTS)}, got {verdict[:40]!r}")
+    limit = _bounded(args, "limit", 100, 1, 1000)
+    offset = _bounded(args, "offset", 0, 0, 10**9)
+    fmt = args.get("format")
+    if fmt not in (None, "", "json", "csv"):
+        raise BadParameter("format must be json or csv")
+    body = explorer().proofs(node_id=node_id, verdict=verdict, limit=limit, offset=offset)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(PROOF_CSV_COLUMNS)
+        for item in body["items"]:
+            writer.writerow([_cell(item[c]) for c in PROOF_CSV_COLUMNS])
+        response = Response(out.getvalue(), mimetype="text/csv")
+        response.headers["Content-Disposition"] = f'attachment; filename="fleetscope-proofs-{body["as_of"]}.csv"'
+        return response
     return _json(body)
 
 

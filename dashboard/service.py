@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from fleetscope import __version__, explorer, snapshot, states
+from fleetscope import __version__, explorer, proof, snapshot, states
 from fleetscope.migrate import database_mode
 from fleetscope.reputation import FORMULA_VERSION, node_reputation
 
@@ -129,7 +129,8 @@ class Explorer:
                     "SELECT (SELECT oid FROM pg_database WHERE datname = current_database()),"
                     " (SELECT extract(epoch FROM min(applied_at))::bigint FROM schema_migrations)").fetchone()
             # The versions too: values computed under other definitions are never shown.
-            versions = f"s{snapshot.SNAPSHOT_VERSION}d{states.DEFINITION_VERSION}r{FORMULA_VERSION}-{__version__}"
+            versions = (f"s{snapshot.SNAPSHOT_VERSION}d{states.DEFINITION_VERSION}r{FORMULA_VERSION}"
+                        f"p{proof.PROTOCOL_VERSION}-{__version__}")
             root = Path(self._cache_root)
             root.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._cache = SharedCache(root / f"db-{oid}-{born}-{versions}")
@@ -210,10 +211,11 @@ class Explorer:
         if index is None:
             return None
 
-        rep, (total, found) = self._cached(
+        rep, (total, found), latest = self._cached(
             f"node-{node_id}-{int(at.timestamp())}",
             lambda conn: (node_reputation(conn, node_id, at=at),
-                          explorer.findings(conn, at=at, node_id=node_id, limit=200)))
+                          explorer.findings(conn, at=at, node_id=node_id, limit=200),
+                          explorer.latest_proofs(conn, node_id, at=at)))
         if rep is None:  # removed since the tick's tables were computed
             return None
         from dashboard.tables import as_json
@@ -235,6 +237,7 @@ class Explorer:
             "uptime_24h": _uptime(rep.uptime_24h), "uptime_7d": _uptime(rep.uptime_7d),
             "reputation": rep.as_dict(),
             "findings": {"total": total, "items": found},
+            "proofs": node_proofs(gpus, latest, at=at),
         }
 
     def node_history(self, node_id: int, *, as_of: datetime | None = None) -> list[dict[str, Any]]:
@@ -264,7 +267,34 @@ class Explorer:
                 "open_findings": snap.body["integrity"]["open_findings"],
                 "by_kind": snap.body["integrity"]["by_kind"], "checks": snap.body["checks"],
                 "gpus": {k: snap.body["gpus"][k] for k in VERIFICATIONS},
+                "proofs_24h": self.proof_summary(as_of=at),
                 "total": total, "limit": limit, "offset": offset, "items": items}
+
+    def proofs(self, *, node_id: int | None, verdict: str | None, limit: int, offset: int,
+               as_of: datetime | None = None) -> dict[str, Any]:
+        """A page of decided proofs of GPU (newest first) with the last 24 h's summary, as /api/v1/proofs returns it."""
+        at = as_of or self.tick()
+        snap = self.snapshot(as_of=at)
+        def query(conn):
+            total, items = explorer.proofs(conn, at=at, node_id=node_id, verdict=verdict, limit=limit, offset=offset)
+            if not items and offset:  # past the end: the total comes with a row, so ask for the first
+                total = explorer.proofs(conn, at=at, node_id=node_id, verdict=verdict, limit=1)[0]
+            return total, items, self._proof_summary(conn, at)
+
+        total, items, summary = self._cached(f"proofs-{int(at.timestamp())}-{node_id}-{verdict}-{limit}-{offset}",
+                                             query)
+        return {"as_of": snap.body["as_of"], "snapshot_sha256": snap.sha256,
+                "protocol_version": proof.PROTOCOL_VERSION, "last_24h": summary,
+                "total": total, "limit": limit, "offset": offset, "items": items}
+
+    def proof_summary(self, *, as_of: datetime | None = None) -> dict[str, Any]:
+        """The last 24 h of proofs of GPU: passed, failed, no answer, rounds, the latest round's time."""
+        at = as_of or self.tick()
+        return self._cached(f"proof-summary-{int(at.timestamp())}", lambda conn: self._proof_summary(conn, at))
+
+    @staticmethod
+    def _proof_summary(conn, at: datetime) -> dict[str, Any]:
+        return dict(explorer.proof_summary(conn, at=at), window_h=proof.VERIFIED_FOR.total_seconds() / 3600)
 
     def published(self, *, limit: int = 24) -> list[dict[str, Any]]:
         """The latest published snapshots (issue 6's hourly hash chain)."""
@@ -272,6 +302,23 @@ class Explorer:
 
         return self._cached(f"published-{int(self.tick().timestamp())}-{limit}",
                             lambda conn: publish.list_published(conn, limit=limit))
+
+
+def node_proofs(gpus: list[dict[str, Any]], latest: dict[str, dict[str, Any]], *, at: datetime) -> dict[str, Any]:
+    """Each of the node's GPU claims' latest decided proof of GPU (None: never challenged), by UUID.
+
+    A passed proof counts towards "verified" until ``valid_until``
+    (decided_at + proof.VERIFIED_FOR), unless a finding flags the GPU.
+    """
+    out: dict[str, Any] = {g["gpu_uuid"]: None for g in gpus}
+    for uuid, item in sorted(latest.items()):
+        item = {k: v for k, v in item.items() if k not in ("node_id", "node_name", "gpu_uuid")}
+        item["valid_until"] = None
+        if item["verdict"] == "passed":
+            decided = datetime.fromisoformat(item["decided_at"].replace("Z", "+00:00"))
+            item["valid_until"] = snapshot.format_time(decided + proof.VERIFIED_FOR)
+        out[uuid] = item
+    return out
 
 
 def _uptime(u) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from fleetscope import accounting, explorer, reputation, snapshot, states, uptime
+from fleetscope import accounting, explorer, proof, reputation, snapshot, states, uptime
 from fleetscope import gpu_models, integrity
 from fleetscope.integrity import (cloned_telemetry, duplicate_uuid, fleet_jump, identity_change, spec_mismatch,
                                   virtualized)
@@ -27,6 +27,91 @@ def _code(*functions: Any) -> list[dict[str, str]]:
 
 def _sql(**statements: str) -> list[dict[str, str]]:
     return [{"name": name, "source": inspect.cleandoc(text)} for name, text in statements.items()]
+
+
+# What "verified" means since issue 14 (DESIGN.md, "Proof of GPU"): before
+# it, a GPU was "verified" once the integrity checks had examined what it
+# reported, and anything a host reports can be forged.
+VERIFICATION_TEXT = (
+    "**Verification.** A GPU claim is **verified** when it passed a proof of GPU (see *Proof of GPU*) in the "
+    "last 24 hours and nothing flags it; **flagged** when an open integrity finding names its UUID (on any node) "
+    "or its whole node, including **proof_failed**, which is opened when the GPU's latest proof failed and closed "
+    "by its next pass; **unverified** otherwise: never challenged (a host scraped only, or running plain "
+    "dcgm-exporter, has no prover; a model missing from the reference table is not challenged), no answer, or "
+    "its latest pass is more than 24 hours old. What a host reports about itself (model, memory, UUID) never "
+    "makes a GPU verified: it can be forged. Reputation's V reads these three states.")
+VERIFICATION_FORMULA = ("verified = passed a proof of GPU in (t - 24 h, t] and not flagged; flagged = an open "
+                        "finding (incl. proof_failed); unverified = otherwise")
+PROOF_FAILED_TEXT = (
+    "**proof_failed**: the GPU's latest proof of GPU failed (late, a wrong entry, a row not matching its "
+    "commitment, or not opened). Opened by the collector with the verdict, with the round and the reason as "
+    "evidence, and resolved by the GPU's next passed proof. Not a check of its own: the collector's proof rounds "
+    "(see *Proof of GPU*) open and close it.")
+PROOF_DOC = "docs/proof.md"
+
+
+def proof_of_gpu() -> dict[str, Any]:
+    """The proof of GPU (fleetscope/proof.py): the protocol in words, its parameters and its work per model."""
+    p = proof.parameters()
+    text = f"""\
+A GPU is verified only by work it did: an open challenge that only a real, present GPU about as fast as its
+claimed model answers in time. Everything a host reports about itself can be forged; this cannot, short of
+doing the work.
+
+1. **Rounds.** At random times (a random gap around the proof interval, an hour by default) the collector
+   opens a round for a random share of the nodes whose prover is waiting, all at the same instant, and
+   challenges every claimed GPU of a chosen node at once. Simultaneity is the point: one real GPU cannot answer
+   for several claimed ones, nor relay for another node in the same round. A node with a running job is never
+   proved, and proofs never take more than {p['max_share_of_day']:.0%} of a GPU's day.
+2. **Work.** Per GPU, matrices A (n x k) and B (k x n) whose entries are a counter-based hash of the round's
+   seed, the node id, the GPU UUID, the row and the column (MurmurHash3's finaliser over keys from
+   SHA-256), multiples of `2^-10` in `[-1, 1)`: anyone can regenerate any single entry in O(1). The host computes
+   C = A x B.
+3. **Size.** n and k are chosen so that `2 n^2 k` is about {p['target_s']:g} s of work at the claimed model's
+   datasheet dense FP16 tensor-core TFLOPS (the `fp16_tensor_tflops` column of the GPU model table), with C
+   taking at most {p['memory_share']:.0%} of the claimed memory. The table below gives each model's work.
+4. **Commit.** The host sends the Merkle root over C's rows (SHA-256, leaves `0x00 || row`, nodes
+   `0x01 || left || right`) before the deadline: `work / (claimed peak x {p['min_efficiency']}) + {p['overhead_s']:g} s`,
+   plus the measured round trip up to {p['max_rtt_s']:g} s, counted from the round's offer.
+5. **Open.** Only then does the collector name {p['open_rows']} random rows; the host opens them with their
+   Merkle paths (within {p['open_timeout_s']:g} s). The collector checks each path against the root and
+   recomputes {p['check_columns']} random entries per row, at columns it never tells the host, in float64 in
+   O(k) each. An entry is right when `|C[i,j] - exact| <= 4 x 2^-11 x sqrt(k) / 3`: four FP16 units of
+   `sqrt(sum_t (A[i,t] B[t,j])^2)`, the size of C's entries, whose typical value is `sqrt(k) / 3`.
+6. **Verdict** per GPU: **passed** (with the seconds from the offer to the commitment, less the round trip,
+   and the TFLOPS they imply), **failed** (late, wrong, not matching the commitment, not opened: it opens a
+   proof_failed finding), or **no answer** (the host never asked for its seed).
+
+A GPU is **verified** when it passed within the last {p['verified_for_h']:g} h and is not flagged; **flagged**
+when an open finding names it, including proof_failed; **unverified** otherwise. A host scraped only or running
+plain dcgm-exporter has no prover: its GPUs are counted, never verified. fleetscope-exporter proves when it
+pushes (`--no-prove` turns it off).
+
+Every round's seed and every verdict are published in the data bundle, with the commitments and openings of
+the last hour, and `fleetscope verify BUNDLE` re-checks them from the bundle alone. The whole protocol, its
+wire format and its threat model (what each attack costs, and what the proof does not catch, such as memory
+size, or a slower card that still reaches {p['min_efficiency']:.0%} of the claimed model's peak) are in {PROOF_DOC} in
+fleetscope's source."""
+    rows = []
+    for m in gpu_models.models():
+        if not m.fp16_tensor_tflops:
+            continue
+        size = proof.size_for(m)
+        rows.append({"model": m.model, "fp16_tensor_tflops": m.fp16_tensor_tflops, "memory_gib": m.memory_gib,
+                     "n": size.n, "k": size.k, "tflop": round(size.flops / 1e12, 1), "budget_s": size.budget_s})
+    return {
+        "id": "proof-of-gpu", "title": "Proof of GPU (what verified means)", "version": proof.PROTOCOL_VERSION,
+        "text": text,
+        "formula": f"budget_s = 2 n^2 k / (peak x {p['min_efficiency']}) + {p['overhead_s']:g} s + round trip "
+                   f"(<= {p['max_rtt_s']:g} s); right when |C[i,j] - exact| <= 4 x 2^-11 x sqrt(k) / 3",
+        "constants": p,
+        "parameters": p,
+        "docs": PROOF_DOC,
+        "models": rows,
+        "code": _code(proof.keys, proof.lane_keys, proof.values, proof.size_for, proof.deadline_s, proof.leaf_hash,
+                      proof.merkle_levels, proof.tolerance, proof.judge, proof.proved),
+        "sql": _sql(PROVED_SQL=proof.PROVED_SQL),
+    }
 
 
 def definitions() -> list[dict[str, Any]]:
@@ -52,12 +137,16 @@ def definitions() -> list[dict[str, Any]]:
                                  "gpu_count of its node's GPUs, online ones first. GPUs are counted by distinct "
                                  "UUID: a UUID claimed by several nodes is one GPU (and an integrity finding). "
                                  "registered = online + offline; online = hired + idle; hired_offline is part "
-                                 "of offline; registered = verified + unverified + flagged."]),
-            "formula": "hired = min(J, online GPUs of the node); hired_offline = min(J - online, offline)",
-            "constants": {},
-            "code": _code(explorer.gpu_state, explorer.verification),
-            "sql": _sql(COUNTS_SQL=snapshot.COUNTS_SQL, GPU_CLAIMS_SQL=explorer.GPU_CLAIMS_SQL),
+                                 "of offline; registered = verified + unverified + flagged.",
+                                 VERIFICATION_TEXT]),
+            "formula": "hired = min(J, online GPUs of the node); hired_offline = min(J - online, offline); "
+                       + VERIFICATION_FORMULA,
+            "constants": {"VERIFIED_FOR": str(proof.VERIFIED_FOR)},
+            "code": _code(explorer.gpu_state, explorer.verification, proof.proved),
+            "sql": _sql(COUNTS_SQL=snapshot.COUNTS_SQL, GPU_CLAIMS_SQL=explorer.GPU_CLAIMS_SQL,
+                        PROVED_SQL=proof.PROVED_SQL),
         },
+        proof_of_gpu(),
         {
             "id": "uptime", "title": "Uptime over a window", "version": states.DEFINITION_VERSION,
             "text": _doc(uptime),
@@ -102,7 +191,8 @@ def definitions() -> list[dict[str, Any]]:
         {
             "id": "integrity", "title": "Integrity checks (fake, virtualised, copied and sybil GPUs)",
             "version": states.DEFINITION_VERSION,
-            "text": "\n\n".join([_doc(integrity)] + [f"**{m.KIND}**: " + _doc(m) for m in _CHECKS]),
+            "text": "\n\n".join([_doc(integrity)] + [f"**{m.KIND}**: " + _doc(m) for m in _CHECKS]
+                                  + [PROOF_FAILED_TEXT]),
             "formula": "a GPU with an open finding is flagged: never verified, and its node's V is 0",
             "constants": {f"{m.KIND}.{name}": getattr(m, name) for m in _CHECKS for name in dir(m)
                           if name.isupper() and not name.endswith("_SQL") and name not in ("KIND", "TYPE_CHECKING")

@@ -59,6 +59,39 @@ def build_live_fleet(conn: psycopg.Connection) -> dict[str, int]:
     return ids
 
 
+PROOF_FAILED_REASON = "wrong result: C[17,4021] = 0.0, expected 3.617188 within 0.333333 (8 of 8 checked entries wrong)"
+
+
+def add_decided_proofs(conn: psycopg.Connection, ids: dict[str, int]) -> None:
+    """Proofs of GPU decided after the live fleet's passes an hour ago (each GPU of alpha, bravo, delta, echo, foxtrot).
+
+    bravo's GPU-b1 failed 20 minutes ago, with the proof_failed finding the
+    collector opens (collector/proof_verdicts.py); echo's GPU-e0 gave no
+    answer 15 minutes ago (it stays verified by its pass); alpha's GPU-a3
+    passed again 10 minutes ago. charlie was never challenged.
+    """
+    now = datetime.now(timezone.utc)
+    operator_id = conn.execute("SELECT operator_id FROM nodes WHERE node_id = %s", (ids["bravo"],)).fetchone()[0]
+    fleet = Fleet(conn, operator_id=operator_id)
+    fleet.proof(ids["bravo"], "GPU-b1", "failed", decided_at=now - timedelta(minutes=20), reason=PROOF_FAILED_REASON)
+    round_id = conn.execute("SELECT max(round_id) FROM proof_challenges").fetchone()[0]
+    conn.execute("INSERT INTO integrity_findings (kind, node_id, gpu_uuid, evidence, first_seen, last_seen)"
+                 " VALUES ('proof_failed', %s, 'GPU-b1', %s, %s, %s)",
+                 (ids["bravo"], json.dumps({"round_id": round_id, "reason": PROOF_FAILED_REASON}),
+                  now - timedelta(minutes=20), now - timedelta(minutes=20)))
+    fleet.proof(ids["echo"], "GPU-e0", "no_answer", decided_at=now - timedelta(minutes=15),
+                reason="no answer: the host did not ask for its seed within 10 s")
+    fleet.proof(ids["alpha"], "GPU-a3", "passed", decided_at=now - timedelta(minutes=10))
+
+
+@pytest.fixture
+def proof_fleet(dsn: str, live_fleet: dict[str, int]) -> dict[str, int]:
+    """The live fleet with the decided proofs of ``add_decided_proofs``."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        add_decided_proofs(conn, live_fleet)
+    return live_fleet
+
+
 @contextmanager
 def serve(wsgi_app) -> Iterator[str]:
     """``wsgi_app`` on a real threaded HTTP server on 127.0.0.1; yields its base URL."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import dash
 import dash_ag_grid as dag
@@ -16,6 +17,8 @@ from dashboard.pages.overview import checks
 
 
 SHOWN = 1000
+PROOFS_SHOWN = 500
+VERDICT_TEXT = {"passed": "passed", "failed": "failed", "no_answer": "no answer"}
 
 
 def layout(**_kwargs):
@@ -36,6 +39,7 @@ def render():
                  node=f"[{fmt.markdown_text(f['node_name'])}](/nodes/{f['node_id']})" if f["node_id"] else "")
             for f in body["items"]]
     g = body["gpus"]
+    proofs = ex.proofs(node_id=None, verdict=None, limit=PROOFS_SHOWN, offset=0, as_of=_as_of(body))
     return html.Div([
         html.H1("Integrity"),
         html.Div([f"As of {fmt.when(body['as_of'])} · snapshot ", html.Code(body["snapshot_sha256"]),
@@ -59,6 +63,7 @@ def render():
         html.P("A flagged GPU has an open integrity finding and is never counted as verified. Open findings by kind: "
                + (", ".join(f"{k} {v:,}" for k, v in sorted(body["by_kind"].items())) or "none") + ".",
                id="integrity-by-kind", className="note"),
+        _proofs(proofs),
         html.Section([html.H2("Consistency checks of this snapshot"), checks(body["checks"])]),
         html.Section([
             html.H2("Published snapshots: a hash chain with data bundles"),
@@ -92,6 +97,62 @@ def render():
                        dashGridOptions={"pagination": True, "paginationPageSize": 25, "domLayout": "autoHeight"}),
         ]),
     ])
+
+
+def _as_of(body) -> datetime:
+    return datetime.fromisoformat(body["as_of"].replace("Z", "+00:00"))
+
+
+def _proofs(page) -> html.Section:
+    """The last 24 h of proofs of GPU (fleetscope.explorer.proof_summary) and the newest verdicts."""
+    s = page["last_24h"]
+    rows = [{"model": p["model"], "node": f"[{fmt.markdown_text(p['node_name'])}](/nodes/{p['node_id']})",
+             "gpu_uuid": p["gpu_uuid"], "verdict": VERDICT_TEXT[p["verdict"]], "reason": p["reason"] or "",
+             "seconds": None if p["seconds"] is None else round(p["seconds"], 3),
+             "tflops": None if p["tflops"] is None else round(p["tflops"], 1),
+             "round_id": p["round_id"], "decided_at": fmt.when(p["decided_at"])}
+            for p in page["items"]]
+
+    def stat(label: str, key: str, css: str = "stat-value") -> html.Div:
+        return html.Div([html.Div(label, className="stat-label"),
+                         html.Div(fmt.number(f"integrity-proofs-{key}", s[key], fmt.integer(s[key])), className=css)],
+                        className="stat")
+
+    return html.Section([
+        html.H2(["Proofs of GPU, last 24 h ",
+                 html.A(f"protocol v{page['protocol_version']}", href="/methodology#proof-of-gpu", className="badge")]),
+        html.P(["A GPU is verified only by work it did: at random times the collector challenges a random share of "
+                "the nodes, all their GPUs at once, with a matrix product sized to about 2 s on the claimed model, "
+                "and checks random entries of the answer. A pass in the last 24 h makes a GPU verified; a failure "
+                "flags it (a proof_failed finding) until it passes again; a GPU never challenged (a host with no "
+                "prover, such as plain dcgm-exporter) is counted but stays unverified. Every verdict: ",
+                html.A("JSON", href="/api/v1/proofs"), " · ", html.A("CSV", href="/api/v1/proofs?format=csv&limit=1000"),
+                "."], className="note"),
+        html.Div([
+            stat("passed", "passed", "stat-value ok"),
+            stat("failed", "failed", "stat-value bad" if s["failed"] else "stat-value"),
+            stat("no answer", "no_answer"),
+            stat("rounds", "rounds"),
+            html.Div([html.Div("last round opened", className="stat-label"),
+                      html.Div(html.Span(fmt.when(s["last_round_at"]), id="integrity-proofs-last_round_at",
+                                         **{"data-value": str(s["last_round_at"])}), className="stat-value small")],
+                     className="stat"),
+        ], className="stats"),
+        html.H2(f"Recent verdicts ({page['total']:,}"
+                f"{', newest ' + str(PROOFS_SHOWN) + ' shown' if page['total'] > PROOFS_SHOWN else ''})"),
+        dag.AgGrid(id="integrity-proofs", rowData=rows, className="ag-theme-alpine",
+                   columnDefs=[{"field": "model", "filter": True, "flex": 2},
+                               {"field": "node", "cellRenderer": "markdown", "flex": 1},
+                               {"field": "gpu_uuid", "headerName": "GPU", "flex": 2, "filter": True},
+                               {"field": "verdict", "filter": True, "width": 110},
+                               {"field": "reason", "flex": 3, "tooltipField": "reason"},
+                               {"field": "seconds", "headerName": "s", "width": 90, "type": "numericColumn"},
+                               {"field": "tflops", "headerName": "TFLOPS", "width": 100, "type": "numericColumn"},
+                               {"field": "round_id", "headerName": "round", "width": 90},
+                               {"field": "decided_at", "headerName": "decided", "flex": 2}],
+                   defaultColDef={"sortable": True, "resizable": True},
+                   dashGridOptions={"pagination": True, "paginationPageSize": 25, "domLayout": "autoHeight"}),
+    ], id="integrity-proof")
 
 
 def _size(n: int) -> str:

@@ -27,10 +27,25 @@ def _definition(d) -> html.Section:
         html.Div([html.Strong("Formula: "), html.Code(d["formula"])], className="formula") if d["formula"] else None,
         dcc.Markdown(d["text"], className="doc"),
         html.Table(html.Tbody([html.Tr([html.Th(k), html.Td(html.Code(str(v)))]) for k, v in d["constants"].items()]),
-                   className="table") if d["constants"] else None,
+                   className="table", id=f"constants-{d['id']}") if d["constants"] else None,
+        _models(d) if d.get("models") else None,
         *[html.Details([html.Summary(f"code: {c['name']}"), html.Pre(c["source"])]) for c in d["code"]],
         *[html.Details([html.Summary(f"SQL: {s['name']}"), html.Pre(s["source"])]) for s in d["sql"]],
     ], className="definition", id=f"definition-{d['id']}")
+
+
+def _models(d) -> html.Details:
+    """The proof of GPU's work per model of the reference table (fleetscope.proof.size_for)."""
+    columns = (("model", "model"), ("fp16_tensor_tflops", "FP16 tensor TFLOPS"), ("memory_gib", "GiB"),
+               ("n", "n"), ("k", "k"), ("tflop", "work (TFLOP)"), ("budget_s", "deadline (s, + round trip)"))
+    return html.Details([
+        html.Summary(f"work per model ({len(d['models'])} models in the reference table)"),
+        html.Table([html.Thead(html.Tr([html.Th(label) for _, label in columns])),
+                    html.Tbody([html.Tr([html.Td(f"{m[key]:,}" if isinstance(m[key], int) else str(m[key]),
+                                                 className="num" if key != "model" else None)
+                                         for key, _ in columns]) for m in d["models"]])],
+                   className="table", id=f"models-{d['id']}"),
+    ], open=True)
 
 
 dash.register_page(__name__, path="/methodology", name="Methodology", title="fleetscope · methodology", layout=layout)

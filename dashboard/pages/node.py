@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import dash
 import dash_ag_grid as dag
 import plotly.graph_objects as go
@@ -14,6 +16,13 @@ from dashboard.app import explorer
 
 
 STATE_CLASS = {"up": "ok", "late": "warn", "down": "off", "new": "off"}
+VERDICT_CLASS = {"passed": "ok", "failed": "bad", "no_answer": "off"}
+VERDICT_TEXT = {"passed": "passed", "failed": "failed", "no_answer": "no answer"}
+# What a node that was never challenged says (docs/proof.md): without a
+# prover, all there is to go on is what the host reports, and that can be forged.
+NO_PROOF = ("This node has no proof of GPU: it has never been challenged, so its GPUs are counted but never "
+            "verified. A host that is scraped only, or runs plain dcgm-exporter, has no prover; "
+            "fleetscope-exporter proves its GPUs when it pushes to the collector.")
 
 
 def layout(node_id: str = "", **_kwargs):
@@ -80,6 +89,7 @@ def body(node_id: str):
                                    {"field": "state"}, {"field": "verification"}, {"field": "shared"}],
                        dashGridOptions={"domLayout": "autoHeight"}, className="ag-theme-alpine"),
         ]),
+        _proofs(nid, detail["gpus"], detail["proofs"], detail["as_of"]),
         html.Section([html.H2(f"Integrity findings ({detail['findings']['total']})"),
                       _findings(detail["findings"]["items"])]),
         html.Section([html.H2("Slots seen per hour, last 7 days"),
@@ -114,6 +124,48 @@ def _findings(items) -> html.Div:
                              " ", html.Strong(f["kind"]), f" · GPU {f['gpu_uuid'] or 'all'} · first seen "
                              f"{fmt.when(f['first_seen'])}", html.Pre(str(f["evidence"]), className="evidence")])
                     for f in items], id="node-findings", className="checks")
+
+
+def _proofs(nid: int, gpus, proofs, as_of: str) -> html.Section:
+    """Each GPU's latest proof of GPU: verdict, its measure or reason, when, the round."""
+    head = html.H2(["Proof of GPU ", html.A("how it works", href="/methodology#proof-of-gpu", className="badge")])
+    if not any(proofs.values()):
+        return html.Section([head, html.P(NO_PROOF, id="node-proofs-none", className="note")], id="node-proof")
+    index = {g["gpu_uuid"]: g["gpu_index"] for g in gpus}
+    rows = []
+    for uuid, p in proofs.items():
+        gpu = html.Td([html.Span(f"#{index[uuid]} " if index.get(uuid) is not None else ""), html.Code(uuid)])
+        if p is None:
+            rows.append(html.Tr([gpu, html.Td(html.Span("none", className="badge off")),
+                                 html.Td("never challenged: counted, not verified", className="detail"),
+                                 html.Td("never"), html.Td("")]))
+            continue
+        if p["verdict"] == "passed":
+            why = (f"{p['seconds']:.2f} s of a {p['budget_s']:.2f} s budget (n = {p['n']:,}, k = {p['k']:,}): "
+                   f"{p['tflops']:,.1f} TFLOPS implied; "
+                   + (f"counts towards verified until {fmt.when(p['valid_until'])}"
+                      if _time(p["valid_until"]) > _time(as_of) else "more than 24 h ago: no longer counts"))
+        elif p["verdict"] == "failed":
+            why = p["reason"] or "failed"
+        else:
+            why = p["reason"] or "the host did not answer the challenge"
+        rows.append(html.Tr([gpu, html.Td(html.Span(VERDICT_TEXT[p["verdict"]],
+                                                    className=f"badge {VERDICT_CLASS[p['verdict']]}")),
+                             html.Td(why, className="detail"), html.Td(fmt.when(p["decided_at"])),
+                             html.Td(html.A(f"{p['round_id']}", href=f"/api/v1/proofs?node_id={nid}"))]))
+    return html.Section([
+        head,
+        html.P(["Each GPU's latest proof: a passed proof in the last 24 h makes a GPU verified unless a finding "
+               "flags it; a failed one flags it (a proof_failed finding) until it passes again. Every verdict: ",
+                html.A("JSON", href=f"/api/v1/proofs?node_id={nid}"), "."], className="note"),
+        html.Table([html.Thead(html.Tr([html.Th("GPU"), html.Th("latest verdict"), html.Th("seconds, TFLOPS or reason"),
+                                        html.Th("decided"), html.Th("round")])),
+                    html.Tbody(rows)], id="node-proofs", className="table"),
+    ], id="node-proof")
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _history(hours) -> go.Figure:
