@@ -94,7 +94,8 @@ def render():
                                    {"field": "resolution", "flex": 1},
                                    {"field": "evidence", "flex": 3, "tooltipField": "evidence"}],
                        defaultColDef={"sortable": True, "resizable": True},
-                       dashGridOptions={"pagination": True, "paginationPageSize": 25, "domLayout": "autoHeight"}),
+                       dashGridOptions={"pagination": True, "paginationPageSize": 25,
+                                    "paginationPageSizeSelector": [25, 100, 500], "domLayout": "autoHeight"}),
         ]),
     ])
 
@@ -141,17 +142,18 @@ def _proofs(page) -> html.Section:
         html.H2(f"Recent verdicts ({page['total']:,}"
                 f"{', newest ' + str(PROOFS_SHOWN) + ' shown' if page['total'] > PROOFS_SHOWN else ''})"),
         dag.AgGrid(id="integrity-proofs", rowData=rows, className="ag-theme-alpine",
-                   columnDefs=[{"field": "model", "filter": True, "flex": 2},
-                               {"field": "node", "cellRenderer": "markdown", "flex": 1},
-                               {"field": "gpu_uuid", "headerName": "GPU", "flex": 2, "filter": True},
-                               {"field": "verdict", "filter": True, "width": 110},
-                               {"field": "reason", "flex": 3, "tooltipField": "reason"},
-                               {"field": "seconds", "headerName": "s", "width": 90, "type": "numericColumn"},
+                   columnDefs=[{"field": "model", "filter": True, "minWidth": 210, "tooltipField": "model"},
+                               {"field": "node", "cellRenderer": "markdown", "width": 110},
+                               {"field": "gpu_uuid", "headerName": "GPU", "width": 150, "filter": True},
+                               {"field": "verdict", "filter": True, "width": 120},
+                               {"field": "reason", "flex": 1, "minWidth": 160, "tooltipField": "reason"},
+                               {"field": "seconds", "width": 100, "type": "numericColumn"},
                                {"field": "tflops", "headerName": "TFLOPS", "width": 100, "type": "numericColumn"},
-                               {"field": "round_id", "headerName": "round", "width": 90},
-                               {"field": "decided_at", "headerName": "decided", "flex": 2}],
+                               {"field": "round_id", "headerName": "round", "width": 90, "type": "numericColumn"},
+                               {"field": "decided_at", "headerName": "decided", "width": 200}],
                    defaultColDef={"sortable": True, "resizable": True},
-                   dashGridOptions={"pagination": True, "paginationPageSize": 25, "domLayout": "autoHeight"}),
+                   dashGridOptions={"pagination": True, "paginationPageSize": 25,
+                                    "paginationPageSizeSelector": [25, 100, 500], "domLayout": "autoHeight"}),
     ], id="integrity-proof")
 
 

@@ -41,11 +41,17 @@ def _models(d) -> html.Details:
     return html.Details([
         html.Summary(f"work per model ({len(d['models'])} models in the reference table)"),
         html.Table([html.Thead(html.Tr([html.Th(label) for _, label in columns])),
-                    html.Tbody([html.Tr([html.Td(f"{m[key]:,}" if isinstance(m[key], int) else str(m[key]),
+                    html.Tbody([html.Tr([html.Td(_cell(key, m[key]),
                                                  className="num" if key != "model" else None)
                                          for key, _ in columns]) for m in d["models"]])],
                    className="table", id=f"models-{d['id']}"),
-    ], open=True)
+    ])
+
+
+def _cell(key: str, value) -> str:
+    if key == "budget_s":
+        return f"{value:.2f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 dash.register_page(__name__, path="/methodology", name="Methodology", title="fleetscope · methodology", layout=layout)

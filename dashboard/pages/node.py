@@ -134,7 +134,8 @@ def _proofs(nid: int, gpus, proofs, as_of: str) -> html.Section:
     index = {g["gpu_uuid"]: g["gpu_index"] for g in gpus}
     rows = []
     for uuid, p in proofs.items():
-        gpu = html.Td([html.Span(f"#{index[uuid]} " if index.get(uuid) is not None else ""), html.Code(uuid)])
+        gpu = html.Td([html.Span(f"#{index[uuid]} " if index.get(uuid) is not None else ""), html.Code(uuid)],
+                      className="nowrap")
         if p is None:
             rows.append(html.Tr([gpu, html.Td(html.Span("none", className="badge off")),
                                  html.Td("never challenged: counted, not verified", className="detail"),
@@ -151,7 +152,7 @@ def _proofs(nid: int, gpus, proofs, as_of: str) -> html.Section:
             why = p["reason"] or "the host did not answer the challenge"
         rows.append(html.Tr([gpu, html.Td(html.Span(VERDICT_TEXT[p["verdict"]],
                                                     className=f"badge {VERDICT_CLASS[p['verdict']]}")),
-                             html.Td(why, className="detail"), html.Td(fmt.when(p["decided_at"])),
+                             html.Td(why, className="detail"), html.Td(fmt.when(p["decided_at"]), className="nowrap"),
                              html.Td(html.A(f"{p['round_id']}", href=f"/api/v1/proofs?node_id={nid}"))]))
     return html.Section([
         head,
