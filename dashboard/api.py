@@ -4,6 +4,12 @@ Each endpoint returns the very object the matching page renders, from the
 same ``Explorer`` (dashboard/service.py); list endpoints page, sort and
 filter server-side and also answer in CSV (``format=csv``) for downloads.
 Bad parameters get a 400 with the reason; unknown nodes a 404.
+
+Proofs of GPU (issue 14): ``/nodes/{id}`` carries ``proofs``, each GPU
+claim's latest decided proof by UUID (null: never challenged);
+``/proofs?node_id=&verdict=&limit=&offset=`` lists every decided proof,
+newest first, with the last 24 h's counts (``last_24h``); ``/integrity``
+carries those counts as ``proofs_24h``.
 """
 
 from __future__ import annotations
