@@ -55,15 +55,27 @@ MODELS = ["NVIDIA A100-SXM4-80GB", "NVIDIA H100 80GB HBM3", "NVIDIA GeForce RTX 
 # The load, as SQL run on the server. 5% of nodes went offline an hour ago
 # (failed scrapes since), 1 in 50 observations failed at random, 40% of nodes
 # run a job now, and each node has ten finished jobs over the last 30 days.
+# Proofs of GPU: hourly rounds over two days, the last 10 minutes ago, each a
+# quarter of the nodes (960,000 verdicts, 480,000 in the last 24 h); 1 node in
+# 10 never answers.
 LOAD_SQL = """
 INSERT INTO operators (operator_id, name, token_hash) VALUES (1, 'bench', '\\x00');
 INSERT INTO nodes (node_id, operator_id, name, interval_s, grace_s, token_hash, registered_at)
 SELECT n, 1, 'node-' || n, 15, 45, decode(md5(n::text), 'hex'), %(at)s - interval '8 days'
   FROM generate_series(1, %(nodes)s) n;
-INSERT INTO gpus (node_id, gpu_uuid, gpu_index, model, memory_total_bytes, first_seen, last_seen, checked_at)
+INSERT INTO gpus (node_id, gpu_uuid, gpu_index, model, memory_total_bytes, first_seen, last_seen)
 SELECT n, 'GPU-' || md5(n || '-' || g), g, (%(models)s::text[])[1 + n %% 5], 85899345920,
-       %(at)s - interval '8 days', %(at)s, CASE WHEN n %% 10 <> 0 THEN %(at)s - interval '1 day' END
+       %(at)s - interval '8 days', %(at)s
   FROM generate_series(1, %(nodes)s) n, generate_series(0, %(gpus)s - 1) g;
+INSERT INTO proof_rounds (round_id, opened_at, seed, protocol_version, scale, share)
+SELECT r, %(at)s - make_interval(hours => 48 - r, mins => 10), repeat('00', 32), 1, 1, 0.25
+  FROM generate_series(1, 48) r;
+INSERT INTO proof_challenges (round_id, node_id, gpu_uuid, model, n, k, reference_tflops, budget_s, offered_at,
+                              verdict, decided_at)
+SELECT r, g.node_id, g.gpu_uuid, g.model, 67776, 67968, 312, 3.84, %(at)s - make_interval(hours => 48 - r, mins => 10),
+       CASE WHEN g.node_id %% 10 = 0 THEN 'no_answer' ELSE 'passed' END,
+       %(at)s - make_interval(hours => 48 - r, mins => 10, secs => -3)
+  FROM generate_series(1, 48) r JOIN gpus g ON (g.node_id + r) %% 4 = 0;
 INSERT INTO node_gpu_sets (node_id, since, healthy)
 SELECT node_id, %(at)s - interval '8 days', array_agg(gpu_uuid ORDER BY gpu_index) FROM gpus GROUP BY node_id;
 INSERT INTO observations (time, node_id, ok, source, slot, latency_ms)

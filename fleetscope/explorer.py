@@ -26,18 +26,16 @@ if TYPE_CHECKING:
 # ones first, then by UUID in byte order (the snapshot's ranking, so the
 # per-GPU states add up to its counts); flagged when an open finding names
 # the UUID (on any node) or the whole node; verified when not flagged and it
-# passed a proof of GPU in the last 24 h (proof.PROVED_SQL).
+# passed a proof of GPU in the last 24 h (proof.PROVED_CLAIM_SQL).
 GPU_CLAIMS_SQL = """
 WITH ns AS MATERIALIZED ({node_state}),
-running AS ({running}), open_findings AS MATERIALIZED ({open_findings}), proved AS MATERIALIZED ({proved}),
-claims AS (
+running AS ({running}), open_findings AS MATERIALIZED ({open_findings}), claims AS (
     SELECT g.node_id, g.gpu_uuid, g.gpu_index, coalesce(g.model, 'unknown') AS model, g.memory_total_bytes,
-           g.shared, p.gpu_uuid IS NOT NULL AS checked,
+           g.shared, {proved} AS checked,
            coalesce(ns.online AND g.gpu_uuid = ANY(ns.healthy)
                     AND NOT g.gpu_uuid = ANY(coalesce(ns.lost, '{{}}')), false) AS gpu_online,
            r.gpus AS hired_gpus
       FROM gpus g JOIN ns USING (node_id) LEFT JOIN running r USING (node_id)
-      LEFT JOIN proved p ON p.node_id = g.node_id AND p.gpu_uuid = g.gpu_uuid
      WHERE g.first_seen <= %(at)s
 ), ranked AS (
     SELECT c.*, coalesce(row_number() OVER (PARTITION BY node_id ORDER BY gpu_online DESC, gpu_uuid COLLATE "C")
@@ -51,7 +49,7 @@ SELECT r.node_id, r.gpu_uuid, r.gpu_index, r.model, r.memory_total_bytes, r.shar
   LEFT JOIN (SELECT DISTINCT node_id FROM open_findings WHERE gpu_uuid IS NULL) fn USING (node_id)
  ORDER BY r.node_id, r.gpu_index NULLS LAST, r.gpu_uuid COLLATE "C"
 """.format(node_state=states.NODE_STATE_SQL, running=RUNNING_JOBS_SQL, open_findings=OPEN_FINDINGS_SQL,
-           proved=proof.PROVED_SQL)
+           proved=proof.PROVED_CLAIM_SQL)
 
 # Every node registered by %(at)s with its state inputs. NODE_STATE_SQL gives
 # last_ok only within the grace (that is all "online" needs); for a node that

@@ -391,16 +391,29 @@ def parameters() -> dict[str, Any]:
 
 # -- what "verified" means -------------------------------------------------------------
 
-# The GPU claims (node, UUID) with a passed proof in (at - VERIFIED_FOR, at]:
+# A GPU claim (node, UUID) with a passed proof in (at - VERIFIED_FOR, at] is proved:
 # what the snapshot, the explorer and reputation count as verified unless a
 # finding flags the GPU (a failed proof opens one: proof_failed).
 # PROVED_WHERE is the rule on one proof_challenges row (aliased p).
 PROVED_WHERE = "p.verdict = 'passed' AND p.decided_at > %(at)s - interval '24 hours' AND p.decided_at <= %(at)s"
+# The proved claims, as the rule reads (the methodology page shows it).
 PROVED_SQL = f"SELECT DISTINCT p.node_id, p.gpu_uuid FROM proof_challenges p WHERE {PROVED_WHERE}"
+# The rule as a condition on one gpus row (aliased g), from the claim's
+# latest pass (gpus.last_passed_at, kept by a trigger on proof_challenges):
+# a pass at or before %(at)s is the latest one by then, so the claim is proved
+# iff it is within 24 h; only when its latest pass is after %(at)s (a
+# historical as-of time) are the passes looked up. At the current tick that is
+# one column compare per claim instead of aggregating the day's passes
+# (100 ms at 80,000 GPUs: bench/bench_snapshot.py).
+PROVED_CLAIM_SQL = (
+    "(g.last_passed_at IS NOT NULL AND CASE WHEN g.last_passed_at <= %(at)s"
+    " THEN g.last_passed_at > %(at)s - interval '24 hours'"
+    " ELSE EXISTS (SELECT 1 FROM proof_challenges p WHERE p.node_id = g.node_id AND p.gpu_uuid = g.gpu_uuid"
+    f" AND {PROVED_WHERE}) END)")
 
 
 def proved(passed_at: Sequence[datetime], at: datetime) -> bool:
-    """Whether a claim with passes at ``passed_at`` counts as proved at ``at`` (PROVED_SQL's rule)."""
+    """Whether a claim with passes at ``passed_at`` counts as proved at ``at`` (PROVED_CLAIM_SQL's rule)."""
     return any(at - VERIFIED_FOR < t <= at for t in passed_at)
 
 

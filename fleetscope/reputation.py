@@ -128,13 +128,11 @@ SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*)
 # The node's GPUs registered by %(at)s, each verified, unverified or flagged,
 # by the snapshot's rules (fleetscope/snapshot.py COUNTS_SQL): flagged when an
 # open finding names its UUID (on any node) or names the node as a whole;
-# verified when it passed a proof of GPU in the last 24 h (proof.PROVED_SQL)
+# verified when it passed a proof of GPU in the last 24 h (proof.PROVED_CLAIM_SQL)
 # and it is not flagged.
 VERIFICATION_SQL = """
 WITH open_findings AS ({open_findings}), g AS (
-    SELECT g.gpu_uuid,
-           EXISTS (SELECT 1 FROM proof_challenges p
-                    WHERE p.node_id = g.node_id AND p.gpu_uuid = g.gpu_uuid AND {proved}) AS checked,
+    SELECT g.gpu_uuid, {proved} AS checked,
            EXISTS (SELECT 1 FROM open_findings f
                     WHERE f.gpu_uuid = g.gpu_uuid OR (f.gpu_uuid IS NULL AND f.node_id = g.node_id)) AS flagged
       FROM gpus g WHERE g.node_id = %(node_id)s AND g.first_seen <= %(at)s
@@ -143,7 +141,7 @@ SELECT count(*) FILTER (WHERE checked AND NOT flagged),
        count(*) FILTER (WHERE checked IS NOT TRUE AND NOT flagged),
        count(*) FILTER (WHERE flagged)
   FROM g
-""".format(open_findings=OPEN_FINDINGS_SQL, proved=proof.PROVED_WHERE)
+""".format(open_findings=OPEN_FINDINGS_SQL, proved=proof.PROVED_CLAIM_SQL)
 
 
 def node_reputation(conn: psycopg.Connection, node_id: int, *, at: datetime) -> Reputation | None:

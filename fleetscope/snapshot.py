@@ -61,7 +61,7 @@ DETAIL_EXAMPLES = 5
 #   is the least of its claims' models in byte order.
 #
 # A GPU claim is verified when it passed a proof of GPU in the last 24 h
-# (proof.PROVED_SQL) and nothing flags it; flagged when an open finding names
+# (proof.PROVED_CLAIM_SQL) and nothing flags it; flagged when an open finding names
 # its UUID (a failed latest proof opens one, proof_failed) or its whole node;
 # else unverified.
 #
@@ -84,18 +84,17 @@ GPU_FIELDS = ("registered", "online", "offline", "hired", "hired_offline", "idle
               "verified", "unverified", "flagged")
 COUNTS_SQL = """
 WITH ns AS MATERIALIZED ({node_state}),
-running AS ({running}), open_findings AS MATERIALIZED ({open_findings}),
-proved AS MATERIALIZED ({proved}), shape AS MATERIALIZED (
-    SELECT g.node_id, count(*) AS n, count(p.gpu_uuid) AS checked,
+running AS ({running}), open_findings AS MATERIALIZED ({open_findings}), shape AS MATERIALIZED (
+    SELECT g.node_id, count(*) AS n, count(*) FILTER (WHERE {proved}) AS checked,
            min(coalesce(g.model, 'unknown') COLLATE "C") AS model,
            min(coalesce(g.model, 'unknown') COLLATE "C") = max(coalesce(g.model, 'unknown') COLLATE "C")
                AND NOT bool_or(g.shared) AS simple
-      FROM gpus g LEFT JOIN proved p USING (node_id, gpu_uuid) WHERE g.first_seen <= %(at)s
+      FROM gpus g WHERE g.first_seen <= %(at)s
      GROUP BY g.node_id
 ), uuid_flagged AS (
-    SELECT g.node_id, count(*) AS flagged, count(p.gpu_uuid) AS flagged_checked
+    SELECT g.node_id, count(*) AS flagged, count(*) FILTER (WHERE {proved}) AS flagged_checked
       FROM (SELECT DISTINCT gpu_uuid FROM open_findings WHERE gpu_uuid IS NOT NULL) f
-      JOIN gpus g USING (gpu_uuid) LEFT JOIN proved p ON p.node_id = g.node_id AND p.gpu_uuid = g.gpu_uuid
+      JOIN gpus g USING (gpu_uuid)
      WHERE g.first_seen <= %(at)s
      GROUP BY g.node_id
 ), per_node AS (
@@ -110,12 +109,11 @@ proved AS MATERIALIZED ({proved}), shape AS MATERIALIZED (
       LEFT JOIN (SELECT DISTINCT node_id FROM open_findings WHERE gpu_uuid IS NULL) nf USING (node_id)
      WHERE sh.simple
 ), claims AS MATERIALIZED (
-    SELECT g.node_id, g.gpu_uuid, g.model, p.gpu_uuid IS NOT NULL AS checked,
+    SELECT g.node_id, g.gpu_uuid, g.model, {proved} AS checked,
            coalesce(ns.online AND g.gpu_uuid = ANY(ns.healthy)
                     AND NOT g.gpu_uuid = ANY(coalesce(ns.lost, '{{}}')), false) AS gpu_online,
            r.gpus AS hired_gpus
       FROM gpus g JOIN shape sh USING (node_id) JOIN ns USING (node_id) LEFT JOIN running r USING (node_id)
-      LEFT JOIN proved p ON p.node_id = g.node_id AND p.gpu_uuid = g.gpu_uuid
      WHERE g.first_seen <= %(at)s AND NOT sh.simple
 ), ranked AS (
     SELECT node_id, gpu_uuid, model, checked, gpu_online,
@@ -161,7 +159,7 @@ SELECT 'nodes', NULL, count(*), count(*) FILTER (WHERE online), count(*) FILTER 
        NULL, NULL, NULL, NULL, NULL, NULL
   FROM ns
 """.format(node_state=states.NODE_STATE_SQL, running=RUNNING_JOBS_SQL, open_findings=OPEN_FINDINGS_SQL,
-           proved=proof.PROVED_SQL)
+           proved=proof.PROVED_CLAIM_SQL)
 
 FINDINGS_SQL = """
 SELECT kind, count(*) FROM integrity_findings

@@ -54,3 +54,22 @@ ALTER TABLE integrity_findings DROP CONSTRAINT integrity_findings_kind_check;
 ALTER TABLE integrity_findings ADD CONSTRAINT integrity_findings_kind_check
     CHECK (kind IN ('duplicate_uuid', 'virtualized', 'spec_mismatch', 'cloned_telemetry', 'identity_change',
                     'fleet_jump', 'proof_failed'));
+
+-- Each claim's latest passed proof, kept by the trigger below: the snapshot
+-- reads "verified" from this column for the 80,000 claims instead of
+-- aggregating the day's passes (fleetscope/proof.py, PROVED_CLAIM_SQL).
+ALTER TABLE gpus ADD COLUMN last_passed_at timestamptz;
+
+CREATE FUNCTION gpus_note_passed_proof() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE gpus g SET last_passed_at = p.decided_at
+      FROM (SELECT node_id, gpu_uuid, max(decided_at) AS decided_at FROM changed
+             WHERE verdict = 'passed' AND decided_at IS NOT NULL GROUP BY node_id, gpu_uuid) p
+     WHERE g.node_id = p.node_id AND g.gpu_uuid = p.gpu_uuid
+       AND (g.last_passed_at IS NULL OR g.last_passed_at < p.decided_at);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER proof_challenges_passed_insert AFTER INSERT ON proof_challenges
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION gpus_note_passed_proof();
+CREATE TRIGGER proof_challenges_passed_update AFTER UPDATE ON proof_challenges
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION gpus_note_passed_proof();
