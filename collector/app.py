@@ -41,6 +41,7 @@ from collector.auth import Authenticator
 from collector.channels import AlertChannels
 from collector.jobs import JobLedger
 from collector.limits import Rejected
+from collector.proof import Proofs
 from collector.push import PushReceiver
 from collector.registration import Registration
 from collector.selfmetrics import FleetSnapshotGauges, SelfMetrics
@@ -76,6 +77,7 @@ REGISTRATION = web.AppKey("registration", Registration)
 JOBS = web.AppKey("jobs", JobLedger)
 CHANNELS = web.AppKey("channels", AlertChannels)
 SNAPSHOT_GAUGES = web.AppKey("snapshot_gauges", FleetSnapshotGauges)
+PROOFS = web.AppKey("proofs", Proofs)
 
 
 def make_app(settings: CollectorSettings, *, appendable: Appendable | None = None,
@@ -98,6 +100,12 @@ def make_app(settings: CollectorSettings, *, appendable: Appendable | None = Non
     app.router.add_get("/api/v1/channels", _delegate(CHANNELS, "get"))
     app.router.add_delete("/api/v1/channels/{channel_id}", _delegate(CHANNELS, "delete"))
     app.router.add_get("/api/v1/operator", _operator_view)
+    # Proof of GPU (issue 14, docs/proof.md): long-polls are answered at shutdown, not waited out.
+    app.router.add_get("/api/v1/proof/challenge", _delegate(PROOFS, "challenge"))
+    app.router.add_post("/api/v1/proof/start", _delegate(PROOFS, "start"))
+    app.router.add_post("/api/v1/proof/commit", _delegate(PROOFS, "commit"))
+    app.router.add_post("/api/v1/proof/open", _delegate(PROOFS, "open"))
+    app.on_shutdown.append(_close_proofs)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     return app
@@ -154,6 +162,7 @@ async def _handlers_ctx(app: web.Application) -> AsyncIterator[None]:
     app[REGISTRATION] = Registration(pool=pool, auth=auth, max_json_bytes=settings.max_json_bytes)
     app[JOBS] = JobLedger(pool=pool, auth=auth, max_json_bytes=settings.max_json_bytes)
     app[CHANNELS] = AlertChannels(pool=pool, auth=auth, max_json_bytes=settings.max_json_bytes)
+    app[PROOFS] = Proofs(pool=pool, auth=auth, settings=settings, registry=metrics.registry)
     gauges = FleetSnapshotGauges(settings.dsn, on_error=metrics.snapshot_errors.inc)
     metrics.registry.register(gauges)
     app[SNAPSHOT_GAUGES] = gauges
@@ -205,14 +214,29 @@ async def alerts_component(app: web.Application) -> AsyncIterator[object]:
             yield loop
 
 
+def proof_component(app: web.Application) -> AbstractAsyncContextManager[object]:
+    """Proof-of-GPU rounds at random gaps and their verdict timers (collector/proof_rounds.py)."""
+    from collector.proof_rounds import RoundLoop
+
+    return RoundLoop(app[PROOFS], interval_s=app[SETTINGS].proof_interval_s)
+
+
+async def _close_proofs(app: web.Application) -> None:
+    if PROOFS in app:
+        app[PROOFS].close()
+
+
 def default_components(settings: CollectorSettings) -> list[Component]:
-    """What ``run`` starts beside the HTTP side: the scraper (unless --no-scrape), maintenance and alerts."""
+    """What ``run`` starts beside the HTTP side: the scraper (unless --no-scrape), maintenance, alerts
+    (unless --no-alerts) and proof rounds (unless --no-proof)."""
     components: list[Component] = []
     if settings.scrape_enabled:
         components.append(scraper_component)
     components.append(maintenance_component)
     if settings.alerts_enabled:
         components.append(alerts_component)
+    if settings.proof_enabled:
+        components.append(proof_component)
     return components
 
 

@@ -66,6 +66,14 @@ DEFAULT_ALERT_MAX_ATTEMPTS = 8
 DEFAULT_ALERT_RETRY_BASE_S = 5.0
 # Email alerts: the submission port with STARTTLS is what mail providers offer.
 DEFAULT_SMTP_PORT = 587
+# Proof of GPU (issue 14, docs/proof.md): a round about every hour, for a
+# quarter of the waiting nodes, at the datasheet throughput (scale 1). Rounds
+# at most a week apart; the demo runs one every 20 s (collector/demo.py).
+DEFAULT_PROOF_INTERVAL_S = 3600.0
+DEFAULT_PROOF_SHARE = 0.25
+DEFAULT_PROOF_SCALE = 1.0
+MIN_PROOF_INTERVAL_S = 1.0
+MAX_PROOF_INTERVAL_S = 7 * 86400.0
 SMTP_SECURITY = ("starttls", "tls", "none")
 
 ENV_ADMIN_TOKEN = "FLEETSCOPE_ADMIN_TOKEN"
@@ -111,6 +119,10 @@ class CollectorSettings:
     integrity_interval_s: float = DEFAULT_INTEGRITY_INTERVAL_S
     publish_interval_s: int = DEFAULT_PUBLISH_INTERVAL_S
     bundle_dir: Path | None = None
+    proof_enabled: bool = True
+    proof_interval_s: float = DEFAULT_PROOF_INTERVAL_S
+    proof_share: float = DEFAULT_PROOF_SHARE
+    proof_scale: float = DEFAULT_PROOF_SCALE
 
     def __post_init__(self) -> None:
         if not self.dsn:
@@ -155,6 +167,11 @@ class CollectorSettings:
         _in_range("--integrity-interval-s / FLEETSCOPE_INTEGRITY_INTERVAL_S", self.integrity_interval_s, 0, 86400)
         if self.publish_interval_s != 0:
             _in_range("--publish-interval-s / FLEETSCOPE_PUBLISH_INTERVAL_S", self.publish_interval_s, 60, 86400)
+        _in_range("--proof-interval-s / FLEETSCOPE_PROOF_INTERVAL_S", self.proof_interval_s,
+                  MIN_PROOF_INTERVAL_S, MAX_PROOF_INTERVAL_S)
+        _in_open_closed("--proof-share / FLEETSCOPE_PROOF_SHARE", self.proof_share, 0, 1)
+        # Above 1 no honest GPU could pass; 0 would size every proof at zero work.
+        _in_open_closed("--proof-scale / FLEETSCOPE_PROOF_SCALE", self.proof_scale, 0, 1)
         if not self.collector_id:
             # object.__setattr__: the one derived field of a frozen dataclass.
             object.__setattr__(self, "collector_id", f"{socket.gethostname()}:{self.port}")
@@ -177,6 +194,11 @@ class CollectorSettings:
 def _in_range(name: str, value: float, lo: float, hi: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
         raise FleetscopeError(f"{name}={value!r} is out of range [{lo}, {hi}]")
+
+
+def _in_open_closed(name: str, value: float, lo: float, hi: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not lo < value <= hi:
+        raise FleetscopeError(f"{name}={value!r} is out of range ({lo}, {hi}]")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -245,6 +267,14 @@ _OPTIONS: tuple[tuple[str, str, str, type, str], ...] = (
     ("--publish-interval-s", "publish_interval_s", "FLEETSCOPE_PUBLISH_INTERVAL_S", int,
      f"seconds between published snapshots, 0 for none (default {DEFAULT_PUBLISH_INTERVAL_S})"),
     ("--bundle-dir", "bundle_dir", "FLEETSCOPE_BUNDLE_DIR", Path, "where published data bundles are written"),
+    ("--proof-interval-s", "proof_interval_s", "FLEETSCOPE_PROOF_INTERVAL_S", float,
+     f"mean seconds between proof-of-GPU rounds, each gap uniform in 0.5-1.5 x this "
+     f"(default {DEFAULT_PROOF_INTERVAL_S:g})"),
+    ("--proof-share", "proof_share", "FLEETSCOPE_PROOF_SHARE", float,
+     f"share of the waiting nodes challenged per round, in (0, 1] (default {DEFAULT_PROOF_SHARE:g})"),
+    ("--proof-scale", "proof_scale", "FLEETSCOPE_PROOF_SCALE", float,
+     f"proof work as a share of the datasheet throughput, in (0, 1]; tiny for CPU demos "
+     f"(default {DEFAULT_PROOF_SCALE:g})"),
 )
 
 
@@ -263,6 +293,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="receive pushes only; scrape nobody (env FLEETSCOPE_SCRAPE=0)")
     parser.add_argument("--no-alerts", dest="alerts_enabled", action="store_false", default=None,
                         help="evaluate and send no offline alerts (env FLEETSCOPE_ALERTS=0)")
+    parser.add_argument("--no-proof", dest="proof_enabled", action="store_false", default=None,
+                        help="open no proof-of-GPU rounds (env FLEETSCOPE_PROOF=0)")
 
 
 def from_args(args: argparse.Namespace, *, environ: Mapping[str, str] | None = None,
@@ -297,6 +329,10 @@ def from_args(args: argparse.Namespace, *, environ: Mapping[str, str] | None = N
     if alerts is None:
         alerts = _env_bool(env, "FLEETSCOPE_ALERTS", True)
     values["alerts_enabled"] = alerts
+    proof = getattr(args, "proof_enabled", None)
+    if proof is None:
+        proof = _env_bool(env, "FLEETSCOPE_PROOF", True)
+    values["proof_enabled"] = proof
     values["admin_token"] = env.get(ENV_ADMIN_TOKEN) or None
     values["smtp_password"] = env.get(ENV_SMTP_PASSWORD) or None
     dsn = getattr(args, "dsn", None)

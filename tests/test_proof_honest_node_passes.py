@@ -1,0 +1,47 @@
+"""An honest node answers a round in time with the right C: its GPU passes, with what auditors re-check stored."""
+
+from __future__ import annotations
+
+import base64
+
+from fleetscope import proof
+from fleetscope.gpu_models import lookup
+from tests.collector_harness import register, sample, scrape_metrics
+from tests.proofclient import A100, Prover, challenge_rows, claim_gpus, offer_round, proof_client  # noqa: F401
+
+
+async def test_an_honest_node_passes_with_seconds_and_tflops(proof_client, operator_token, dsn):
+    node_id, token = await register(proof_client, operator_token)
+    claim_gpus(dsn, node_id, ["GPU-honest-0"])
+    prover = Prover(proof_client, node_id, token)
+
+    round_id, [offer] = await offer_round(proof_client, [prover])
+    assert offer["protocol"] == 1 and offer["round_id"] == round_id
+    size = proof.size_for(lookup(A100),
+                          memory_bytes=80 * 2**30, scale=1e-6)
+    assert offer["gpus"] == [{"gpu_uuid": "GPU-honest-0", "model": A100, "n": size.n, "k": size.k,
+                              "budget_s": size.budget_s}]
+
+    answers = await prover.prove(offer)
+    status, verdict = answers["GPU-honest-0"]
+    assert status == 200, verdict
+    assert verdict["verdict"] == "passed" and 0 < verdict["seconds"] < size.budget_s and verdict["tflops"] > 0
+
+    [row] = challenge_rows(dsn, node_id=node_id)
+    assert (row["verdict"], row["reason"]) == ("passed", None)
+    assert row["seconds"] == verdict["seconds"] and row["tflops"] == verdict["tflops"]
+    assert row["root"] == prover.works["GPU-honest-0"].root.hex()
+    assert len(row["rows"]) == proof.OPEN_ROWS and len(row["columns"]) == proof.CHECK_COLUMNS
+    assert 0 <= row["rtt_s"] <= proof.MAX_RTT_S and row["decided_at"] >= row["committed_at"] >= row["started_at"]
+    c = prover.works["GPU-honest-0"].c
+    for opened in row["openings"]:
+        i = opened["index"]
+        assert i in row["rows"]
+        assert base64.b64decode(opened["row"]) == proof.row_bytes(c[i])  # small rows are published whole
+        assert opened["leaf"] == proof.leaf_hash(proof.row_bytes(c[i])).hex()
+        assert opened["entries"] == [float(c[i, j]) for j in row["columns"]]
+
+    metrics = await scrape_metrics(proof_client)
+    assert sample(metrics, "fleetscope_proof_rounds_total") == 1
+    assert sample(metrics, "fleetscope_proof_verdicts_total", verdict="passed") == 1
+    assert sample(metrics, "fleetscope_proof_verify_seconds_count") == 1
