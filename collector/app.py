@@ -37,6 +37,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from psycopg_pool import AsyncConnectionPool
 
 from collector import limits
+from collector.addresses import AddressPolicy
 from collector.auth import Authenticator
 from collector.channels import AlertChannels
 from collector.jobs import JobLedger
@@ -159,9 +160,12 @@ async def _handlers_ctx(app: web.Application) -> AsyncIterator[None]:
     auth = Authenticator(pool, admin_token=settings.admin_token, cache_s=settings.token_cache_s)
     app[AUTH] = auth
     app[PUSH] = PushReceiver(auth=auth, appendable=app[APPENDABLE], metrics=metrics, settings=settings)
-    app[REGISTRATION] = Registration(pool=pool, auth=auth, max_json_bytes=settings.max_json_bytes)
+    addresses = AddressPolicy(allow_private=settings.allow_private_targets)  # issue 15: no SSRF
+    app[REGISTRATION] = Registration(pool=pool, auth=auth, max_json_bytes=settings.max_json_bytes,
+                                     addresses=addresses)
     app[JOBS] = JobLedger(pool=pool, auth=auth, max_json_bytes=settings.max_json_bytes)
-    app[CHANNELS] = AlertChannels(pool=pool, auth=auth, max_json_bytes=settings.max_json_bytes)
+    app[CHANNELS] = AlertChannels(pool=pool, auth=auth, max_json_bytes=settings.max_json_bytes,
+                                  addresses=addresses)
     app[PROOFS] = Proofs(pool=pool, auth=auth, settings=settings, registry=metrics.registry)
     gauges = FleetSnapshotGauges(settings.dsn, on_error=metrics.snapshot_errors.inc)
     metrics.registry.register(gauges)
@@ -189,7 +193,8 @@ def scraper_component(app: web.Application) -> AbstractAsyncContextManager[objec
                    collector_id=settings.collector_id, registry=app[METRICS].registry,
                    concurrency=settings.scrape_concurrency, timeout_s=settings.scrape_timeout_s,
                    max_body_bytes=settings.max_body_bytes, max_series=settings.max_series_per_node,
-                   max_label_len=settings.max_label_len)
+                   max_label_len=settings.max_label_len,
+                   addresses=AddressPolicy(allow_private=settings.allow_private_targets))
 
 
 def maintenance_component(app: web.Application) -> AbstractAsyncContextManager[object]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from collector.addresses import R_REFUSED_TARGET, AddressPolicy
 from collector.limits import R_NOT_FOUND, Rejected, bad_field, email_address, http_url, read_json_object, str_field
 from fleetscope.snapshot import format_time
 
@@ -46,8 +47,10 @@ LIST_SQL = ("SELECT channel_id, kind, target, created_at FROM alert_channels"
 class AlertChannels:
     """Creates, lists and deletes an operator's alert channels."""
 
-    def __init__(self, *, pool: AsyncConnectionPool, auth: Authenticator, max_json_bytes: int) -> None:
+    def __init__(self, *, pool: AsyncConnectionPool, auth: Authenticator, max_json_bytes: int,
+                 addresses: AddressPolicy | None = None) -> None:
         self._pool = pool
+        self._addresses = addresses or AddressPolicy()
         self._auth = auth
         self._max_json_bytes = max_json_bytes
 
@@ -59,6 +62,9 @@ class AlertChannels:
             raise bad_field("kind", f"must be one of {', '.join(KINDS)}")
         target = str_field(body, "target", min_len=MIN_TARGET_LEN, max_len=MAX_TARGET_LEN)
         target = email_address("target", target) if kind == "email" else http_url("target", target)
+        refused = None if kind == "email" else self._addresses.url_refusal(target)
+        if refused is not None:  # issue 15: no SSRF (checked again when delivering)
+            raise Rejected(400, R_REFUSED_TARGET, f"target: {refused}; alerts go to public addresses only")
         async with self._pool.connection() as conn:
             channel_id, inserted = await (await conn.execute(CREATE_SQL, (operator_id, kind, target))).fetchone()
         return web.json_response({"channel_id": channel_id, "kind": kind, "target": target},

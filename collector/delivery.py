@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from psycopg.types.json import Jsonb
 
 from collector import messages
+from collector.addresses import AddressPolicy, GuardedConnector
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -130,8 +131,12 @@ class Deliverer:
 
     def __init__(self, pool: AsyncConnectionPool, *, timeout_s: float, max_attempts: int, retry_base_s: float,
                  smtp: SmtpSettings, registry: CollectorRegistry | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 addresses: AddressPolicy | None = None) -> None:
         self._pool = pool
+        # Where webhooks may go (issue 15: no SSRF); by default what
+        # FLEETSCOPE_ALLOW_PRIVATE_TARGETS says.
+        self._addresses = addresses if addresses is not None else AddressPolicy.from_environ()
         self._timeout_s = timeout_s
         self._max_attempts = max_attempts
         self._retry_base_s = retry_base_s
@@ -155,7 +160,8 @@ class Deliverer:
         smtp = SmtpSettings(host=settings.smtp_host, port=settings.smtp_port, security=settings.smtp_security,
                             sender=settings.smtp_from, user=settings.smtp_user, password=settings.smtp_password)
         return cls(pool, timeout_s=settings.alert_timeout_s, max_attempts=settings.alert_max_attempts,
-                   retry_base_s=settings.alert_retry_base_s, smtp=smtp, registry=registry)
+                   retry_base_s=settings.alert_retry_base_s, smtp=smtp, registry=registry,
+                   addresses=AddressPolicy(allow_private=settings.allow_private_targets))
 
     def wake(self) -> None:
         """Look for due messages now (evaluation just queued some)."""
@@ -163,6 +169,7 @@ class Deliverer:
 
     async def __aenter__(self) -> Deliverer:
         self._session = aiohttp.ClientSession(
+            connector=GuardedConnector(self._addresses),
             timeout=aiohttp.ClientTimeout(total=self._timeout_s), headers={"User-Agent": USER_AGENT})
         self._task = asyncio.create_task(self._loop(), name="fleetscope-alert-delivery")
         return self

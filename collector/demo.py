@@ -71,7 +71,8 @@ async def run(args: argparse.Namespace) -> int:
         # The demo checks integrity every minute and publishes every 10 minutes,
         # so its findings and bundles show up while someone is looking.
         settings = CollectorSettings(dsn=dsn, host=args.host, port=args.collector_port, admin_token=admin_token,
-                                     integrity_interval_s=60, publish_interval_s=600)
+                                     integrity_interval_s=60, publish_interval_s=600,
+                                     allow_private_targets=True)  # its simulated fleet is on 127.0.0.1
         collector = asyncio.create_task(run_collector(settings, stop=stop, handle_signals=False), name="collector")
         shutdown = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -22,7 +22,11 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from collector.addresses import AddressPolicy
 
 # Response heads larger than this are refused (aiohttp's default line limit is 8 KiB).
 MAX_HEAD_BYTES = 64 * 1024
@@ -246,9 +250,12 @@ class Pool:
     anew. ``get`` is safe to call from many tasks at once.
     """
 
-    def __init__(self, *, max_idle: int, idle_s: float = 30.0) -> None:
+    def __init__(self, *, max_idle: int, idle_s: float = 30.0, addresses: AddressPolicy | None = None) -> None:
         self.max_idle = max_idle
         self.idle_s = idle_s
+        # Which addresses a new connection may go to (issue 15: no SSRF);
+        # None: any (the policy's own tests and benchmarks).
+        self.addresses = addresses
         self._idle: dict[tuple[str, int], list[_Protocol]] = {}
         self._count = 0
 
@@ -310,7 +317,7 @@ class Pool:
         try:
             try:
                 if protocol is None:
-                    protocol = await _connect(request)
+                    protocol = await _connect(request, self.addresses)
                 response = await protocol.roundtrip(request.data, max_bytes)
             except Disconnected:
                 if not reused:
@@ -319,7 +326,7 @@ class Pool:
                 # (its keep-alive timeout): once more on a new one, as aiohttp does.
                 protocol.close()
                 protocol = None
-                protocol = await _connect(request)
+                protocol = await _connect(request, self.addresses)
                 response = await protocol.roundtrip(request.data, max_bytes)
         except BaseException:
             if protocol is not None:
@@ -336,10 +343,21 @@ class Pool:
         return response
 
 
-async def _connect(request: Request) -> _Protocol:
+async def _connect(request: Request, addresses: AddressPolicy | None) -> _Protocol:
+    """A new connection; with a policy, only to an address it allows, checked after resolution."""
     loop = asyncio.get_running_loop()
-    _, protocol = await loop.create_connection(_Protocol, request.host, request.port)
-    return protocol  # type: ignore[return-value]
+    if addresses is None:
+        _, protocol = await loop.create_connection(_Protocol, request.host, request.port)
+        return protocol  # type: ignore[return-value]
+    last: OSError | None = None
+    for address in await addresses.resolve(request.host, request.port):  # RefusedAddress if none allowed
+        try:
+            _, protocol = await loop.create_connection(_Protocol, address, request.port)
+            return protocol  # type: ignore[return-value]
+        except OSError as err:
+            last = err
+    assert last is not None
+    raise last
 
 
 def _inflate(body: bytes, encoding: str, max_bytes: int) -> bytes:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import psycopg
 from aiohttp import web
 
+from collector.addresses import R_REFUSED_TARGET, AddressPolicy
 from collector.limits import R_CONFLICT, Rejected, bad_field, http_url, int_field, read_json_object, str_field
 from fleetscope import states, tokens
 from fleetscope.registry import REGISTER_NODE_SQL
@@ -42,8 +43,10 @@ def check_interval(interval_s: int) -> None:
 class Registration:
     """Creates nodes for operators."""
 
-    def __init__(self, *, pool: AsyncConnectionPool, auth: Authenticator, max_json_bytes: int) -> None:
+    def __init__(self, *, pool: AsyncConnectionPool, auth: Authenticator, max_json_bytes: int,
+                 addresses: AddressPolicy | None = None) -> None:
         self._pool = pool
+        self._addresses = addresses or AddressPolicy()
         self._auth = auth
         self._max_json_bytes = max_json_bytes
 
@@ -54,6 +57,10 @@ class Registration:
         scrape_url = str_field(body, "scrape_url", max_len=MAX_URL_LEN, min_len=8, required=False)
         if scrape_url is not None:
             scrape_url = http_url("scrape_url", scrape_url)
+            refused = self._addresses.url_refusal(scrape_url)
+            if refused is not None:  # issue 15: no SSRF (checked again at every connection)
+                raise Rejected(400, R_REFUSED_TARGET, f"scrape_url: {refused}; the collector scrapes public "
+                               "addresses only")
         interval_s = int_field(body, "interval_s", lo=MIN_INTERVAL_S, hi=MAX_INTERVAL_S,
                                default=states.DEFAULT_INTERVAL_S)
         check_interval(interval_s)

@@ -50,6 +50,7 @@ import psycopg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from collector import fetch, liveness
+from collector.addresses import AddressPolicy, GuardedConnector, RefusedAddress
 from collector.ingest import Batch
 from collector.parse import (
     DEFAULT_MAX_LABEL_LEN,
@@ -234,7 +235,7 @@ class Scraper:
                  timeout_s: float = MAX_TIMEOUT_S, max_body_bytes: int = MAX_BODY_BYTES,
                  max_series: int = DEFAULT_MAX_SERIES, max_label_len: int = DEFAULT_MAX_LABEL_LEN,
                  parser: PayloadParser | None = None, time_scale: float = 1.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, addresses: AddressPolicy | None = None) -> None:
         i, n = shard
         if not (isinstance(i, int) and isinstance(n, int) and n >= 1 and 0 <= i < n):
             raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}")
@@ -259,6 +260,9 @@ class Scraper:
         self.time_scale = time_scale
         self._parser = parser or PayloadParser(max_series=max_series, max_label_len=max_label_len)
         self._clock = clock
+        # Where scrapes may connect (issue 15); by default what
+        # FLEETSCOPE_ALLOW_PRIVATE_TARGETS says (the app passes its settings').
+        self.addresses = addresses if addresses is not None else AddressPolicy.from_environ()
         self.registry = registry if registry is not None else CollectorRegistry()
         self._targets: dict[int, Target] = {}
         self._heap: list[tuple[float, int, int]] = []
@@ -316,9 +320,9 @@ class Scraper:
         # connections and a reserve for the database and the push receiver.
         self._fetch = fetch.Pool(max_idle=max(0, min(MAX_IDLE_CONNECTIONS,
                                                      nofile - 2 * self.concurrency - NOFILE_RESERVE)),
-                                 idle_s=KEEPALIVE_S)
-        connector = aiohttp.TCPConnector(limit=self.concurrency, keepalive_timeout=KEEPALIVE_S,
-                                         ttl_dns_cache=300)
+                                 idle_s=KEEPALIVE_S, addresses=self.addresses)
+        connector = GuardedConnector(self.addresses, limit=self.concurrency, keepalive_timeout=KEEPALIVE_S,
+                                     ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers=self._headers,
@@ -581,12 +585,15 @@ class Scraper:
             error, result = "server disconnected", "error"
         except fetch.BadResponse as err:
             error, result = _short(f"bad response: {err}"), "error"
+        except RefusedAddress as err:  # issue 15: no connection to a refused address, redirects included
+            error, result = _short(f"refused: {err}"), "refused"
         except ConnectionRefusedError:  # (aiohttp wraps its own in ClientConnectorError, below)
             error, result = "connection refused", "error"
         except socket.gaierror as err:
             error, result = _short(f"dns: {err.strerror or err}"), "error"
         except aiohttp.ClientConnectorError as err:
-            error, result = _connect_error(err), "error"
+            error = _connect_error(err)
+            result = "refused" if isinstance(err.os_error, RefusedAddress) else "error"
         except aiohttp.ServerDisconnectedError:
             error, result = "server disconnected", "error"
         except aiohttp.ClientPayloadError as err:
@@ -649,6 +656,8 @@ async def _read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
 
 def _connect_error(err: aiohttp.ClientConnectorError) -> str:
     os_error = err.os_error
+    if isinstance(os_error, RefusedAddress):
+        return _short(f"refused: {os_error}")
     if isinstance(os_error, ConnectionRefusedError):
         return "connection refused"
     if isinstance(os_error, (asyncio.TimeoutError, TimeoutError)):

@@ -104,6 +104,9 @@ class CollectorSettings:
     scrape_enabled: bool = True
     scrape_concurrency: int = DEFAULT_SCRAPE_CONCURRENCY
     scrape_timeout_s: float = DEFAULT_SCRAPE_TIMEOUT_S
+    # Scrape targets and webhooks on loopback, private, link-local or metadata
+    # addresses (issue 15, collector/addresses.py): refused unless this is set.
+    allow_private_targets: bool = False
     alerts_enabled: bool = True
     alert_eval_s: float = DEFAULT_ALERT_EVAL_S
     alert_flap_window_s: float = DEFAULT_ALERT_FLAP_WINDOW_S
@@ -329,6 +332,7 @@ def from_args(args: argparse.Namespace, *, environ: Mapping[str, str] | None = N
     if alerts is None:
         alerts = _env_bool(env, "FLEETSCOPE_ALERTS", True)
     values["alerts_enabled"] = alerts
+    values["allow_private_targets"] = _env_bool(env, "FLEETSCOPE_ALLOW_PRIVATE_TARGETS", False)
     proof = getattr(args, "proof_enabled", None)
     if proof is None:
         proof = _env_bool(env, "FLEETSCOPE_PROOF", True)

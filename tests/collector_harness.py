@@ -34,8 +34,9 @@ OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 
 def collector_settings(dsn: str, tmp_path: Path, **overrides) -> CollectorSettings:
+    # The tests' fleets live on 127.0.0.1 (issue 15: FLEETSCOPE_ALLOW_PRIVATE_TARGETS=1).
     fields = {"port": 0, "admin_token": ADMIN_TOKEN, "spool_dir": tmp_path / "spool",
-              "collector_id": "test-collector:0", **overrides}
+              "collector_id": "test-collector:0", "allow_private_targets": True, **overrides}
     return CollectorSettings(dsn=dsn, **fields)
 
 
