@@ -1,0 +1,44 @@
+"""Wrong answers fail with the reason: garbage C, and rows that do not match the committed root."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tests.collector_harness import register
+from tests.proofclient import Prover, challenge_rows, claim_gpus, commit_to, compute, offer_round, proof_client  # noqa: F401
+
+
+async def test_garbage_c_fails_as_a_wrong_result(proof_client, operator_token, dsn):
+    node_id, token = await register(proof_client, operator_token)
+    claim_gpus(dsn, node_id, ["GPU-garbage-0"])
+    rng = np.random.default_rng(7)
+    prover = Prover(proof_client, node_id, token,
+                    result=lambda gpu, c: rng.uniform(-1, 1, c.shape).astype(np.float32))
+
+    _, [offer] = await offer_round(proof_client, [prover])
+    status, verdict = (await prover.prove(offer))["GPU-garbage-0"]
+
+    assert status == 422 and verdict["verdict"] == "failed", verdict
+    assert verdict["reason"].startswith("wrong result: C[")
+    [row] = challenge_rows(dsn, node_id=node_id)
+    assert (row["verdict"], row["reason"]) == ("failed", verdict["reason"])
+    assert len(row["openings"]) == 2 and row["seconds"] is not None
+
+
+async def test_rows_that_do_not_match_the_committed_root_fail(proof_client, operator_token, dsn):
+    node_id, token = await register(proof_client, operator_token)
+    claim_gpus(dsn, node_id, ["GPU-switch-0"])
+    prover = Prover(proof_client, node_id, token)
+    round_id, [offer] = await offer_round(proof_client, [prover])
+    gpu = offer["gpus"][0]
+    status, started = await prover.start(round_id)
+    assert status == 200
+    honest = commit_to(compute(started["seed"], node_id, gpu))
+    other = commit_to(np.zeros((gpu["n"], gpu["n"]), dtype=np.float32))  # commits to one C ...
+    status, named = await prover.commit(round_id, gpu["gpu_uuid"], other.root)
+    assert status == 200
+    status, verdict = await prover.open(round_id, gpu["gpu_uuid"], named["rows"], honest)  # ... opens another
+
+    assert status == 422 and "does not match the commitment" in verdict["reason"], verdict
+    [row] = challenge_rows(dsn, node_id=node_id)
+    assert row["verdict"] == "failed" and row["root"] == other.root.hex()
