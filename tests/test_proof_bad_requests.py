@@ -1,0 +1,64 @@
+"""Malformed proof requests are refused with a reason (400), oversized openings with 413; nothing is decided."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from collector.proof import open_body_limit
+from tests.collector_harness import bearer, register
+from tests.proofclient import Prover, challenge_rows, claim_gpus, commit_to, compute, offer_round, proof_client  # noqa: F401
+
+
+@pytest.mark.parametrize("wait", ["31", "-1", "soon", "nan"])
+async def test_a_bad_wait_is_refused(proof_client, operator_token, wait):
+    _, token = await register(proof_client, operator_token)
+    response = await proof_client.get(f"/api/v1/proof/challenge?wait={wait}", headers=bearer(token))
+    assert response.status == 400 and (await response.json())["reason"] == "invalid_field"
+
+
+async def test_malformed_commitments_and_openings_are_400_and_an_oversized_opening_413(
+        proof_client, operator_token, dsn):
+    node_id, token = await register(proof_client, operator_token)
+    claim_gpus(dsn, node_id, ["GPU-fuzz-0"])
+    prover = Prover(proof_client, node_id, token)
+    round_id, [offer] = await offer_round(proof_client, [prover])
+    gpu = offer["gpus"][0]
+    _, started = await prover.start(round_id)
+    work = commit_to(compute(started["seed"], node_id, gpu))
+    for root in ["zz" * 32, "ab", 12, None]:
+        status, refused = await prover.commit(round_id, gpu["gpu_uuid"], root)
+        assert status == 400 and refused["reason"] == "invalid_field", refused
+    status, named = await prover.commit(round_id, gpu["gpu_uuid"], work.root)
+    assert status == 200
+    rows = named["rows"]
+    good = [work.opening(i) for i in rows]
+
+    async def open_raw(data: bytes | str):
+        response = await proof_client.post("/api/v1/proof/open", data=data, headers=bearer(token))
+        return response.status, await response.json()
+
+    def body(opened) -> dict:
+        return {"round_id": round_id, "gpu_uuid": gpu["gpu_uuid"], "rows": opened}
+
+    assert (await open_raw("{not json"))[1]["reason"] == "invalid_json"
+    cases = [
+        [dict(good[0], values="***not base64***"), good[1]],
+        [dict(good[0], path=["xyz"]), good[1]],
+        [dict(good[0], index=next(i for i in range(gpu["n"]) if i not in rows)), good[1]],  # not asked for
+        [good[0], good[0]],
+        [good[0], good[1], good[0]],
+        "rows",
+    ]
+    for opened in cases:
+        status, refused = await open_raw(json.dumps(body(opened)))
+        assert status == 400 and refused["reason"] == "invalid_field", (opened, refused)
+    oversized = json.dumps(body(good)) + " " * open_body_limit(gpu["n"])
+    status, refused = await open_raw(oversized)
+    assert status == 413 and refused["reason"] == "body_too_large"
+
+    [row] = challenge_rows(dsn, node_id=node_id)
+    assert row["verdict"] is None  # none of that decided anything: the real opening still counts
+    status, verdict = await prover.open(round_id, gpu["gpu_uuid"], rows, work)
+    assert status == 200 and verdict["verdict"] == "passed"
