@@ -47,7 +47,8 @@ def proof_settings(dsn: str, tmp_path, **overrides):
 
 @pytest.fixture
 async def proof_client(aiohttp_client, dsn, tmp_path):
-    """A real collector on 127.0.0.1 with tiny proofs and every waiting node chosen; no round loop (tests open rounds)."""
+    """A real collector on 127.0.0.1 with tiny proofs, every waiting node chosen, and no round loop (tests open
+    rounds with ``proofs_of(client).open_round()``)."""
     client = await aiohttp_client(make_app(proof_settings(dsn, tmp_path), appendable=MemoryAppendable()))
     yield client
     await client.close()

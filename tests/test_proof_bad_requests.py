@@ -8,7 +8,15 @@ import pytest
 
 from collector.proof import open_body_limit
 from tests.collector_harness import bearer, register
-from tests.proofclient import Prover, challenge_rows, claim_gpus, commit_to, compute, offer_round, proof_client  # noqa: F401
+from tests.proofclient import (  # noqa: F401
+    Prover,
+    challenge_rows,
+    claim_gpus,
+    commit_to,
+    compute,
+    offer_round,
+    proof_client,
+)
 
 
 @pytest.mark.parametrize("wait", ["31", "-1", "soon", "nan"])

@@ -5,7 +5,15 @@ from __future__ import annotations
 import asyncio
 
 from tests.collector_harness import register
-from tests.proofclient import Prover, challenge_rows, claim_gpus, commit_to, compute, offer_round, proof_client  # noqa: F401
+from tests.proofclient import (  # noqa: F401
+    Prover,
+    challenge_rows,
+    claim_gpus,
+    commit_to,
+    compute,
+    offer_round,
+    proof_client,
+)
 
 
 async def test_a_late_commit_answers_409_and_is_recorded_failed(proof_client, operator_token, dsn):

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from fleetscope.gpu_models import lookup
 from tests.collector_harness import register
-from tests.proofclient import A100, TEST_SCALE, Prover, challenge_rows, claim_gpus, offer_round, proof_client  # noqa: F401
+from tests.proofclient import (  # noqa: F401
+    A100,
+    TEST_SCALE,
+    Prover,
+    challenge_rows,
+    claim_gpus,
+    offer_round,
+    proof_client,
+)
 
 
 async def test_one_device_at_the_claimed_peak_passes_for_one_gpu_and_is_late_for_the_second(

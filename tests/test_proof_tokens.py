@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from tests.collector_harness import bearer, register
-from tests.proofclient import Prover, challenge_rows, claim_gpus, compute, commit_to, offer_round, proof_client  # noqa: F401
+from tests.proofclient import (  # noqa: F401
+    Prover,
+    challenge_rows,
+    claim_gpus,
+    commit_to,
+    compute,
+    offer_round,
+    proof_client,
+)
 
 STEPS = ["start", "commit", "open"]
 

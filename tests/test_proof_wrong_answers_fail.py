@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from tests.collector_harness import register
-from tests.proofclient import Prover, challenge_rows, claim_gpus, commit_to, compute, offer_round, proof_client  # noqa: F401
+from tests.proofclient import (  # noqa: F401
+    Prover,
+    challenge_rows,
+    claim_gpus,
+    commit_to,
+    compute,
+    offer_round,
+    proof_client,
+)
 
 
 async def test_garbage_c_fails_as_a_wrong_result(proof_client, operator_token, dsn):
