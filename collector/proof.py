@@ -249,7 +249,7 @@ class Proofs:
         body = await limits.read_json_object(request, max_bytes=self._settings.max_json_bytes)
         round_id = limits.int_field(body, "round_id", lo=1, hi=2**63 - 1)
         params = {"round_id": round_id, "node_id": node_id}
-        expired = False
+        expired = 0
         async with self._db() as conn, conn.transaction():
             rows = await (await conn.execute(NODE_CHALLENGES_SQL, params)).fetchall()
             if not rows:
@@ -260,17 +260,16 @@ class Proofs:
                 raise Rejected(409, R_EXPIRED, f"round {round_id}'s offer was closed: {proof_verdicts.NO_START}")
             elapsed = max(0.0, (received - rows[0][1]).total_seconds())
             if elapsed > proof.START_TIMEOUT_S:
-                expired = True
                 verdict = proof.Verdict("no_answer", proof_verdicts.NO_START)
                 for gpu_uuid, *_ in rows:
-                    await proof_verdicts.decide(conn, round_id=round_id, node_id=node_id, gpu_uuid=gpu_uuid,
-                                                verdict=verdict, at=received)
+                    expired += await proof_verdicts.decide(conn, round_id=round_id, node_id=node_id,
+                                                           gpu_uuid=gpu_uuid, verdict=verdict, at=received)
             else:
                 rtt = min(elapsed, proof.MAX_RTT_S)
                 await conn.execute(START_SQL, {**params, "at": received, "rtt_s": rtt})
         self._offers.pop(node_id, None)
-        if expired:
-            self.verdicts.labels("no_answer").inc(len(rows))
+        if elapsed > proof.START_TIMEOUT_S:
+            self.verdicts.labels("no_answer").inc(expired)
             raise Rejected(409, R_EXPIRED, f"round {round_id}'s offer was not started within "
                                            f"{proof.START_TIMEOUT_S:g} s and is closed as no answer")
         deadlines = {gpu_uuid: round(budget_s + rtt, 6) for gpu_uuid, _, _, _, budget_s, _ in rows}
