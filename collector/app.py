@@ -65,6 +65,11 @@ log = logging.getLogger("fleetscope.collector")
 HEALTH_TIMEOUT_S = 2.0
 # Told to clients when the database is unreachable.
 DATABASE_RETRY_AFTER_S = 5
+# Routes whose whole handler is short database work: answered 503 at
+# --db-timeout-s, never hung (issue 15). A push's token lookup has the same
+# deadline (collector/auth.py); /healthz has its own; proof long-polls none.
+DEADLINE_ROUTES = frozenset({"/api/v1/nodes", "/api/v1/jobs", "/api/v1/channels",
+                             "/api/v1/channels/{channel_id}", "/api/v1/operator", "/metrics"})
 # Seconds aiohttp gives in-flight requests at shutdown before closing them.
 SHUTDOWN_TIMEOUT_S = 10.0
 
@@ -157,7 +162,8 @@ async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _handlers_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, metrics, pool = app[SETTINGS], app[METRICS], app[POOL]
-    auth = Authenticator(pool, admin_token=settings.admin_token, cache_s=settings.token_cache_s)
+    auth = Authenticator(pool, admin_token=settings.admin_token, cache_s=settings.token_cache_s,
+                         deadline_s=settings.db_timeout_s)
     app[AUTH] = auth
     app[PUSH] = PushReceiver(auth=auth, appendable=app[APPENDABLE], metrics=metrics, settings=settings)
     addresses = AddressPolicy(allow_private=settings.allow_private_targets)  # issue 15: no SSRF
@@ -290,11 +296,13 @@ async def _healthz(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     facts = {"collector_id": settings.collector_id, "shard": settings.shard_text}
     wait = min(HEALTH_TIMEOUT_S, settings.db_timeout_s)
+    async def probe() -> None:
+        async with request.app[POOL].connection(timeout=wait) as conn:
+            await conn.execute("SELECT 1")
+
     try:
-        async with asyncio.timeout(wait):
-            async with request.app[POOL].connection(timeout=wait) as conn:
-                await conn.execute("SELECT 1")
-    except (psycopg.Error, OSError, TimeoutError) as exc:
+        await limits.within_deadline(probe(), wait)  # not asyncio.timeout: see within_deadline
+    except (psycopg.Error, OSError, TimeoutError, Rejected) as exc:
         reason = _one_line(exc) or type(exc).__name__
         return web.json_response({"ok": False, "error": f"database unavailable: {reason}", **facts}, status=503)
     return web.json_response({"ok": True, "database": "ok", **facts})
@@ -317,7 +325,11 @@ async def _errors_and_latency(request: web.Request,
     started = time.perf_counter()
     status = "cancelled"
     try:
-        response = await handler(request)
+        resource = request.match_info.route.resource
+        if resource is not None and resource.canonical in DEADLINE_ROUTES:
+            response = await limits.within_deadline(handler(request), request.app[SETTINGS].db_timeout_s)
+        else:
+            response = await handler(request)
         status = str(response.status)
         return response
     except Rejected as rejected:

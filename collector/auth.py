@@ -27,6 +27,7 @@ from collector.limits import (
     R_NO_ADMIN_TOKEN,
     LruDict,
     Rejected,
+    within_deadline,
 )
 from fleetscope import tokens
 from fleetscope.registry import NODE_BY_TOKEN_SQL, OPERATOR_BY_TOKEN_SQL
@@ -72,8 +73,10 @@ class Authenticator:
     """Resolves bearer tokens to nodes, operators or the admin role."""
 
     def __init__(self, pool: AsyncConnectionPool, *, admin_token: str | None, cache_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, deadline_s: float | None = None) -> None:
         self._pool = pool
+        # A lookup not answered within this is a 503 (issue 15: no hung requests).
+        self._deadline_s = deadline_s
         self._admin = admin_token.encode() if admin_token else None
         self._cache_s = cache_s
         self._clock = clock
@@ -89,8 +92,7 @@ class Authenticator:
         cached = self._cached(self._nodes, digest)
         if cached is not None:
             return cached
-        async with self._pool.connection() as conn:
-            row = await (await conn.execute(NODE_BY_TOKEN_SQL, (digest,))).fetchone()
+        row = await self._lookup(NODE_BY_TOKEN_SQL, digest)
         if row is None or not tokens.matches(token, bytes(row[1])):
             raise _bad_token()
         identity = NodeIdentity(node_id=row[0], interval_s=row[2])
@@ -106,8 +108,7 @@ class Authenticator:
         cached = self._cached(self._operators, digest)
         if cached is not None:
             return cached
-        async with self._pool.connection() as conn:
-            row = await (await conn.execute(OPERATOR_BY_TOKEN_SQL, (digest,))).fetchone()
+        row = await self._lookup(OPERATOR_BY_TOKEN_SQL, digest)
         if row is None or not tokens.matches(token, bytes(row[1])):
             raise _bad_token()
         self._remember(self._operators, digest, row[0])
@@ -121,6 +122,15 @@ class Authenticator:
         token = bearer_token(request)
         if not hmac.compare_digest(token.encode(), self._admin):
             raise _bad_token()
+
+    async def _lookup(self, sql: str, digest: bytes) -> tuple | None:
+        async def query() -> tuple | None:
+            async with self._pool.connection() as conn:
+                return await (await conn.execute(sql, (digest,))).fetchone()
+
+        if self._deadline_s is None:
+            return await query()
+        return await within_deadline(query(), self._deadline_s)
 
     def _cached(self, cache: LruDict, digest: bytes):  # type: ignore[no-untyped-def]
         entry = cache.get(digest)

@@ -15,6 +15,7 @@ turned off in collector/app.py for that reason).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from yarl import URL
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
 
     from aiohttp import web
 
@@ -62,6 +63,8 @@ R_UNKNOWN_NODE = "unknown_node"
 R_NO_ADMIN_TOKEN = "no_admin_token"
 R_DATABASE_UNAVAILABLE = "database_unavailable"
 R_STORAGE_UNAVAILABLE = "storage_unavailable"
+# Told to clients when the database did not answer within the deadline.
+DATABASE_RETRY_AFTER_S = 5
 
 
 class Rejected(Exception):
@@ -74,6 +77,40 @@ class Rejected(Exception):
         self.reason = reason
         self.message = message
         self.headers = dict(headers or {})
+
+
+# Work abandoned at its deadline, kept referenced until it ends (see `within_deadline`).
+_ABANDONED: set[asyncio.Future] = set()
+
+
+async def within_deadline(work: Awaitable[Any], seconds: float) -> Any:
+    """``work``'s result, or a 503 ``database_unavailable`` (with Retry-After) after ``seconds``.
+
+    The answer does not wait for the abandoned work to end (issue 15, item 3):
+    psycopg answers a cancelled query by asking the server to cancel it and
+    waiting up to 10 s more (psycopg's AsyncConnection._try_cancel), which a
+    frozen server never grants. So the work runs as its own task, is
+    cancelled at the deadline and left to finish (and give its connection
+    back) on its own, while the request is answered at once.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), seconds)
+    except TimeoutError:
+        task.cancel()
+        _ABANDONED.add(task)
+        task.add_done_callback(_forget)
+        raise Rejected(503, R_DATABASE_UNAVAILABLE, f"the database did not answer within {seconds:g} s; retry later",
+                       headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)}) from None
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+
+
+def _forget(task: asyncio.Future) -> None:
+    _ABANDONED.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: an abandoned query's error is expected, not news
 
 
 def content_encoding(request: web.Request) -> str:
