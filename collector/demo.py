@@ -3,8 +3,10 @@
 Starts (or reuses) the embedded PostgreSQL server and its schema, serves the
 simulated demo fleet (collector/simulate.py, DEMO_SCENARIO) and registers its
 hosts as scrape targets, runs the collector with its scraper, writer and
-maintenance loop, and plays a small marketplace that posts jobs for the hired
-hosts through the collector's own ``POST /api/v1/jobs`` — the same path the
+maintenance loop, gives each simulated host a proof client (a thread that
+proves its GPUs with NumPy at the host's simulated speed when a proof-of-GPU
+round asks; the cheaters among them fail), and plays a small marketplace
+that posts jobs for the hired hosts through the collector's own ``POST /api/v1/jobs`` — the same path the
 real marketplace uses — so GPU-hours and revenue move. Prints the URLs and
 runs until Ctrl-C.
 """
@@ -28,9 +30,10 @@ import aiohttp
 
 from collector.app import run as run_collector
 from collector.settings import CollectorSettings
-from collector.simulate import SimServer, load_fleet, register_fleet
+from collector.simulate import SimServer, load_fleet, register_fleet, start_provers, stop_provers
 from fleetscope import db
 from fleetscope.migrate import init_database
+from fleetscope.registry import rotate_node_token
 
 log = logging.getLogger("fleetscope.demo")
 
@@ -68,11 +71,12 @@ async def run(args: argparse.Namespace) -> int:
     admin_token = secrets.token_urlsafe(24)
     stop = asyncio.Event()
     async with SimServer(fleet, host=args.host, port=args.sim_port) as sim:
-        def register() -> list[int]:
+        def register() -> tuple[list[int], list[str]]:
             with db.connect(dsn, autocommit=True) as conn:
-                return register_fleet(conn, fleet, sim.base_url, DEMO_OPERATOR, interval_s=args.interval)
+                ids = register_fleet(conn, fleet, sim.base_url, DEMO_OPERATOR, interval_s=args.interval)
+                return ids, [rotate_node_token(conn, node_id) for node_id in ids]
 
-        node_ids = await asyncio.to_thread(register)
+        node_ids, node_tokens = await asyncio.to_thread(register)
         # The demo checks integrity every minute and publishes every 10 minutes,
         # so its findings and bundles show up while someone is looking.
         settings = CollectorSettings(dsn=dsn, host=args.host, port=args.collector_port, admin_token=admin_token,
@@ -88,15 +92,18 @@ async def run(args: argparse.Namespace) -> int:
         base = f"http://{args.host}:{args.collector_port}"
         dashboard: subprocess.Popen | None = None
         market: asyncio.Task | None = None
+        provers: list = []
         try:
             await _wait_until_up(f"{base}/healthz", collector)
+            provers = start_provers(fleet, base, node_tokens, node_ids=node_ids)
             # Before the dashboard computes its first snapshot: ending them changes the past.
             await _end_stale_jobs(dsn, base, admin_token, cutoff=started)
             dashboard = await _start_dashboard(dsn, args.host, args.dashboard_port)
             explorer_url = f"http://{args.host}:{args.dashboard_port}/"
             print(f"""
 fleetscope demo is running ({result.mode} mode, database {db.describe_dsn(dsn)})
-  simulated fleet: {len(fleet)} hosts on {sim.base_url}/metrics/{{0..{len(fleet) - 1}}}, scraped every {args.interval} s
+  simulated fleet: {len(fleet)} hosts on {sim.base_url}/metrics/{{0..{len(fleet) - 1}}}, scraped every {args.interval} s,
+                   proving their GPUs when a proof-of-GPU round (every ~{PROOF_INTERVAL_S:.0f} s) asks
   explorer:        {explorer_url}  (pages /, /nodes, /integrity, /methodology, /operator; JSON /api/v1/fleet)
   collector:       {base}  (/metrics, /healthz, /api/v1/...)
   fleet snapshot:  fleetscope snapshot     (the same numbers as the collector's /metrics)
@@ -112,6 +119,7 @@ Press Ctrl-C to stop.""", flush=True)
             if market is not None:
                 market.cancel()
                 await asyncio.gather(market, return_exceptions=True)
+            stop_provers(provers)
             stop.set()
             if dashboard is not None:
                 dashboard.terminate()

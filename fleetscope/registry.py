@@ -68,6 +68,19 @@ def register_node(conn: psycopg.Connection, *, operator_id: int, name: str, scra
     return NewNode(node_id=row[0], node_token=token)
 
 
+def rotate_node_token(conn: psycopg.Connection, node_id: int) -> str:
+    """A new token for ``node_id`` (the old one stops working); returns it, shown once.
+
+    The demo gives its simulated hosts fresh tokens at each start, since
+    tokens are stored hashed and the last run's are gone.
+    """
+    token = tokens.new_token("node")
+    if conn.execute("UPDATE nodes SET token_hash = %s WHERE node_id = %s",
+                    (tokens.token_hash(token), node_id)).rowcount != 1:
+        raise FleetscopeError(f"no node {node_id}")
+    return token
+
+
 def node_for_token(conn: psycopg.Connection, token: str) -> int | None:
     """The node_id whose token this is, or None."""
     row = conn.execute(NODE_BY_TOKEN_SQL, (tokens.token_hash(token),)).fetchone()
