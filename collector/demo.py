@@ -6,9 +6,9 @@ hosts as scrape targets, runs the collector with its scraper, writer and
 maintenance loop, gives each simulated host a proof client (a thread that
 proves its GPUs with NumPy at the host's simulated speed when a proof-of-GPU
 round asks; the cheaters among them fail), and plays a small marketplace
-that posts jobs for the hired hosts through the collector's own ``POST /api/v1/jobs`` — the same path the
-real marketplace uses — so GPU-hours and revenue move. Prints the URLs and
-runs until Ctrl-C.
+that posts jobs for the hired hosts through the collector's own
+``POST /api/v1/jobs`` — the same path the real marketplace uses — so
+GPU-hours and revenue move. Prints the URLs and runs until Ctrl-C.
 """
 
 from __future__ import annotations
