@@ -46,6 +46,7 @@ from collector.proof import Proofs
 from collector.push import PushReceiver
 from collector.registration import Registration
 from collector.selfmetrics import FleetSnapshotGauges, SelfMetrics
+from collector.server import HEADER_TIMEOUT_S, CollectorRunner
 from collector.settings import CollectorSettings, add_arguments, from_args
 from fleetscope.errors import FleetscopeError
 
@@ -90,7 +91,7 @@ def make_app(settings: CollectorSettings, *, appendable: Appendable | None = Non
              components: Sequence[Component] = ()) -> web.Application:
     """The collector app. ``appendable``: storage (default: the writer). ``components``: see the module doc."""
     app = web.Application(middlewares=[_errors_and_latency], client_max_size=settings.max_body_bytes,
-                          handler_args={"auto_decompress": False})
+                          handler_args={"auto_decompress": False, "keepalive_timeout": HEADER_TIMEOUT_S})
     app[SETTINGS] = settings
     app[METRICS] = SelfMetrics(collector_id=settings.collector_id, shard=settings.shard_text)
     app.cleanup_ctx.append(_pool_ctx)
@@ -383,7 +384,7 @@ async def run(settings: CollectorSettings, *, components: Sequence[Component] | 
                    components=default_components(settings) if components is None else components)
     # No access log: at tens of thousands of pushing nodes it would be most of
     # the collector's output; /metrics counts requests instead.
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    runner = CollectorRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

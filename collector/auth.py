@@ -25,6 +25,7 @@ from collector.limits import (
     R_BAD_TOKEN,
     R_MISSING_TOKEN,
     R_NO_ADMIN_TOKEN,
+    FailureLimiter,
     LruDict,
     Rejected,
     within_deadline,
@@ -82,9 +83,27 @@ class Authenticator:
         self._clock = clock
         self._nodes: LruDict = LruDict(TOKEN_CACHE_ENTRIES)
         self._operators: LruDict = LruDict(TOKEN_CACHE_ENTRIES)
+        # Failed authentications by source address (issue 15: floods of bad tokens).
+        self.failures = FailureLimiter()
 
     async def node(self, request: web.Request) -> NodeIdentity:
-        """The node whose token the request carries; 401 otherwise."""
+        """The node whose token the request carries; 401 otherwise (429 for a source that fails too often)."""
+        return await self._counting_failures(request, self._node)
+
+    async def operator(self, request: web.Request) -> int:
+        """The operator_id whose token the request carries; 401 otherwise (429 for a source that fails too often)."""
+        return await self._counting_failures(request, self._operator)
+
+    async def _counting_failures(self, request: web.Request, resolve):  # type: ignore[no-untyped-def]
+        source = request.remote or "unknown"
+        try:
+            return await resolve(request, source)
+        except Rejected as rejected:
+            if rejected.status == 401:
+                self.failures.fail(source)
+            raise
+
+    async def _node(self, request: web.Request, source: str) -> NodeIdentity:
         token = bearer_token(request)
         if token.startswith(tokens.PREFIXES["operator"]):
             raise _bad_token()  # an operator token is never a node's: no query needed
@@ -92,6 +111,7 @@ class Authenticator:
         cached = self._cached(self._nodes, digest)
         if cached is not None:
             return cached
+        self.failures.check(source)  # before any lookup: a flood costs no queries
         row = await self._lookup(NODE_BY_TOKEN_SQL, digest)
         if row is None or not tokens.matches(token, bytes(row[1])):
             raise _bad_token()
@@ -99,8 +119,7 @@ class Authenticator:
         self._remember(self._nodes, digest, identity)
         return identity
 
-    async def operator(self, request: web.Request) -> int:
-        """The operator_id whose token the request carries; 401 otherwise."""
+    async def _operator(self, request: web.Request, source: str) -> int:
         token = bearer_token(request)
         if token.startswith(tokens.PREFIXES["node"]):
             raise _bad_token()
@@ -108,6 +127,7 @@ class Authenticator:
         cached = self._cached(self._operators, digest)
         if cached is not None:
             return cached
+        self.failures.check(source)
         row = await self._lookup(OPERATOR_BY_TOKEN_SQL, digest)
         if row is None or not tokens.matches(token, bytes(row[1])):
             raise _bad_token()

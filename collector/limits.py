@@ -42,6 +42,17 @@ IDENTITY_ENCODINGS = frozenset({"", "identity"})
 # A token longer than this is not one of ours (ours are ~47 characters); it is
 # refused before any hashing or lookup.
 MAX_TOKEN_LEN = 512
+# A request body must arrive within this (issue 15: a slow or stalled upload
+# holds a connection and its buffers): a 4 MiB push at 1 Mbit/s takes ~34 s.
+BODY_READ_TIMEOUT_S = 60.0
+# Failed authentications per source address (issue 15: 1.3k bad-token
+# requests a second were never limited): a burst of FAILURE_BURST, then one
+# per 1 / FAILURE_RATE_PER_S seconds; past that a source's uncached tokens are
+# answered 429 without a lookup. Requests with a cached, valid token pass.
+FAILURE_BURST = 20
+FAILURE_RATE_PER_S = 1.0
+# Sources remembered before the idle ones are forgotten.
+FAILURE_LIMITER_PRUNE_AT = 65536
 # Pushes remembered by the rate limiter before it forgets the stale ones.
 RATE_LIMITER_PRUNE_AT = 65536
 
@@ -54,6 +65,8 @@ R_DECOMPRESSED_TOO_LARGE = "decompressed_too_large"
 R_BAD_GZIP = "bad_gzip"
 R_UNSUPPORTED_ENCODING = "unsupported_encoding"
 R_TOO_OFTEN = "too_often"
+R_TOO_MANY_FAILURES = "too_many_failures"
+R_BODY_TIMEOUT = "body_timeout"
 R_INVALID_JSON = "invalid_json"
 R_INVALID_FIELD = "invalid_field"
 R_NOT_FOUND = "not_found"
@@ -186,8 +199,14 @@ async def read_body(request: web.Request, *, max_bytes: int, max_decompressed: i
     inflater = Inflater(max_decompressed) if gzipped and max_decompressed is not None else None
     parts: list[bytes] = []
     received = 0
+    deadline = asyncio.get_running_loop().time() + BODY_READ_TIMEOUT_S
     while True:
-        chunk = await request.content.readany()
+        try:
+            async with asyncio.timeout_at(deadline):
+                chunk = await request.content.readany()
+        except TimeoutError:
+            raise Rejected(408, R_BODY_TIMEOUT, f"the body did not arrive within {BODY_READ_TIMEOUT_S:g} s",
+                           headers={"Connection": "close"}) from None
         if not chunk:
             break
         received += len(chunk)
@@ -287,6 +306,41 @@ def email_address(name: str, value: str) -> str:
 def _show(value: Any) -> str:
     text = json.dumps(value, default=str)
     return text if len(text) <= 60 else text[:60] + "..."
+
+
+class FailureLimiter:
+    """Per source address, a token bucket of authentication failures (see FAILURE_BURST).
+
+    ``check`` raises 429 while a source's bucket is empty; ``fail`` takes a
+    token. Only failures cost: a source whose requests succeed is never limited.
+    """
+
+    def __init__(self, *, burst: int = FAILURE_BURST, rate_per_s: float = FAILURE_RATE_PER_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.burst = burst
+        self.rate_per_s = rate_per_s
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # source -> (tokens, when)
+
+    def _tokens(self, source: str, now: float) -> float:
+        tokens, when = self._buckets.get(source, (float(self.burst), now))
+        return min(float(self.burst), tokens + (now - when) * self.rate_per_s)
+
+    def check(self, source: str) -> None:
+        """Raise 429 (with Retry-After) if ``source`` has failed too often lately."""
+        tokens = self._tokens(source, self._clock())
+        if tokens < 1.0:
+            retry = max(1, math.ceil((1.0 - tokens) / self.rate_per_s))
+            raise Rejected(429, R_TOO_MANY_FAILURES,
+                           f"too many failed authentications from this address; retry in {retry} s",
+                           headers={"Retry-After": str(retry)})
+
+    def fail(self, source: str) -> None:
+        now = self._clock()
+        if len(self._buckets) >= FAILURE_LIMITER_PRUNE_AT:
+            self._buckets = {s: (t, w) for s, (t, w) in self._buckets.items()
+                             if t + (now - w) * self.rate_per_s < self.burst}
+        self._buckets[source] = (max(0.0, self._tokens(source, now) - 1.0), now)
 
 
 class PushRateLimiter:
