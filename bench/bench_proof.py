@@ -5,15 +5,18 @@ Issue 14's targets: <= 5 ms of collector CPU per GPU-proof; a full-fleet round
 overhead <= 1 % of a GPU's time per day.
 
 1. Verifier CPU per GPU-proof, per claimed model at production sizes
-   (fleetscope.proof.size_for at scale 1: an H100 opens rows of 99,584
-   entries). Each proof is an open request as the wire carries it (JSON with
-   two base64 rows and hex Merkle paths) whose rows hold the right values at
-   the verifier's columns and whose paths lead to the committed root; the
-   clock (process CPU time) covers what the collector does with it: parse,
-   decode, fleetscope.proof.judge (two leaf hashes, two paths, eight entries
-   recomputed in float64 from A's rows and B's columns). A baseline in the
-   same rounds: the same request checked against the commitment only (parse,
-   decode, leaves, paths), the floor any verifier pays to read an opening.
+   (fleetscope.proof.size_for at scale 1: an H100's C is 99,584 x 99,584,
+   38.7 M chunk leaves). Each proof is an open request as the wire carries
+   it (JSON with one opening record per chunk holding a named entry: up to
+   eight base64 chunks of 1 KiB and their hex Merkle paths) whose chunks hold
+   the right values at the named entries and whose paths lead to the
+   committed root (one tree: the opened leaves real, every other node
+   random); the clock (process CPU time) covers what the collector does with
+   it: parse, then fleetscope.proof.judge (decode, up to eight leaf hashes
+   and paths, eight entries recomputed in float64 from A's rows and B's
+   columns). A baseline in the same rounds: the same request checked against
+   the commitment only (parse, decode, leaves, paths), the floor any verifier
+   pays to read an opening.
 2. A full round: 80,000 GPU-proofs in a fleet mix (by default 40 % A100,
    25 % H100, 20 % RTX 4090, 15 % L40S), either extrapolated from the per-model
    medians or, with --full, every proof verified for real, one after another
@@ -69,23 +72,21 @@ def opening_request(model: str, rng: secrets.SystemRandom) -> tuple[bytes, dict]
     key = proof.keys(proof.new_seed(), node_id, uuid)
     rows, cols = proof.choose_rows(size.n, rng), proof.choose_columns(size.n, rng)
     exact, _ = proof.expected_entries(key, size.k, rows, cols)
-    depth = max(1, (size.n - 1).bit_length())
-    opened, root = [], None
-    # Both rows must lead to one root: give them one tree whose other leaves are random.
-    leaves = {}
+    # Every opened chunk must lead to one root: give them one tree whose other nodes are random.
+    chunks = {}
+    for leaf in proof.checked_leaves(size.n, rows, cols):
+        chunks[leaf] = np.random.default_rng(leaf).standard_normal(proof.CHUNK_ENTRIES).astype("<f4")
     for r, i in enumerate(rows):
-        values = np.random.default_rng(i).standard_normal(size.n).astype("<f4")
-        values[cols] = exact[r]
-        leaves[i] = values.tobytes()
-    root, paths = _tree_for(leaves, size.n, depth)
-    for i in rows:
-        opened.append({"index": i, "values": base64.b64encode(leaves[i]).decode(),
-                       "path": [p.hex() for p in paths[i]]})
-    body = json.dumps({"round_id": 1, "gpu_uuid": uuid, "rows": opened}).encode()
+        for c, j in enumerate(cols):
+            chunks[proof.leaf_of(i, j, size.n)][(i * size.n + j) % proof.CHUNK_ENTRIES] = exact[r, c]
+    leaves = {leaf: values.tobytes() for leaf, values in chunks.items()}
+    root, paths = _tree_for(leaves, proof.leaf_count(size.n))
+    opened = [proof.opening(leaf, leaves[leaf], paths[leaf]) for leaf in sorted(leaves)]
+    body = json.dumps({"round_id": 1, "gpu_uuid": uuid, "openings": opened}).encode()
     return body, {"key": key, "size": size, "root": root, "rows": rows, "cols": cols}
 
 
-def _tree_for(leaves: dict[int, bytes], count: int, depth: int) -> tuple[bytes, dict[int, list[bytes]]]:
+def _tree_for(leaves: dict[int, bytes], count: int) -> tuple[bytes, dict[int, list[bytes]]]:
     """A root and paths for the given leaves of a ``count``-leaf tree, every other node random."""
     known = {i: proof.leaf_hash(data) for i, data in leaves.items()}
     paths: dict[int, list[bytes]] = {i: [] for i in leaves}
@@ -120,14 +121,14 @@ def _tree_for(leaves: dict[int, bytes], count: int, depth: int) -> tuple[bytes, 
 def verify_request(body: bytes, state: dict, *, full: bool) -> str:
     """What the collector does with an open request: the verdict (``full``) or the commitment check alone."""
     req = json.loads(body)
-    openings = {o["index"]: (base64.b64decode(o["values"]), [bytes.fromhex(p) for p in o["path"]])
-                for o in req["rows"]}
     size = state["size"]
     if full:
         return proof.judge(state["key"], size, root=state["root"], rows=state["rows"], cols=state["cols"],
-                           openings=openings, seconds=2.0, deadline=size.budget_s).verdict
-    ok = all(proof.root_from_path(proof.leaf_hash(data), i, size.n, path) == state["root"]
-             for i, (data, path) in openings.items())
+                           openings=req["openings"], seconds=2.0, deadline=size.budget_s).verdict
+    count = proof.leaf_count(size.n)
+    ok = all(proof.root_from_path(proof.leaf_hash(base64.b64decode(o["chunk"], validate=True)), o["leaf"], count,
+                                  [bytes.fromhex(p) for p in o["path"]]) == state["root"]
+             for o in req["openings"])
     return "committed" if ok else "mismatch"
 
 
@@ -144,7 +145,7 @@ def per_model(samples: int, rounds: int, rng: secrets.SystemRandom) -> dict[str,
                     assert verdict in ("passed", "committed"), verdict
                 store.append((time.process_time() - t) / samples * 1e3)
         size = prepared[0][1]["size"]
-        out[model] = {"n": size.n, "k": size.k, "body_kib": round(len(prepared[0][0]) / 1024),
+        out[model] = {"n": size.n, "k": size.k, "body_kib": round(len(prepared[0][0]) / 1024, 1),
                       "verify_ms": statistics.median(full_ms), "commitment_only_ms": statistics.median(base_ms),
                       "ratio": statistics.median(f / b for f, b in zip(full_ms, base_ms, strict=True))}
     return out
@@ -178,7 +179,7 @@ def prover_share(interval_s: float, share: float) -> dict:
     key = proof.keys(proof.new_seed(), 1, "GPU-x")
     c = proof.a_block(key, np.arange(size.n), np.arange(size.k)) @ proof.b_block(key, np.arange(size.k),
                                                                                  np.arange(size.n))
-    proof.merkle_levels([proof.leaf_hash(proof.row_bytes(r)) for r in c])
+    proof.merkle_levels(proof.chunk_leaves(c))
     demo_ms = (time.process_time() - t) * 1e3
     return {"proofs_per_day": per_day, "seconds_per_proof": seconds,
             "share_of_day": per_day * seconds / 86_400, "cap": proof.MAX_SHARE_OF_DAY,
@@ -197,7 +198,7 @@ def main() -> None:
     models = per_model(args.samples, args.rounds, rng)
     print(f"{'model':28} {'n':>7} {'k':>7} {'body':>8} {'verify':>9} {'commit-only':>12} {'ratio':>6}")
     for model, r in models.items():
-        print(f"{model:28} {r['n']:7d} {r['k']:7d} {r['body_kib']:6d}Ki {r['verify_ms']:7.2f}ms "
+        print(f"{model:28} {r['n']:7d} {r['k']:7d} {r['body_kib']:6.1f}Ki {r['verify_ms']:7.2f}ms "
               f"{r['commitment_only_ms']:10.2f}ms {r['ratio']:6.2f}")
     mean_ms = sum(MIX[m] * r["verify_ms"] for m, r in models.items())
     worst = max(r["verify_ms"] for r in models.values())

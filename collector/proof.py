@@ -10,12 +10,14 @@ sizes, Merkle tree, judgement) are fleetscope/proof.py. Here:
   poll that comes back within START_TIMEOUT_S (a dropped connection).
 - ``POST /api/v1/proof/start``: the seed. The round trip (start received -
   offered) is recorded, at most MAX_RTT_S of it forgiven.
-- ``POST /api/v1/proof/commit``: the Merkle root. Seconds = (commit received -
-  offered) - round trip; over ``budget_s`` is late: 409, recorded failed.
-  Otherwise the rows to open, chosen only now.
-- ``POST /api/v1/proof/open``: the rows with their paths, judged by
-  ``fleetscope.proof.judge`` in a worker thread at columns the verifier picks
-  itself; 200 passed or 422 failed, stored with everything an auditor needs.
+- ``POST /api/v1/proof/commit``: the Merkle root over C's chunks. Seconds =
+  (commit received - offered) - round trip; over ``budget_s`` is late: 409,
+  recorded failed. Otherwise the rows and columns whose entries the host must
+  open, chosen only now (the root already binds every entry).
+- ``POST /api/v1/proof/open``: the chunks holding those entries with their
+  paths (``fleetscope.proof.opening`` records), judged by
+  ``fleetscope.proof.judge`` in a worker thread; 200 passed or 422 failed,
+  stored with the records exactly as received: everything an auditor needs.
 
 Every time is the collector's clock when the request arrived, before any
 database wait, so a slow database never makes a host late. Every database
@@ -37,7 +39,6 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import psycopg
 from aiohttp import web
 from prometheus_client import Counter, Gauge, Histogram
@@ -60,13 +61,13 @@ if TYPE_CHECKING:
 # Long-poll: the host's wait, in seconds (docs/proof.md).
 DEFAULT_WAIT_S = 25.0
 MAX_WAIT_S = 30.0
-# Opened rows are published whole (base64, in proof_challenges.openings) up
-# to this width, so that auditors can recompute their leaves: 2 x 16 KiB a
-# GPU at most. Wider rows keep their leaf, path and checked entries.
-PUBLISH_ROW_MAX_N = 4096
-# An open body: OPEN_ROWS rows in base64, each with a path of at most
-# bit_length(n) + 1 hashes of 64 hex digits, plus JSON's keys and spacing.
-ROW_SLACK_BYTES = 512
+# An open body: at most OPEN_ROWS x CHECK_COLUMNS opening records, each a
+# chunk in base64 (1,368 characters) and a path of at most
+# bit_length(leaf_count(n)) + 1 hashes of 64 hex digits (27 for an H100's C:
+# about 3.2 KiB a record), plus JSON's keys and spacing. The records are
+# stored and published whole (proof_challenges.openings), so every opened
+# chunk can be hashed into its leaf by an auditor: 8 x ~3 KiB a GPU at most.
+RECORD_SLACK_BYTES = 256
 BODY_SLACK_BYTES = 4096
 MAX_PATH_LEN = 64
 VERIFY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -81,7 +82,7 @@ R_NOT_STARTED = "not_started"
 R_NOT_COMMITTED = "not_committed"
 
 CHALLENGE_SQL = """
-SELECT c.offered_at, c.started_at, c.rtt_s, c.committed_at, c.root, c.rows, c.verdict, c.reason,
+SELECT c.offered_at, c.started_at, c.rtt_s, c.committed_at, c.root, c.rows, c.columns, c.verdict, c.reason,
        c.n, c.k, c.reference_tflops, c.budget_s, r.seed
   FROM proof_challenges c JOIN proof_rounds r USING (round_id)
  WHERE c.round_id = %(round_id)s AND c.node_id = %(node_id)s AND c.gpu_uuid = %(gpu_uuid)s
@@ -97,15 +98,17 @@ UPDATE proof_challenges SET started_at = %(at)s, rtt_s = %(rtt_s)s
  WHERE round_id = %(round_id)s AND node_id = %(node_id)s AND verdict IS NULL AND started_at IS NULL
 """
 COMMIT_SQL = """
-UPDATE proof_challenges SET root = %(root)s, committed_at = %(at)s, rows = %(rows)s::integer[]
+UPDATE proof_challenges SET root = %(root)s, committed_at = %(at)s, rows = %(rows)s::integer[],
+       columns = %(columns)s::integer[]
  WHERE round_id = %(round_id)s AND node_id = %(node_id)s AND gpu_uuid = %(gpu_uuid)s AND verdict IS NULL
 """
 
 
 def open_body_limit(n: int) -> int:
-    """The largest open body accepted for rows of width ``n`` (docs/collector.md)."""
-    row = 4 * math.ceil(4 * n / 3) + (n.bit_length() + 1) * (64 + 4) + ROW_SLACK_BYTES
-    return proof.OPEN_ROWS * row + BODY_SLACK_BYTES
+    """The largest open body accepted for an n x n C (docs/collector.md)."""
+    record = (4 * math.ceil(proof.CHUNK_BYTES / 3) + (proof.leaf_count(n).bit_length() + 1) * (64 + 4)
+              + RECORD_SLACK_BYTES)
+    return proof.OPEN_ROWS * proof.CHECK_COLUMNS * record + BODY_SLACK_BYTES
 
 
 class Proofs:
@@ -126,7 +129,7 @@ class Proofs:
         self.verdicts = Counter("fleetscope_proof_verdicts", "Proof-of-GPU verdicts recorded, per GPU.",
                                 ["verdict"], registry=registry)
         self.verify_seconds = Histogram("fleetscope_proof_verify_seconds",
-                                        "Time to judge one GPU's opened rows (fleetscope.proof.judge).",
+                                        "Time to judge one GPU's openings (fleetscope.proof.judge).",
                                         buckets=VERIFY_BUCKETS, registry=registry)
         self.waiting_gauge = Gauge("fleetscope_proof_waiting_nodes",
                                    "Nodes whose prover is waiting for a challenge on this collector.",
@@ -159,7 +162,7 @@ class Proofs:
             gpus[c.node_id].append(c.offer())
         expires = time.monotonic() + proof.START_TIMEOUT_S
         for node_id, entries in gpus.items():
-            offer = {"protocol": proof.PROTOCOL_VERSION, "round_id": round_id, "gpus": entries}
+            offer = {"protocol": proof.PROTOCOL_VERSION, "round_id": round_id, "node_id": node_id, "gpus": entries}
             self._offers[node_id] = (offer, expires)
             for waiter in self._waiting.get(node_id, ()):
                 if not waiter.done():
@@ -277,7 +280,7 @@ class Proofs:
                                   "deadlines": deadlines})
 
     async def commit(self, request: web.Request) -> web.Response:
-        """POST /api/v1/proof/commit {"round_id", "gpu_uuid", "root"}: the rows to open, or 409 late."""
+        """POST /api/v1/proof/commit {"round_id", "gpu_uuid", "root"}: the rows and columns to open, or 409 late."""
         received = self.clock()
         node_id = (await self._auth.node(request)).node_id
         body = await limits.read_json_object(request, max_bytes=self._settings.max_json_bytes)
@@ -288,7 +291,7 @@ class Proofs:
             row = await (await conn.execute(CHALLENGE_SQL + " FOR UPDATE OF c", params)).fetchone()
             if row is None:
                 raise _no_challenge(params)
-            offered, started, rtt_s, _, stored_root, _, verdict, reason, n, k, ref, budget_s, _ = row
+            offered, started, rtt_s, _, stored_root, _, _, verdict, reason, n, k, ref, budget_s, _ = row
             if stored_root is not None:
                 raise Rejected(409, R_DUPLICATE, "this GPU's root was already committed")
             if verdict is not None:
@@ -304,15 +307,16 @@ class Proofs:
                 await proof_verdicts.decide(conn, **params, verdict=late, at=received, root=root.hex(),
                                             committed_at=received)
             else:
-                rows = proof.choose_rows(n, self._rng)
-                await conn.execute(COMMIT_SQL, {**params, "root": root.hex(), "at": received, "rows": rows})
+                rows, columns = proof.choose_rows(n, self._rng), proof.choose_columns(n, self._rng)
+                await conn.execute(COMMIT_SQL, {**params, "root": root.hex(), "at": received, "rows": rows,
+                                                "columns": columns})
         if late is not None:
             self.verdicts.labels("failed").inc()
             raise Rejected(409, R_LATE, late.reason)
-        return web.json_response({"rows": rows})
+        return web.json_response({"rows": rows, "columns": columns})
 
     async def open(self, request: web.Request) -> web.Response:
-        """POST /api/v1/proof/open: the named rows with their paths; 200 passed, 422 failed."""
+        """POST /api/v1/proof/open: the chunks of the named entries with their paths; 200 passed, 422 failed."""
         received = self.clock()
         node_id = (await self._auth.node(request)).node_id
         raw = await limits.read_body(request, max_bytes=self._settings.max_body_bytes)
@@ -327,10 +331,10 @@ class Proofs:
             row = await (await conn.execute(CHALLENGE_SQL, params)).fetchone()
         if row is None:
             raise _no_challenge(params)
-        offered, _, rtt_s, committed, root, named, verdict, _, n, k, ref, budget_s, seed = row
+        offered, _, rtt_s, committed, root, named, columns, verdict, _, n, k, ref, budget_s, seed = row
         if len(raw) > open_body_limit(n):
             raise Rejected(413, limits.R_BODY_TOO_LARGE,
-                           f"an open body for rows of {n} values is at most {open_body_limit(n)} bytes")
+                           f"an open body for a {n} x {n} C is at most {open_body_limit(n)} bytes")
         if verdict is not None:
             raise Rejected(409, R_DECIDED, f"this challenge was already decided: {verdict}")
         if root is None:
@@ -338,23 +342,21 @@ class Proofs:
         if (received - committed).total_seconds() > proof.OPEN_TIMEOUT_S:
             failed = proof.Verdict("failed", proof_verdicts.NOT_OPENED)
             await self._decide(params, failed, at=received)
-            raise Rejected(409, R_LATE, f"rows not opened within {proof.OPEN_TIMEOUT_S:g} s of the commitment")
-        openings = _openings(body.get("rows"), named, n)
+            raise Rejected(409, R_LATE, f"entries not opened within {proof.OPEN_TIMEOUT_S:g} s of the commitment")
+        openings = _openings(body.get("openings"), proof.checked_leaves(n, named, columns), n)
         size = proof.Size(n=n, k=k, reference_tflops=ref, budget_s=budget_s)
         seconds = max(0.0, (committed - offered).total_seconds() - rtt_s)
-        columns = proof.choose_columns(n, self._rng)
         key = proof.keys(seed, node_id, params["gpu_uuid"])
         outcome = await asyncio.to_thread(self._judge, key, size, bytes.fromhex(root), named, columns, openings,
                                           seconds)
-        stored = [_published(i, data, path, columns, n) for i, (data, path) in sorted(openings.items())]
-        if not await self._decide(params, outcome, at=self.clock(), columns=columns, openings=stored):
-            raise Rejected(409, R_DECIDED, "this challenge was decided while its rows were being checked")
+        if not await self._decide(params, outcome, at=self.clock(), openings=openings):
+            raise Rejected(409, R_DECIDED, "this challenge was decided while its openings were being checked")
         if outcome.verdict == "passed":
             return web.json_response(outcome.as_dict())
         return web.json_response({**outcome.as_dict(), "error": "the proof failed"}, status=422)
 
     def _judge(self, key: tuple[int, int, int, int], size: proof.Size, root: bytes, rows: list[int],
-               columns: list[int], openings: dict[int, tuple[bytes, list[bytes]]], seconds: float) -> proof.Verdict:
+               columns: list[int], openings: list[dict[str, Any]], seconds: float) -> proof.Verdict:
         started = time.perf_counter()
         try:
             return proof.judge(key, size, root=root, rows=rows, cols=columns, openings=openings, seconds=seconds,
@@ -407,42 +409,43 @@ def _hex_field(value: Any, name: str) -> bytes:
         raise bad_field(name, "must be a SHA-256 digest as 64 hex digits") from None
 
 
-def _openings(value: Any, named: list[int], n: int) -> dict[int, tuple[bytes, list[bytes]]]:
-    """The open body's rows as {index: (row bytes, path)}; 400 for anything malformed or not asked for."""
-    if not isinstance(value, list) or not 1 <= len(value) <= len(named):
-        raise bad_field("rows", f"must be a list of the {len(named)} rows named in reply to the commitment")
-    openings: dict[int, tuple[bytes, list[bytes]]] = {}
+def _openings(value: Any, asked: list[int], n: int) -> list[dict[str, Any]]:
+    """The open body's opening records, as stored; 400 for anything malformed or not asked for.
+
+    ``asked``: the leaves holding the named entries (``proof.checked_leaves``).
+    Each record is kept exactly as received (``leaf``, ``chunk``, ``path``),
+    its other keys dropped; whether it matches the commitment is the judge's.
+    """
+    if not isinstance(value, list) or not 1 <= len(value) <= len(asked):
+        raise bad_field("openings", f"must be a list of the {len(asked)} leaves holding the named entries")
+    count = proof.leaf_count(n)
+    chunk_chars = 4 * math.ceil(proof.CHUNK_BYTES / 3)
+    records: list[dict[str, Any]] = []
+    seen: set[int] = set()
     for at, entry in enumerate(value):
-        name = f"rows[{at}]"
+        name = f"openings[{at}]"
         if not isinstance(entry, dict):
-            raise bad_field(name, "must be an object {index, values, path}")
-        index = entry.get("index")
-        if isinstance(index, bool) or not isinstance(index, int) or index not in named:
-            raise bad_field(f"{name}.index", f"must be one of the rows named: {named}")
-        if index in openings:
-            raise bad_field(f"{name}.index", f"row {index} is sent twice")
-        values = entry.get("values")
-        if not isinstance(values, str) or len(values) > 4 * math.ceil(4 * n / 3):
-            raise bad_field(f"{name}.values", f"must be base64 of the row's {n} little-endian float32 values")
+            raise bad_field(name, "must be an object {leaf, chunk, path}")
+        leaf = entry.get("leaf")
+        if isinstance(leaf, bool) or not isinstance(leaf, int) or not 0 <= leaf < count:
+            raise bad_field(f"{name}.leaf", f"must be a leaf index of C's {count} chunks")
+        if leaf not in asked:
+            raise bad_field(f"{name}.leaf", f"leaf {leaf} holds no named entry; the leaves asked for: {asked}")
+        if leaf in seen:
+            raise bad_field(f"{name}.leaf", f"leaf {leaf} is sent twice")
+        seen.add(leaf)
+        chunk = entry.get("chunk")
+        if not isinstance(chunk, str) or len(chunk) > chunk_chars:
+            raise bad_field(f"{name}.chunk", f"must be base64 of the chunk's {proof.CHUNK_ENTRIES} little-endian "
+                                             "float32 values")
         try:
-            data = base64.b64decode(values, validate=True)
+            base64.b64decode(chunk, validate=True)
         except (binascii.Error, ValueError):
-            raise bad_field(f"{name}.values", "is not valid base64") from None
+            raise bad_field(f"{name}.chunk", "is not valid base64") from None
         path = entry.get("path")
         if not isinstance(path, list) or len(path) > MAX_PATH_LEN:
             raise bad_field(f"{name}.path", f"must be a list of at most {MAX_PATH_LEN} hashes")
-        openings[index] = (data, [_hex_field(h, f"{name}.path[{j}]") for j, h in enumerate(path)])
-    return openings
-
-
-def _published(index: int, data: bytes, path: list[bytes], columns: list[int], n: int) -> dict[str, Any]:
-    """One opened row as stored in proof_challenges.openings (docs/proof.md): what auditors re-check."""
-    entries = None
-    if len(data) == 4 * n:
-        got = np.frombuffer(data, dtype="<f4")[columns].astype(np.float64)
-        entries = [float(x) if math.isfinite(x) else str(x) for x in got]  # jsonb has no NaN
-    opened: dict[str, Any] = {"index": index, "leaf": proof.leaf_hash(data).hex(), "path": [h.hex() for h in path],
-                              "entries": entries}
-    if n <= PUBLISH_ROW_MAX_N and len(data) <= 4 * n:
-        opened["row"] = base64.b64encode(data).decode("ascii")
-    return opened
+        for j, h in enumerate(path):
+            _hex_field(h, f"{name}.path[{j}]")
+        records.append({"leaf": leaf, "chunk": chunk, "path": path})
+    return records

@@ -106,8 +106,7 @@ class Challenge:
 
     def offer(self) -> dict[str, object]:
         """The GPU's entry in the challenge the host receives (docs/proof.md, wire format)."""
-        return {"gpu_uuid": self.gpu_uuid, "model": self.model, "n": self.size.n, "k": self.size.k,
-                "budget_s": self.size.budget_s}
+        return {"gpu_uuid": self.gpu_uuid, "model": self.model, **self.size.as_dict()}
 
 
 def gap_s(interval_s: float, rng: secrets.SystemRandom) -> float:

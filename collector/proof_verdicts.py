@@ -35,7 +35,7 @@ FINDING_KIND = "proof_failed"
 TIMER_GRACE_S = 2.0
 NO_START = f"no answer: the host did not ask for its seed within {proof.START_TIMEOUT_S:g} s"
 NO_ROOT = "late: no commitment by the deadline"
-NOT_OPENED = "rows not opened"
+NOT_OPENED = "entries not opened"
 RESTARTED = "the collector restarted during the round"
 
 DECIDE_SQL = """

@@ -83,7 +83,7 @@ def parser() -> argparse.ArgumentParser:
                    help="proof backend: cupy (NVIDIA GPUs, pip install 'fleetscope[cuda]'), numpy (CPU); "
                         "auto: cupy for --backend nvml when it is importable, else numpy")
     p.add_argument("--node-id", type=_positive(int), default=None,
-                   help="this node's id, for proofs when the collector's challenge does not say it")
+                   help="this node's id for proofs, overriding the one the collector's challenge names")
     p.add_argument(
         "--cache", type=float, default=DEFAULT_CACHE_SECONDS, help="seconds a reading is reused"
     )

@@ -1,33 +1,47 @@
-"""The Merkle leaves of C's rows on the GPU: SHA-256(0x00 || row), one CUDA thread per row.
+"""The Merkle tree over C's chunks on the GPU: SHA-256(prefix || item), one CUDA thread per item.
 
-The CuPy prover (exporters/prover.py) hashes C's rows where C is, so C (up to
-half of the GPU's memory: 40 GB on an H100) never crosses PCIe; only the
-32-byte leaves do, and the CPU builds the tree's upper levels from them.
+The CuPy prover (exporters/prover.py) builds the whole tree where C is: C (up
+to half of the GPU's memory: 40 GB on an H100) never crosses PCIe, nor do the
+tree's levels (39 M leaves for an H100, far too many for hashlib); only the
+root and the path nodes an opening needs do. One kernel does both kinds of
+hash (``fleetscope.proof``'s RFC 6962 domain separation):
+
+- leaves: prefix 0x00, items of CHUNK_ENTRIES words: C's bytes, row-major,
+  are exactly its chunks end to end, so item i is C's chunk i;
+- inner nodes: prefix 0x01, items of 16 words: a level of 32-byte digests is
+  exactly its pairs (left || right) end to end, so item i is the parent of
+  nodes 2i and 2i + 1. An odd last node is carried up unchanged by the
+  caller (a copy), as ``fleetscope.proof.merkle_levels`` does.
 
 ``CORE`` is SHA-256 written as plain C: the CUDA qualifiers ``__device__`` and
 ``__constant__`` are its only CUDA. ``cuda_source()`` adds the kernel
 (compiled by NVRTC through ``cupy.RawKernel``); ``host_source()`` defines the
-qualifiers away and adds a loop over the rows, so a C compiler builds the
-same core and tests check it byte for byte against hashlib
-(tests/test_prover_leafhash.py) on machines with no GPU.
+qualifiers away and adds a loop over the items, so a C compiler builds the
+same core and tests check it byte for byte against hashlib, and a tree built
+level by level with it against ``fleetscope.proof.merkle_levels``
+(tests/test_prover_leafhash.py), on machines with no GPU.
 
-The message is 0x00 followed by the row's bytes (little-endian float32, as
-``fleetscope.proof.row_bytes`` makes them, which is how a little-endian GPU
-stores them). The row is read one 32-bit word at a time: with the 0x00 in
-front, message word j (big-endian) is the last byte of row word j-1 and the
-first three bytes of row word j, so no byte-by-byte loads are needed.
+An item is read one 32-bit word at a time in memory order (little-endian
+float32 for C, as committed, which is how a little-endian GPU stores them;
+raw bytes for digests): with the prefix byte in front, message word j
+(big-endian) is the last byte of item word j-1 (the prefix for j = 0) and the
+first three bytes of item word j, so no byte-by-byte loads are needed.
 """
 
 from __future__ import annotations
 
-# Threads per block of the kernel: rows are few (n <= ~100,000), so small
-# blocks spread them over every SM.
-THREADS_PER_BLOCK = 64
-KERNEL_NAME = "fleet_leaf_hashes"
-HOST_FUNCTION = "fleet_leaf_hashes_host"
+# Threads per block of the kernel: items are many (an H100's C has 39 M
+# chunks), and small blocks spread the short last levels over every SM.
+THREADS_PER_BLOCK = 128
+KERNEL_NAME = "fleet_hashes"
+HOST_FUNCTION = "fleet_hashes_host"
+LEAF_PREFIX = 0x00
+NODE_PREFIX = 0x01
+DIGEST_WORDS = 8
+NODE_WORDS = 2 * DIGEST_WORDS
 
 CORE = r"""
-/* SHA-256 (FIPS 180-4) of 0x00 || row, for rows of whole 32-bit words. Plain C
+/* SHA-256 (FIPS 180-4) of prefix || item, for items of whole 32-bit words. Plain C
    but for the __device__ / __constant__ qualifiers, which a host build
    defines away (exporters/leafhash.py). */
 
@@ -44,18 +58,18 @@ __constant__ unsigned int FLEET_SHA256_K[64] = {
 
 #define FLEET_ROTR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
 
-/* Big-endian word j of the padded message 0x00 || row || 0x80 || 0... || bit length,
-   for a row of `words` little-endian words (so `words * 4` bytes) and `total` words in all. */
-__device__ unsigned int fleet_message_word(const unsigned int *row, long long words, long long total,
-                                           long long j) {
+/* Big-endian word j of the padded message prefix || item || 0x80 || 0... || bit length,
+   for an item of `words` little-endian words (so `words * 4` bytes) and `total` words in all. */
+__device__ unsigned int fleet_message_word(const unsigned int *item, long long words, unsigned int prefix,
+                                           long long total, long long j) {
     if (j < words) {
-        unsigned int cur = row[j];
-        unsigned int last = j > 0 ? row[j - 1] >> 24 : 0u;
+        unsigned int cur = item[j];
+        unsigned int last = j > 0 ? item[j - 1] >> 24 : prefix;
         return (last << 24) | ((cur & 0xffu) << 16) | (((cur >> 8) & 0xffu) << 8) | ((cur >> 16) & 0xffu);
     }
     if (j == words) {
-        unsigned int last = words > 0 ? row[words - 1] >> 24 : 0u;
-        return (last << 24) | 0x00800000u;  /* the row's last byte, then the 0x80 that ends the message */
+        unsigned int last = words > 0 ? item[words - 1] >> 24 : prefix;
+        return (last << 24) | 0x00800000u;  /* the item's last byte, then the 0x80 that ends the message */
     }
     unsigned long long bits = ((unsigned long long)words * 4u + 1u) * 8u;
     if (j == total - 2) return (unsigned int)(bits >> 32);
@@ -63,8 +77,8 @@ __device__ unsigned int fleet_message_word(const unsigned int *row, long long wo
     return 0u;
 }
 
-/* out[0..31] = SHA-256(0x00 || row), row being `words` 32-bit words. */
-__device__ void fleet_leaf_hash(const unsigned int *row, long long words, unsigned char *out) {
+/* out[0..31] = SHA-256(prefix || item), item being `words` 32-bit words and prefix one byte. */
+__device__ void fleet_hash(const unsigned int *item, long long words, unsigned int prefix, unsigned char *out) {
     unsigned int h[8] = {0x6a09e667u, 0xbb67ae85u, 0x3c6ef372u, 0xa54ff53au,
                          0x510e527fu, 0x9b05688cu, 0x1f83d9abu, 0x5be0cd19u};
     long long length = words * 4 + 1;             /* bytes in the message */
@@ -77,7 +91,7 @@ __device__ void fleet_leaf_hash(const unsigned int *row, long long words, unsign
         for (int t = 0; t < 64; t++) {
             unsigned int wt;
             if (t < 16) {
-                wt = fleet_message_word(row, words, total, b * 16 + t);
+                wt = fleet_message_word(item, words, prefix, total, b * 16 + t);
             } else {
                 unsigned int w15 = w[(t - 15) & 15], w2 = w[(t - 2) & 15];
                 unsigned int s0 = FLEET_ROTR(w15, 7) ^ FLEET_ROTR(w15, 18) ^ (w15 >> 3);
@@ -105,18 +119,20 @@ __device__ void fleet_leaf_hash(const unsigned int *row, long long words, unsign
 """
 
 _KERNEL = r"""
-/* One thread per row of C (rows x words, row-major): out[32 i .. 32 i + 31] = leaf of row i. */
-extern "C" __global__ void fleet_leaf_hashes(const unsigned int *c, long long rows, long long words,
-                                             unsigned char *out) {
+/* One thread per item (count items of `words` words, end to end):
+   out[32 i .. 32 i + 31] = SHA-256(prefix || item i). */
+extern "C" __global__ void fleet_hashes(const unsigned int *items, long long count, long long words,
+                                        unsigned int prefix, unsigned char *out) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < rows) fleet_leaf_hash(c + i * words, words, out + 32 * i);
+    if (i < count) fleet_hash(items + i * words, words, prefix & 0xffu, out + 32 * i);
 }
 """
 
 _HOST = r"""
-/* The same core on the CPU, for tests: every row in turn. */
-void fleet_leaf_hashes_host(const unsigned int *c, long long rows, long long words, unsigned char *out) {
-    for (long long i = 0; i < rows; i++) fleet_leaf_hash(c + i * words, words, out + 32 * i);
+/* The same core on the CPU, for tests: every item in turn. */
+void fleet_hashes_host(const unsigned int *items, long long count, long long words, unsigned int prefix,
+                       unsigned char *out) {
+    for (long long i = 0; i < count; i++) fleet_hash(items + i * words, words, prefix & 0xffu, out + 32 * i);
 }
 """
 
@@ -127,5 +143,5 @@ def cuda_source() -> str:
 
 
 def host_source() -> str:
-    """The same core as plain C for a host compiler, with ``HOST_FUNCTION`` looping over the rows."""
+    """The same core as plain C for a host compiler, with ``HOST_FUNCTION`` looping over the items."""
     return "#define __device__\n#define __constant__ static const\n" + CORE + _HOST

@@ -1,12 +1,15 @@
-"""Provers for the proof of GPU: C = A x B for each challenged GPU, a Merkle root over C's rows, openings.
+"""Provers for the proof of GPU: C = A x B for each challenged GPU, a Merkle root over C's chunks, openings.
 
 The protocol is docs/proof.md; its definitions (the matrices, the leaves, the
 tree) are ``fleetscope.proof``, shared with the collector that judges. Every
 prover has one interface:
 
 - ``prove(seed, node_id, task) -> Committed``: compute one GPU's C and the
-  tree over its rows; ``Committed.root`` is what the host commits.
-- ``open(committed, rows) -> [Opening]``: the named rows' bytes and paths.
+  tree over its chunks (``fleetscope.proof.chunk_leaves``);
+  ``Committed.root`` is what the host commits.
+- ``open(committed, rows, cols) -> [record]``: the chunks holding the named
+  entries (``fleetscope.proof.checked_leaves``) with their Merkle paths, as
+  ``fleetscope.proof.opening`` records, the open request's ``openings``.
 - ``prove_all(seed, node_id, tasks, on_commit)``: every GPU of the host at
   once (one thread per GPU), calling ``on_commit`` with each ``Committed``
   as soon as its root is ready, so the first GPU's root is sent while the
@@ -19,8 +22,8 @@ Backends:
   that deadline.
 - :class:`CupyProver` (``pip install 'fleetscope[cuda]'``): A and B generated
   on the GPU in blocks of the inner dimension, an FP16 x FP16 -> FP32
-  tensor-core GEMM accumulating into C in place, and the leaves hashed on the
-  GPU (exporters/leafhash.py), so C never crosses PCIe.
+  tensor-core GEMM accumulating into C in place, and the whole tree hashed on
+  the GPU (exporters/leafhash.py), so neither C nor the tree crosses PCIe.
 - :class:`SimProver`: the NumPy prover at a simulated host's real speed, and
   the simulator's cheaters (exporters/sim.py, ``PROOF_PROFILES``).
 
@@ -35,7 +38,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -114,27 +117,19 @@ class Task:
 
 @dataclass
 class Committed:
-    """One GPU's proof, committed: the root, the tree, and C (or its rows) to open later."""
+    """One GPU's proof, committed: the root, the tree, and C to open later."""
 
     task: Task
     root: bytes
-    levels: list[list[bytes]]
-    rows: Any                  # C, indexable by row: a NumPy or CuPy array
+    levels: Any                # the tree, leaves first: lists of digests, or (CuPy) one device array per level
+    c: Any                     # C (n x n float32): a NumPy or CuPy array
     compute_s: float           # from the start of prove() to the root
     backend: str = ""
 
     def release(self) -> None:
-        """Drop C (on a GPU, its memory) once the rows are opened."""
-        self.rows = None
-
-
-@dataclass(frozen=True)
-class Opening:
-    """One opened row: its index, its bytes (little-endian float32) and its Merkle path."""
-
-    index: int
-    data: bytes
-    path: list[bytes] = field(default_factory=list)
+        """Drop C and the tree (on a GPU, their memory) once the openings are sent."""
+        self.c = None
+        self.levels = None
 
 
 def block_size(n: int, k: int, budget_bytes: int) -> int:
@@ -159,18 +154,25 @@ class Prover:
     def prove(self, seed: str, node_id: int, task: Task) -> Committed:
         raise NotImplementedError
 
-    def open(self, committed: Committed, rows: Sequence[int]) -> list[Opening]:
-        """The rows ``rows`` of ``committed`` with their Merkle paths."""
-        out = []
-        for i in rows:
-            i = int(i)
-            if not 0 <= i < committed.task.n:
-                raise ValueError(f"row {i} is outside C ({committed.task.n} rows)")
-            out.append(Opening(i, self.row(committed, i), proof.merkle_path(committed.levels, i)))
-        return out
+    def open(self, committed: Committed, rows: Sequence[int], cols: Sequence[int]) -> list[dict[str, Any]]:
+        """The opening records of the chunks holding C[rows][:, cols] (the open request's ``openings``)."""
+        n = committed.task.n
+        for name, indices in (("row", rows), ("column", cols)):
+            for i in indices:
+                if not 0 <= int(i) < n:
+                    raise ValueError(f"{name} {int(i)} is outside C ({n} x {n})")
+        return [proof.opening(leaf, self.chunk(committed, leaf), self.path(committed, leaf))
+                for leaf in proof.checked_leaves(n, [int(i) for i in rows], [int(j) for j in cols])]
 
-    def row(self, committed: Committed, index: int) -> bytes:
-        return proof.row_bytes(committed.rows[index])
+    def chunk(self, committed: Committed, leaf: int) -> bytes:
+        """Leaf ``leaf``'s chunk of C: CHUNK_ENTRIES entries, little-endian float32."""
+        start = leaf * proof.CHUNK_ENTRIES
+        flat = committed.c.reshape(-1)
+        return np.ascontiguousarray(flat[start:start + proof.CHUNK_ENTRIES], dtype="<f4").tobytes()
+
+    def path(self, committed: Committed, leaf: int) -> list[bytes]:
+        """Leaf ``leaf``'s Merkle path, from the tree's levels."""
+        return proof.merkle_path(committed.levels, leaf)
 
     def can_prove(self, task: Task) -> bool:
         """Whether this host has the GPU ``task`` names."""
@@ -231,9 +233,9 @@ class NumpyProver(Prover):
         return self.commit(task, c, started)
 
     def commit(self, task: Task, c: np.ndarray, started: float) -> Committed:
-        """The tree over ``c``'s rows (hashlib releases the GIL for rows this long)."""
+        """The tree over ``c``'s chunks."""
         c = np.ascontiguousarray(c, dtype="<f4")
-        root, levels = tree([proof.leaf_hash(row.tobytes()) for row in c])
+        root, levels = tree(proof.chunk_leaves(c))
         return Committed(task, root, levels, c, time.monotonic() - started, self.backend)
 
 
@@ -277,7 +279,7 @@ def _cuda_uuid(raw: Any) -> str | None:
 
 
 class CupyProver(Prover):
-    """C = A x B on NVIDIA GPUs: FP16 inputs on the tensor cores, FP32 accumulation into C, leaves on the GPU.
+    """C = A x B on NVIDIA GPUs: FP16 inputs on the tensor cores, FP32 accumulation into C, the tree on the GPU.
 
     ``devices()`` maps each GPU UUID to its NVML index (the exporter's
     source: exporters/nvml.py); the CUDA device is found by its own UUID
@@ -333,8 +335,8 @@ class CupyProver(Prover):
         with cp.cuda.Device(device):
             started = time.monotonic()
             c = self.product(seed, node_id, task)
-            leaves = self.leaves(c, device)
-            root, levels = tree(leaves)  # only the upper levels are built on the CPU
+            levels = self.tree(c, device)
+            root = levels[-1][0].get().tobytes()
             return Committed(task, root, levels, c, time.monotonic() - started, self.backend)
 
     def product(self, seed: str, node_id: int, task: Task) -> Any:
@@ -376,23 +378,60 @@ class CupyProver(Prover):
             del a, b
         return c
 
-    def leaves(self, c: Any, device: int) -> list[bytes]:
-        """SHA-256(0x00 || row) of every row of ``c``, computed on the GPU; only 32 bytes a row come back."""
+    def tree(self, c: Any, device: int) -> list[Any]:
+        """The Merkle tree over ``c``'s chunks on the GPU: one (count x 32) uint8 array per level, leaves first.
+
+        One kernel launch per level (exporters/leafhash.py): the leaves over
+        C's chunks (C row-major is exactly its chunks end to end), then each
+        level's pairs (a level of digests is exactly its pairs end to end); an
+        odd last node is copied up unchanged, as fleetscope.proof.merkle_levels
+        does. Nothing leaves the GPU.
+        """
         from exporters import leafhash
 
         cp = self._cupy
-        n, words = c.shape
-        out = cp.empty(n * 32, dtype=cp.uint8)
-        blocks = (n + leafhash.THREADS_PER_BLOCK - 1) // leafhash.THREADS_PER_BLOCK
-        self._kernel(device)((blocks,), (leafhash.THREADS_PER_BLOCK,),
-                             (c, cp.int64(n), cp.int64(words), out))
-        digests = out.get().tobytes()
-        return [digests[32 * i:32 * i + 32] for i in range(n)]
+        kernel = self._kernel(device)
+        count = c.size // proof.CHUNK_ENTRIES
+        level = cp.empty((count, 32), dtype=cp.uint8)
+        self._hash(kernel, c, count, proof.CHUNK_ENTRIES, leafhash.LEAF_PREFIX, level)
+        levels = [level]
+        while levels[-1].shape[0] > 1:
+            below = levels[-1]
+            width, pairs = below.shape[0], below.shape[0] // 2
+            up = cp.empty(((width + 1) // 2, 32), dtype=cp.uint8)
+            self._hash(kernel, below, pairs, leafhash.NODE_WORDS, leafhash.NODE_PREFIX, up)
+            if width % 2:
+                up[pairs] = below[width - 1]
+            levels.append(up)
+        return levels
 
-    def row(self, committed: Committed, index: int) -> bytes:
+    def _hash(self, kernel: Any, items: Any, count: int, words: int, prefix: int, out: Any) -> None:
+        from exporters import leafhash
+
         cp = self._cupy
+        blocks = (count + leafhash.THREADS_PER_BLOCK - 1) // leafhash.THREADS_PER_BLOCK
+        kernel((blocks,), (leafhash.THREADS_PER_BLOCK,),
+               (items, cp.int64(count), cp.int64(words), cp.uint32(prefix), out))
+
+    def chunk(self, committed: Committed, leaf: int) -> bytes:
+        cp = self._cupy
+        start = leaf * proof.CHUNK_ENTRIES
         with cp.cuda.Device(self.device_for(committed.task.gpu_uuid)):
-            return proof.row_bytes(cp.asnumpy(committed.rows[index]))
+            return np.ascontiguousarray(cp.asnumpy(committed.c.reshape(-1)[start:start + proof.CHUNK_ENTRIES]),
+                                        dtype="<f4").tobytes()
+
+    def path(self, committed: Committed, leaf: int) -> list[bytes]:
+        """The path's nodes, copied from the GPU one by one (at most ~27 x 32 bytes)."""
+        cp = self._cupy
+        path = []
+        with cp.cuda.Device(self.device_for(committed.task.gpu_uuid)):
+            index = leaf
+            for level in committed.levels[:-1]:
+                sibling = index ^ 1
+                if sibling < level.shape[0]:
+                    path.append(level[sibling].get().tobytes())
+                index //= 2
+        return path
 
 
 # -- the simulator ------------------------------------------------------------------------
@@ -406,7 +445,7 @@ class SimProver(NumpyProver):
     simulated A100 commits when a real one would. ``true_model`` None: the
     claimed model (an honest host). ``cheat``:
 
-    - ``garbage``: commits random rows at an honest speed (wrong result);
+    - ``garbage``: commits a random C at an honest speed (wrong result);
     - ``one_for_many``: one GPU proves every claimed one, one after the other
       (the later ones are late);
     - ``silent``: never asks for its seed (no answer).

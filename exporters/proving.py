@@ -3,9 +3,10 @@
 A thread long-polls ``GET /api/v1/proof/challenge?wait=25`` with the node
 token (the collector of ``--push``, the same token). On a challenge it asks
 for the seed (``POST /api/v1/proof/start``), proves every challenged GPU at
-once (exporters/prover.py, one thread per GPU), sends each GPU's root
-(``POST /api/v1/proof/commit``) as soon as it is ready, and opens the rows
-the collector names in reply (``POST /api/v1/proof/open``). Every verdict is
+once (exporters/prover.py, one thread per GPU, with the node id the
+challenge names), sends each GPU's root (``POST /api/v1/proof/commit``) as
+soon as it is ready, and opens the chunks of C holding the entries the
+collector names in reply (``POST /api/v1/proof/open``). Every verdict is
 logged and counted in ``fleet_exporter_proof_verdicts_total{verdict}``.
 
 - 204: no work this time; poll again.
@@ -20,7 +21,6 @@ Proving runs in its own threads; /metrics and pushing go on meanwhile.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import random
@@ -96,8 +96,9 @@ class Unreachable(Exception):
 class ProofClient:
     """Prove this host's GPUs whenever the collector at ``base_url`` challenges them, in a thread.
 
-    ``prover``: exporters/prover.py. ``node_id``: this node's id, needed for
-    the matrices' keys when the collector's challenge does not carry it.
+    ``prover``: exporters/prover.py. ``node_id``: this node's id, for the
+    matrices' keys; the challenge names it, and a configured one
+    (``--node-id``) overrides it.
     """
 
     def __init__(self, base_url: str, token: str, prover: Prover, *, node_id: int | None = None,
@@ -204,10 +205,10 @@ class ProofClient:
         if start.status != 200 or not isinstance(start.body, dict) or "seed" not in start.body:
             log.error("proof round %s: start refused: HTTP %d %s", round_id, start.status, start.reason())
             return outcomes
-        node_id = challenge.get("node_id", start.body.get("node_id", self.node_id))
-        if node_id is None:
-            log.error("proof round %s: the collector did not say this node's id, and none was configured; "
-                      "the matrices cannot be generated", round_id)
+        node_id = self.node_id if self.node_id is not None else challenge.get("node_id")
+        if isinstance(node_id, bool) or not isinstance(node_id, int):
+            log.error("proof round %s: the challenge names no node id (%r), and none was configured; "
+                      "the matrices cannot be generated", round_id, node_id)
             return outcomes
         seed = str(start.body["seed"])
         started = time.monotonic()
@@ -257,11 +258,8 @@ class ProofClient:
             verdict = "failed" if answer.status == 409 and "late" in answer.reason() else "error"
             return {"verdict": verdict, "reason": f"commit: HTTP {answer.status} {answer.reason()}",
                     "local_s": local_s}
-        rows = answer.body.get("rows") or []
-        openings = self.prover.open(committed, rows)
-        body = {"round_id": round_id, "gpu_uuid": uuid,
-                "rows": [{"index": o.index, "values": base64.b64encode(o.data).decode("ascii"),
-                          "path": [p.hex() for p in o.path]} for o in openings]}
+        openings = self.prover.open(committed, answer.body.get("rows") or [], answer.body.get("columns") or [])
+        body = {"round_id": round_id, "gpu_uuid": uuid, "openings": openings}
         answer = self._request("POST", f"{API}/open", body)
         outcome = dict(answer.body) if isinstance(answer.body, dict) else {}
         outcome.setdefault("reason", answer.reason() if answer.status != 200 else "")

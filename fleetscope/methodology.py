@@ -70,14 +70,15 @@ doing the work.
 3. **Size.** n and k are chosen so that `2 n^2 k` is about {p['target_s']:g} s of work at the claimed model's
    datasheet dense FP16 tensor-core TFLOPS (the `fp16_tensor_tflops` column of the GPU model table), with C
    taking at most {p['memory_share']:.0%} of the claimed memory. The table below gives each model's work.
-4. **Commit.** The host sends the Merkle root over C's rows (SHA-256, leaves `0x00 || row`, nodes
-   `0x01 || left || right`) before the deadline: `work / (claimed peak x {p['min_efficiency']}) + {p['overhead_s']:g} s`,
-   plus the measured round trip up to {p['max_rtt_s']:g} s, counted from the round's offer.
-5. **Open.** Only then does the collector name {p['open_rows']} random rows; the host opens them with their
-   Merkle paths (within {p['open_timeout_s']:g} s). The collector checks each path against the root and
-   recomputes {p['check_columns']} random entries per row, at columns it never tells the host, in float64 in
-   O(k) each. An entry is right when `|C[i,j] - exact| <= 4 x 2^-11 x sqrt(k) / 3`: four FP16 units of
-   `sqrt(sum_t (A[i,t] B[t,j])^2)`, the size of C's entries, whose typical value is `sqrt(k) / 3`.
+4. **Commit.** The host sends the Merkle root over C's chunks of {p['chunk_entries']} consecutive entries in row-major
+   order (SHA-256, leaves `0x00 || chunk`, nodes `0x01 || left || right`) before the deadline:
+   `work / (claimed peak x {p['min_efficiency']}) + {p['overhead_s']:g} s`, plus the measured round trip up to
+   {p['max_rtt_s']:g} s, counted from the round's offer.
+5. **Open.** Only then does the collector name {p['open_rows']} random rows and {p['check_columns']} random columns;
+   the host opens the chunks holding those entries with their Merkle paths (within {p['open_timeout_s']:g} s).
+   The collector checks each path against the root and recomputes the named entries in float64 in O(k) each.
+   An entry is right when `|C[i,j] - exact| <= 4 x 2^-11 x sqrt(k) / 3`: four FP16 units of C's typical entry,
+   `sqrt(k) / 3`.
 6. **Verdict** per GPU: **passed** (with the seconds from the offer to the commitment, less the round trip,
    and the TFLOPS they imply), **failed** (late, wrong, not matching the commitment, not opened: it opens a
    proof_failed finding), or **no answer** (the host never asked for its seed).

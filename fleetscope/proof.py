@@ -11,12 +11,16 @@ protocol and its threat model are in docs/proof.md). Per challenged GPU:
 2. Sizes from the claimed model's datasheet throughput (``size_for``): about
    TARGET_S seconds of dense FP16 tensor-core work at its peak, with C
    taking up to MEMORY_SHARE of the claimed memory.
-3. The host commits to C with a Merkle root over its rows (``leaf_hash``,
+3. The host commits to C with a Merkle root over its chunks of
+   CHUNK_ENTRIES consecutive entries in row-major order (``chunk_leaves``,
    ``merkle_root``) before the deadline (``Size.budget_s`` plus the measured
-   round trip); only then does the verifier name rows (``choose_rows``), which
-   the host opens with Merkle paths. The verifier checks each path and
-   recomputes entries of the opened rows at columns it picks itself
-   (``choose_columns``), in float64, within ``tolerances``.
+   round trip); only then does the verifier name rows and columns
+   (``choose_rows``, ``choose_columns``). The host opens the chunks holding
+   those entries (``checked_leaves``) with their Merkle paths
+   (``opening`` records); ``judge`` checks each path against the root and
+   recomputes the named entries in float64, within ``tolerance``. The same
+   records are stored and published whole, so ``fleetscope verify`` re-runs
+   ``judge`` on them.
 
 Entries are multiples of 2**-10 in [-1, 1): exact in FP16 and TF32, so any
 tensor-core GEMM with FP32 accumulation computes C to within a few FP32
@@ -56,7 +60,7 @@ TARGET_S = 2.0
 # 0.21; an RTX 4090 claiming one: 0.53), or one GPU proving for two claimed
 # (at most 0.5 each), runs out of time.
 MIN_EFFICIENCY = 0.6
-# Fixed allowance for generating A and B, hashing C's rows and sending the root.
+# Fixed allowance for generating A and B, hashing C's chunks and sending the root.
 OVERHEAD_S = 0.5
 # The round trip measured between offering a challenge and the host asking for
 # its seed is added to the deadline, but never more than this: a host that
@@ -64,15 +68,17 @@ OVERHEAD_S = 0.5
 MAX_RTT_S = 1.0
 # An offer whose host has not asked for its seed this long after it is closed as no answer.
 START_TIMEOUT_S = 10.0
-# A host has this long after its commitment to open the rows named in reply.
+# A host has this long after its commitment to open the entries named in reply.
 OPEN_TIMEOUT_S = 30.0
 # C (FP32) takes at most this share of the claimed memory, leaving room for
 # blocks of A and B and the framework's own buffers.
 MEMORY_SHARE = 0.5
-SIZE_STEP = 64
-MIN_SIZE = 64
-# Rows the host opens and entries of each the verifier recomputes. Garbage
-# fails every check; a host that computed a share f of C passes one round with
+# n and k are multiples of this: n so that C is whole chunks (CHUNK_ENTRIES).
+SIZE_STEP = 256
+MIN_SIZE = 256
+# Rows and columns the verifier names after the commitment: the host opens the
+# chunks of their OPEN_ROWS x CHECK_COLUMNS entries. Garbage fails every
+# check; a host that computed a share f of C passes one round with
 # probability f ** (OPEN_ROWS * CHECK_COLUMNS) at most (f = 0.9: 0.43), and
 # one failure flags the GPU until it passes again.
 OPEN_ROWS = 2
@@ -222,20 +228,45 @@ def deadline_s(size: Size, rtt_s: float) -> float:
     return size.budget_s + min(max(rtt_s, 0.0), MAX_RTT_S)
 
 
+def seconds_of(*, offered_at: datetime, committed_at: datetime, rtt_s: float | None) -> float:
+    """A proof's seconds: from the offer to the commitment, less the round trip as counted (at most MAX_RTT_S)."""
+    return (committed_at - offered_at).total_seconds() - min(max(rtt_s or 0.0, 0.0), MAX_RTT_S)
+
+
 # -- the commitment -------------------------------------------------------------------
 
-def row_bytes(row: Any) -> bytes:
-    """A row of C as committed: little-endian float32."""
-    return np.ascontiguousarray(row, dtype="<f4").tobytes()
+# C is committed as a Merkle tree over chunks of CHUNK_ENTRIES consecutive
+# entries of a row (1 KiB), in row-major order: an opened entry costs its
+# chunk and a path (about 3 KiB on the wire for an H100's C) instead of its
+# 400 KiB row, so every opening is cheap to check, store and publish whole.
+# n is a multiple of it (SIZE_STEP), so C's bytes are whole chunks end to end.
+CHUNK_ENTRIES = 256
+CHUNK_BYTES = CHUNK_ENTRIES * 4
 
 
-def leaf_hash(row: bytes) -> bytes:
-    """A leaf: SHA-256 of 0x00 and the row's bytes (RFC 6962's domain separation)."""
-    return hashlib.sha256(b"\0" + row).digest()
+def leaf_hash(chunk: bytes) -> bytes:
+    """A leaf: SHA-256 of 0x00 and the chunk's bytes (RFC 6962's domain separation)."""
+    return hashlib.sha256(b"\0" + chunk).digest()
 
 
 def _node(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(b"\1" + left + right).digest()
+
+
+def leaf_count(n: int) -> int:
+    """Leaves of an n x n C."""
+    return n * n // CHUNK_ENTRIES
+
+
+def leaf_of(i: int, j: int, n: int) -> int:
+    """The leaf holding C[i, j]."""
+    return (i * n + j) // CHUNK_ENTRIES
+
+
+def chunk_leaves(c: Any) -> list[bytes]:
+    """Every leaf of C (an n x n array; float32 as committed, little-endian), in order. The CPU prover's."""
+    data = np.ascontiguousarray(c, dtype="<f4").tobytes()
+    return [leaf_hash(data[o:o + CHUNK_BYTES]) for o in range(0, len(data), CHUNK_BYTES)]
 
 
 def merkle_levels(leaves: Sequence[bytes]) -> list[list[bytes]]:
@@ -287,12 +318,15 @@ def root_from_path(leaf: bytes, index: int, count: int, path: Sequence[bytes]) -
 # -- the challenge and the judgement ----------------------------------------------------
 
 def choose_rows(n: int, rng: secrets.SystemRandom | None = None) -> list[int]:
-    """The rows the host must open: OPEN_ROWS distinct ones, unpredictable."""
+    """The rows of the entries the host must open: OPEN_ROWS distinct ones, unpredictable."""
     return sorted((rng or secrets.SystemRandom()).sample(range(n), min(OPEN_ROWS, n)))
 
 
 def choose_columns(n: int, rng: secrets.SystemRandom | None = None) -> list[int]:
-    """The columns the verifier recomputes in every opened row; never told to the host."""
+    """The columns of the entries the host must open: CHECK_COLUMNS distinct ones, named with the rows.
+
+    Told to the host only after its commitment, which already binds every entry of C.
+    """
     return sorted((rng or secrets.SystemRandom()).sample(range(n), min(CHECK_COLUMNS, n)))
 
 
@@ -338,31 +372,53 @@ def late(size: Size, *, seconds: float, deadline: float) -> Verdict:
                    seconds, size.flops / max(seconds, 1e-9) / 1e12)
 
 
-def judge(key: tuple[int, int, int, int], size: Size, *, root: bytes, rows: Sequence[int], cols: Sequence[int],
-          openings: dict[int, tuple[bytes, Sequence[bytes]]], seconds: float, deadline: float) -> Verdict:
-    """The verdict on one GPU's proof: on time, every opened row in the commitment, every checked entry right.
+def checked_leaves(n: int, rows: Sequence[int], cols: Sequence[int]) -> list[int]:
+    """The leaves a host must open for the named entries (each once, ascending)."""
+    return sorted({leaf_of(i, j, n) for i in rows for j in cols})
 
-    ``openings`` maps each named row to (its bytes, its Merkle path);
-    ``seconds`` is from the seed to the commitment, less the round trip.
+
+def opening(leaf: int, chunk: bytes, path: Sequence[bytes]) -> dict[str, Any]:
+    """One opened leaf as the wire, the database and the bundle carry it: its index, chunk (base64), path (hex)."""
+    return {"leaf": leaf, "chunk": base64.b64encode(chunk).decode(), "path": [p.hex() for p in path]}
+
+
+def judge(key: tuple[int, int, int, int], size: Size, *, root: bytes, rows: Sequence[int], cols: Sequence[int],
+          openings: Sequence[dict[str, Any]], seconds: float, deadline: float) -> Verdict:
+    """The verdict on one GPU's proof: on time, every named entry's chunk in the commitment, every entry right.
+
+    ``openings`` are ``opening`` records (the collector's, as received, or a
+    bundle's, as published); ``seconds`` is from the offer to the commitment,
+    less the round trip as counted (``seconds_of``); ``deadline`` is the
+    size's budget. Every record must lead to ``root``, whether or not it
+    holds a checked entry.
     """
     if seconds > deadline:
         return late(size, seconds=seconds, deadline=deadline)
     tflops = size.flops / max(seconds, 1e-9) / 1e12
-    row_len = size.n * 4
-    entries: dict[int, np.ndarray] = {}
-    for i in rows:
-        if i not in openings:
-            return Verdict("failed", f"row {i} was not opened", seconds, tflops)
-        data, path = openings[i]
-        if len(data) != row_len:
-            return Verdict("failed", f"row {i} has {len(data)} bytes, expected {row_len}", seconds, tflops)
-        if root_from_path(leaf_hash(data), i, size.n, path) != root:
-            return Verdict("failed", f"row {i} does not match the commitment", seconds, tflops)
-        entries[i] = np.frombuffer(data, dtype="<f4")[list(cols)].astype(np.float64)
-    problem = wrong_entry(key, size.k, rows, cols, np.array([entries[i] for i in rows]))
-    if problem:
-        return Verdict("failed", problem, seconds, tflops)
-    return Verdict("passed", "", seconds, tflops)
+    count = leaf_count(size.n)
+    chunks: dict[int, np.ndarray] = {}
+    for record in openings:
+        try:
+            leaf = int(record["leaf"])
+            chunk = base64.b64decode(record["chunk"], validate=True)
+            path = [bytes.fromhex(p) for p in record["path"]]
+        except (KeyError, TypeError, ValueError):
+            return Verdict("failed", "an opening is malformed (leaf, chunk in base64, path in hex)", seconds, tflops)
+        if len(chunk) != CHUNK_BYTES:
+            return Verdict("failed", f"leaf {leaf}'s chunk has {len(chunk)} bytes, expected {CHUNK_BYTES}",
+                           seconds, tflops)
+        if root_from_path(leaf_hash(chunk), leaf, count, path) != root:
+            return Verdict("failed", f"leaf {leaf} does not match the commitment", seconds, tflops)
+        chunks[leaf] = np.frombuffer(chunk, dtype="<f4")
+    got = np.empty((len(rows), len(cols)), dtype=np.float64)
+    for r, i in enumerate(rows):
+        for c, j in enumerate(cols):
+            chunk = chunks.get(leaf_of(i, j, size.n))
+            if chunk is None:
+                return Verdict("failed", f"C[{i},{j}] was not opened", seconds, tflops)
+            got[r, c] = chunk[(i * size.n + j) % CHUNK_ENTRIES]
+    problem = wrong_entry(key, size.k, rows, cols, got)
+    return Verdict("failed", problem, seconds, tflops) if problem else Verdict("passed", "", seconds, tflops)
 
 
 def wrong_entry(key: tuple[int, int, int, int], k: int, rows: Sequence[int], cols: Sequence[int],
@@ -384,7 +440,7 @@ def parameters() -> dict[str, Any]:
         "overhead_s": OVERHEAD_S, "max_rtt_s": MAX_RTT_S, "start_timeout_s": START_TIMEOUT_S,
         "open_timeout_s": OPEN_TIMEOUT_S,
         "memory_share": MEMORY_SHARE, "size_step": SIZE_STEP, "open_rows": OPEN_ROWS,
-        "check_columns": CHECK_COLUMNS, "tolerance": "4 x 2^-11 x sqrt(k) / 3",
+        "check_columns": CHECK_COLUMNS, "chunk_entries": CHUNK_ENTRIES, "tolerance": "4 x 2^-11 x sqrt(k) / 3",
         "verified_for_h": VERIFIED_FOR.total_seconds() / 3600, "max_share_of_day": MAX_SHARE_OF_DAY,
     }
 
@@ -416,139 +472,3 @@ def proved(passed_at: Sequence[datetime], at: datetime) -> bool:
     """Whether a claim with passes at ``passed_at`` counts as proved at ``at`` (PROVED_CLAIM_SQL's rule)."""
     return any(at - VERIFIED_FOR < t <= at for t in passed_at)
 
-
-# -- what is published ------------------------------------------------------------------
-
-# Opened rows up to this many entries (16 KiB) are published whole, so an
-# auditor can hash them into their leaf; longer rows (every real GPU's) are
-# published as their leaf, path and checked entries only (docs/proof.md).
-PUBLISH_ROW_MAX = 4096
-
-
-def opening_record(index: int, data: bytes, path: Sequence[bytes], cols: Sequence[int]) -> dict[str, Any]:
-    """What is stored and published of one opened row."""
-    values_ = np.frombuffer(data, dtype="<f4")
-    record: dict[str, Any] = {"index": index, "leaf": leaf_hash(data).hex(), "path": [p.hex() for p in path],
-                              "entries": [float(values_[c]) for c in cols]}
-    if len(values_) <= PUBLISH_ROW_MAX:
-        record["row"] = base64.b64encode(data).decode()
-    return record
-
-
-def seconds_of(*, offered_at: datetime, committed_at: datetime, rtt_s: float | None) -> float:
-    """A proof's seconds: from the offer to the commitment, less the round trip as counted (at most MAX_RTT_S)."""
-    return (committed_at - offered_at).total_seconds() - min(max(rtt_s or 0.0, 0.0), MAX_RTT_S)
-
-
-def recheck(key: tuple[int, int, int, int], size: Size, *, root: str, rows: Sequence[int], cols: Sequence[int],
-            records: Sequence[dict[str, Any]], seconds: float) -> tuple[Verdict, list[str]]:
-    """Re-derive a published proof's verdict from its records alone (``fleetscope verify``).
-
-    Returns the verdict and what could not be checked: the binding of a row
-    to its leaf when the row was too long to publish whole.
-    """
-    unchecked: list[str] = []
-    if seconds > size.budget_s:
-        return late(size, seconds=seconds, deadline=size.budget_s), unchecked
-    tflops = size.flops / max(seconds, 1e-9) / 1e12
-    by_index = {r.get("index"): r for r in records}
-    got = []
-    for i in rows:
-        r = by_index.get(i)
-        if r is None:
-            return Verdict("failed", f"row {i} was not opened", seconds, tflops), unchecked
-        try:
-            leaf = bytes.fromhex(r["leaf"])
-            path = [bytes.fromhex(p) for p in r["path"]]
-            entries = [float(v) for v in r["entries"]]
-        except (KeyError, TypeError, ValueError):
-            return Verdict("failed", f"row {i}'s published opening is malformed", seconds, tflops), unchecked
-        if r.get("row") is not None:
-            data = base64.b64decode(r["row"])
-            if leaf_hash(data) != leaf:
-                return Verdict("failed", f"row {i} does not hash to its leaf", seconds, tflops), unchecked
-            row_values = np.frombuffer(data, dtype="<f4")
-            if len(row_values) != size.n or [float(row_values[c]) for c in cols] != entries:
-                return Verdict("failed", f"row {i}'s entries are not the row's", seconds, tflops), unchecked
-        else:
-            unchecked.append(f"row {i}: {size.n} entries, published as its leaf only")
-        if root_from_path(leaf, i, size.n, path) != bytes.fromhex(root) or len(entries) != len(cols):
-            return Verdict("failed", f"row {i} does not match the commitment", seconds, tflops), unchecked
-        got.append(entries)
-    problem = wrong_entry(key, size.k, rows, cols, np.array(got, dtype=np.float64))
-    return (Verdict("failed", problem, seconds, tflops) if problem else Verdict("passed", "", seconds, tflops)), unchecked
-
-
-# -- the commitment over chunks (replaces whole-row leaves; docs/proof.md) ---------------------------
-
-# C is committed as a Merkle tree over chunks of CHUNK_ENTRIES consecutive
-# entries of a row (1 KiB), in row-major order: an opened entry costs its
-# chunk and a path (about 2.5 KiB on the wire for an H100's C) instead of its
-# 400 KiB row, so every opening is cheap to check, store and publish whole.
-# n is a multiple of it (SIZE_STEP), so C's bytes are whole chunks end to end.
-CHUNK_ENTRIES = 256
-CHUNK_BYTES = CHUNK_ENTRIES * 4
-
-
-def leaf_count(n: int) -> int:
-    """Leaves of an n x n C."""
-    return n * n // CHUNK_ENTRIES
-
-
-def leaf_of(i: int, j: int, n: int) -> int:
-    """The leaf holding C[i, j]."""
-    return (i * n + j) // CHUNK_ENTRIES
-
-
-def chunk_leaves(c: Any) -> list[bytes]:
-    """Every leaf of C (an n x n array; float32 as committed), in order. The CPU prover's and the tests'."""
-    data = np.ascontiguousarray(c, dtype="<f4").tobytes()
-    return [leaf_hash(data[o:o + CHUNK_BYTES]) for o in range(0, len(data), CHUNK_BYTES)]
-
-
-def checked_leaves(n: int, rows: Sequence[int], cols: Sequence[int]) -> list[int]:
-    """The leaves a host must open for the named entries (each once, ascending)."""
-    return sorted({leaf_of(i, j, n) for i in rows for j in cols})
-
-
-def opening(leaf: int, chunk: bytes, path: Sequence[bytes]) -> dict[str, Any]:
-    """One opened leaf as the wire, the database and the bundle carry it."""
-    return {"leaf": leaf, "chunk": base64.b64encode(chunk).decode(), "path": [p.hex() for p in path]}
-
-
-def judge_openings(key: tuple[int, int, int, int], size: Size, *, root: bytes, rows: Sequence[int],
-                   cols: Sequence[int], openings: Sequence[dict[str, Any]], seconds: float,
-                   deadline: float) -> Verdict:
-    """The verdict on one GPU's proof: on time, every named entry's chunk in the commitment, every entry right.
-
-    ``openings`` are ``opening`` records; ``seconds`` is from the offer to
-    the commitment, less the round trip as counted (``seconds_of``);
-    ``deadline`` is the size's budget.
-    """
-    if seconds > deadline:
-        return late(size, seconds=seconds, deadline=deadline)
-    tflops = size.flops / max(seconds, 1e-9) / 1e12
-    count = leaf_count(size.n)
-    chunks: dict[int, np.ndarray] = {}
-    for record in openings:
-        try:
-            leaf = int(record["leaf"])
-            chunk = base64.b64decode(record["chunk"], validate=True)
-            path = [bytes.fromhex(p) for p in record["path"]]
-        except (KeyError, TypeError, ValueError):
-            return Verdict("failed", "an opening is malformed (leaf, chunk in base64, path in hex)", seconds, tflops)
-        if len(chunk) != CHUNK_BYTES:
-            return Verdict("failed", f"leaf {leaf}'s chunk has {len(chunk)} bytes, expected {CHUNK_BYTES}",
-                           seconds, tflops)
-        if root_from_path(leaf_hash(chunk), leaf, count, path) != root:
-            return Verdict("failed", f"leaf {leaf} does not match the commitment", seconds, tflops)
-        chunks[leaf] = np.frombuffer(chunk, dtype="<f4")
-    got = np.empty((len(rows), len(cols)), dtype=np.float64)
-    for r, i in enumerate(rows):
-        for c, j in enumerate(cols):
-            chunk = chunks.get(leaf_of(i, j, size.n))
-            if chunk is None:
-                return Verdict("failed", f"C[{i},{j}] was not opened", seconds, tflops)
-            got[r, c] = chunk[(i * size.n + j) % CHUNK_ENTRIES]
-    problem = wrong_entry(key, size.k, rows, cols, got)
-    return Verdict("failed", problem, seconds, tflops) if problem else Verdict("passed", "", seconds, tflops)

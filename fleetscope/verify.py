@@ -16,7 +16,8 @@ definitions on the bundle's rows:
   observing period left out;
 - reputation: ``reputation.reputation_of``;
 - proofs of GPU: every published verdict re-derived from its seed, sizes,
-  times, commitment and openings (``proof.recheck``), saying what could not
+  times, commitment and openings (``proof.judge`` on the published opening
+  records, as the collector judged them), saying what could not
   be re-checked.
 
 It also checks the bundle's own integrity: each member's SHA-256 against the
@@ -342,12 +343,14 @@ def _compare(published: dict[str, Any], recomputed: dict[str, Any], *, prefix: s
 def proof_checks(data: bundle.BundleData) -> list[tuple[str, bool, str]]:
     """Each published proof's verdict re-derived from the bundle alone; (what, ok, detail) lines.
 
-    A verdict with its openings is re-checked in full: the work's size from
-    the claimed model and the round's scale, the time against the deadline,
-    every opened row's Merkle path against the root, and the checked entries
-    against A and B regenerated from the round's seed. An older verdict
-    (published without openings) is checked as far as its times allow. What
-    could not be re-checked is said, never passed over.
+    A verdict with its openings is re-checked in full by ``proof.judge`` on
+    the published records, exactly as the collector judged them: the work's
+    size from the claimed model and the round's scale, the time against the
+    deadline, every opened chunk hashed into its leaf and its Merkle path
+    against the root, and the named entries against A and B regenerated from
+    the round's seed. An older verdict (published without openings) is
+    checked as far as its times allow. What could not be re-checked is said,
+    never passed over.
     """
     out: list[tuple[str, bool, str]] = []
     memory = {(g.node_id, g.gpu_uuid): g.memory_total_bytes for g in data.gpus}
@@ -389,9 +392,13 @@ def proof_checks(data: bundle.BundleData) -> list[tuple[str, bool, str]]:
                 unchecked.append(f"{what}: openings not in this bundle (decided before its last hour)")
             continue
         key = proof.keys(rnd.seed, p.node_id, p.gpu_uuid)
-        verdict, missing = proof.recheck(key, size, root=p.root or "", rows=p.rows, cols=p.columns,
-                                         records=p.openings, seconds=seconds)
-        unchecked += [f"{what}: {m}" for m in missing]
+        try:
+            root = bytes.fromhex(p.root or "")
+        except ValueError:
+            out.append((what, False, f"its root {p.root!r} is not hex"))
+            continue
+        verdict = proof.judge(key, size, root=root, rows=p.rows, cols=p.columns, openings=p.openings,
+                              seconds=seconds, deadline=size.budget_s)
         full += 1
         if verdict.verdict != p.verdict:
             out.append((what, False, f"published {p.verdict}, re-derived {verdict.verdict}"

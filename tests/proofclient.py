@@ -1,7 +1,7 @@
 """A small honest prover for the collector's proof-of-GPU tests, speaking docs/proof.md's wire format over HTTP.
 
 It computes C = A @ B in float32 with NumPy from fleetscope.proof's blocks,
-builds the Merkle tree over C's rows and opens the rows the collector names:
+builds the Merkle tree over C's chunks and opens the chunks of the entries the collector names:
 everything the real prover (exporters/prover.py) does, on the CPU. Its knobs
 play the cheaters: ``result`` replaces C (garbage), ``speed_flops`` makes it
 take as long as a device of that speed would (it sleeps the difference),
@@ -15,7 +15,6 @@ a round while the given provers wait.
 from __future__ import annotations
 
 import asyncio
-import base64
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +34,7 @@ if TYPE_CHECKING:
 
     from collector.proof import Proofs
 
-# Proofs a CPU does in milliseconds: an A100 claim gets n = 640, k = 768.
+# Proofs a CPU does in milliseconds: an A100 claim gets n = 512, k = 1280.
 TEST_SCALE = 1e-6
 A100 = "NVIDIA A100-SXM4-80GB"
 A100_MEMORY = 80 * 2**30
@@ -87,7 +86,7 @@ def open_findings(dsn: str, node_id: int) -> list[tuple]:
 
 @dataclass
 class Work:
-    """One GPU's answer: C, its Merkle levels and root."""
+    """One GPU's answer: C, the Merkle levels over its chunks, and the root."""
 
     c: np.ndarray
     levels: list[list[bytes]]
@@ -96,9 +95,16 @@ class Work:
     def root(self) -> bytes:
         return self.levels[-1][0]
 
-    def opening(self, index: int) -> dict[str, Any]:
-        return {"index": index, "values": base64.b64encode(proof.row_bytes(self.c[index])).decode(),
-                "path": [h.hex() for h in proof.merkle_path(self.levels, index)]}
+    def opening(self, leaf: int) -> dict[str, Any]:
+        """One leaf's opening record (fleetscope.proof.opening): its chunk of C and its path."""
+        data = np.ascontiguousarray(self.c, dtype="<f4").reshape(-1)
+        chunk = data[leaf * proof.CHUNK_ENTRIES:(leaf + 1) * proof.CHUNK_ENTRIES].tobytes()
+        return proof.opening(leaf, chunk, proof.merkle_path(self.levels, leaf))
+
+    def openings(self, named: dict[str, list[int]]) -> list[dict[str, Any]]:
+        """The records for the entries a commit reply names ({"rows", "columns"})."""
+        n = self.c.shape[0]
+        return [self.opening(leaf) for leaf in proof.checked_leaves(n, named["rows"], named["columns"])]
 
 
 def compute(seed: str, node_id: int, gpu: dict[str, Any]) -> np.ndarray:
@@ -111,7 +117,7 @@ def compute(seed: str, node_id: int, gpu: dict[str, Any]) -> np.ndarray:
 
 
 def commit_to(c: np.ndarray) -> Work:
-    return Work(c, proof.merkle_levels([proof.leaf_hash(proof.row_bytes(row)) for row in c]))
+    return Work(c, proof.merkle_levels(proof.chunk_leaves(c)))
 
 
 @dataclass
@@ -144,10 +150,11 @@ class Prover:
         root = root.hex() if isinstance(root, bytes) else root
         return await self._post("commit", {"round_id": round_id, "gpu_uuid": gpu_uuid, "root": root})
 
-    async def open(self, round_id: int, gpu_uuid: str, rows: list[int], work: Work | None = None):
+    async def open(self, round_id: int, gpu_uuid: str, named: dict[str, list[int]], work: Work | None = None):
+        """Open the entries ``named`` (the commit reply's {"rows", "columns"})."""
         work = work or self.works[gpu_uuid]
         return await self._post("open", {"round_id": round_id, "gpu_uuid": gpu_uuid,
-                                         "rows": [work.opening(i) for i in rows]})
+                                         "openings": work.openings(named)})
 
     async def _post(self, step: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         response = await self.client.post(f"/api/v1/proof/{step}", json=body, headers=self.headers)
@@ -174,7 +181,7 @@ class Prover:
             if status != 200:
                 answers[gpu["gpu_uuid"]] = (status, committed)
                 continue
-            answers[gpu["gpu_uuid"]] = await self.open(round_id, gpu["gpu_uuid"], committed["rows"])
+            answers[gpu["gpu_uuid"]] = await self.open(round_id, gpu["gpu_uuid"], committed)
         return answers
 
 

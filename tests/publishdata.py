@@ -90,8 +90,11 @@ def record_proofs(conn: psycopg.Connection, at: datetime, claims: list[tuple[int
         rows, cols = proof.choose_rows(size.n), proof.choose_columns(size.n)
         if wrong:
             c[rows[0], cols[0]] += 1.0
-        levels = proof.merkle_levels([proof.leaf_hash(proof.row_bytes(r)) for r in c])
-        openings = {i: (proof.row_bytes(c[i]), proof.merkle_path(levels, i)) for i in rows}
+        levels = proof.merkle_levels(proof.chunk_leaves(c))
+        flat = c.astype("<f4").reshape(-1)
+        openings = [proof.opening(leaf, flat[leaf * proof.CHUNK_ENTRIES:(leaf + 1) * proof.CHUNK_ENTRIES].tobytes(),
+                                  proof.merkle_path(levels, leaf))
+                    for leaf in proof.checked_leaves(size.n, rows, cols)]
         started, committed = at + timedelta(seconds=0.05), at + timedelta(seconds=1.5)
         seconds = proof.seconds_of(offered_at=at, committed_at=committed, rtt_s=0.05)
         verdict = proof.judge(key, size, root=levels[-1][0], rows=rows, cols=cols, openings=openings,
@@ -104,7 +107,7 @@ def record_proofs(conn: psycopg.Connection, at: datetime, claims: list[tuple[int
             " %s, %s)",
             (round_id, node_id, gpu_uuid, model, size.n, size.k, size.reference_tflops, size.budget_s, at, started,
              0.05, committed, levels[-1][0].hex(), rows, cols,
-             json.dumps([proof.opening_record(i, *openings[i], cols) for i in rows]), verdict.verdict,
+             json.dumps(openings), verdict.verdict,
              verdict.reason or None, verdict.seconds, verdict.tflops, decided))
         if verdict.verdict == "failed":
             conn.execute("INSERT INTO integrity_findings (kind, node_id, gpu_uuid, evidence, first_seen, last_seen)"

@@ -49,7 +49,7 @@ def test_the_node_page_shows_each_gpus_latest_verdict(app, proof_fleet):
     assert "node-proofs-none" not in ids
     rows = [_text(tr) for tr in _walk(ids["node-proofs"]) if type(tr).__name__ == "Tr"][1:]
     assert len(rows) == 2
-    assert "GPU-b0" in rows[0] and "passed" in rows[0] and "2.75 s" in rows[0] and "120.3 TFLOPS implied" in rows[0]
+    assert "GPU-b0" in rows[0] and "passed" in rows[0] and "2.75 s" in rows[0] and "120.7 TFLOPS implied" in rows[0]
     assert "counts towards verified until" in rows[0]
     assert "GPU-b1" in rows[1] and "failed" in rows[1] and PROOF_FAILED_REASON in rows[1]
 

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from collector.proof import open_body_limit
+from fleetscope import proof
 from tests.collector_harness import bearer, register
 from tests.proofclient import (  # noqa: F401
     Prover,
@@ -39,25 +40,31 @@ async def test_malformed_commitments_and_openings_are_400_and_an_oversized_openi
         status, refused = await prover.commit(round_id, gpu["gpu_uuid"], root)
         assert status == 400 and refused["reason"] == "invalid_field", refused
     status, named = await prover.commit(round_id, gpu["gpu_uuid"], work.root)
-    assert status == 200
-    rows = named["rows"]
-    good = [work.opening(i) for i in rows]
+    assert status == 200 and len(named["rows"]) == 2 and len(named["columns"]) == 4
+    good = work.openings(named)
+    asked = proof.checked_leaves(gpu["n"], named["rows"], named["columns"])
+    assert [o["leaf"] for o in good] == asked and len(good) >= 2
 
     async def open_raw(data: bytes | str):
         response = await proof_client.post("/api/v1/proof/open", data=data, headers=bearer(token))
         return response.status, await response.json()
 
     def body(opened) -> dict:
-        return {"round_id": round_id, "gpu_uuid": gpu["gpu_uuid"], "rows": opened}
+        return {"round_id": round_id, "gpu_uuid": gpu["gpu_uuid"], "openings": opened}
 
     assert (await open_raw("{not json"))[1]["reason"] == "invalid_json"
+    not_asked = next(leaf for leaf in range(proof.leaf_count(gpu["n"])) if leaf not in asked)
     cases = [
-        [dict(good[0], values="***not base64***"), good[1]],
-        [dict(good[0], path=["xyz"]), good[1]],
-        [dict(good[0], index=next(i for i in range(gpu["n"]) if i not in rows)), good[1]],  # not asked for
+        [dict(good[0], chunk="***not base64***"), *good[1:]],
+        [dict(good[0], chunk="QUFB" * 400), *good[1:]],  # longer than a chunk
+        [dict(good[0], path=["xyz"]), *good[1:]],
+        [dict(good[0], leaf=not_asked), *good[1:]],  # holds no named entry
+        [dict(good[0], leaf=proof.leaf_count(gpu["n"])), *good[1:]],  # outside C
+        [dict(good[0], leaf="0"), *good[1:]],
         [good[0], good[0]],
-        [good[0], good[1], good[0]],
-        "rows",
+        [*good, good[0]],  # more records than leaves asked for
+        [],
+        "openings",
     ]
     for opened in cases:
         status, refused = await open_raw(json.dumps(body(opened)))
@@ -68,5 +75,12 @@ async def test_malformed_commitments_and_openings_are_400_and_an_oversized_openi
 
     [row] = challenge_rows(dsn, node_id=node_id)
     assert row["verdict"] is None  # none of that decided anything: the real opening still counts
-    status, verdict = await prover.open(round_id, gpu["gpu_uuid"], rows, work)
+    status, verdict = await prover.open(round_id, gpu["gpu_uuid"], named, work)
     assert status == 200 and verdict["verdict"] == "passed"
+
+
+def test_an_open_body_is_a_few_kib_per_opening_even_for_an_h100():
+    # 99,584 x 99,584: 38.7 M leaves, paths of 26 hashes; 8 records of about 3.2 KiB.
+    n = 99_584
+    assert proof.leaf_count(n) == n * n // proof.CHUNK_ENTRIES
+    assert 8 * 3_000 < open_body_limit(n) < 8 * 3_700 + 4096

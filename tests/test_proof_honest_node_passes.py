@@ -16,11 +16,11 @@ async def test_an_honest_node_passes_with_seconds_and_tflops(proof_client, opera
     prover = Prover(proof_client, node_id, token)
 
     round_id, [offer] = await offer_round(proof_client, [prover])
-    assert offer["protocol"] == 1 and offer["round_id"] == round_id
+    assert offer["protocol"] == 1 and offer["round_id"] == round_id and offer["node_id"] == node_id
     size = proof.size_for(lookup(A100),
                           memory_bytes=80 * 2**30, scale=1e-6)
     assert offer["gpus"] == [{"gpu_uuid": "GPU-honest-0", "model": A100, "n": size.n, "k": size.k,
-                              "budget_s": size.budget_s}]
+                              "reference_tflops": size.reference_tflops, "budget_s": size.budget_s}]
 
     answers = await prover.prove(offer)
     status, verdict = answers["GPU-honest-0"]
@@ -33,13 +33,14 @@ async def test_an_honest_node_passes_with_seconds_and_tflops(proof_client, opera
     assert row["root"] == prover.works["GPU-honest-0"].root.hex()
     assert len(row["rows"]) == proof.OPEN_ROWS and len(row["columns"]) == proof.CHECK_COLUMNS
     assert 0 <= row["rtt_s"] <= proof.MAX_RTT_S and row["decided_at"] >= row["committed_at"] >= row["started_at"]
-    c = prover.works["GPU-honest-0"].c
+    # Stored exactly as sent: one record per chunk holding a named entry, each chunk C's own bytes.
+    work = prover.works["GPU-honest-0"]
+    assert row["openings"] == work.openings(row)
+    flat = work.c.reshape(-1)
     for opened in row["openings"]:
-        i = opened["index"]
-        assert i in row["rows"]
-        assert base64.b64decode(opened["row"]) == proof.row_bytes(c[i])  # small rows are published whole
-        assert opened["leaf"] == proof.leaf_hash(proof.row_bytes(c[i])).hex()
-        assert opened["entries"] == [float(c[i, j]) for j in row["columns"]]
+        start = opened["leaf"] * proof.CHUNK_ENTRIES
+        assert base64.b64decode(opened["chunk"]) == flat[start:start + proof.CHUNK_ENTRIES].astype("<f4").tobytes()
+    assert [o["leaf"] for o in row["openings"]] == proof.checked_leaves(size.n, row["rows"], row["columns"])
 
     metrics = await scrape_metrics(proof_client)
     assert sample(metrics, "fleetscope_proof_rounds_total") == 1

@@ -35,5 +35,5 @@ async def test_a_late_commit_answers_409_and_is_recorded_failed(proof_client, op
     assert row["seconds"] > gpu["budget_s"] and row["root"] == work.root.hex()
     status, again = await prover.commit(round_id, gpu["gpu_uuid"], work.root)
     assert status == 409 and again["reason"] == "duplicate"
-    status, opened = await prover.open(round_id, gpu["gpu_uuid"], [0, 1], work)
+    status, opened = await prover.open(round_id, gpu["gpu_uuid"], {"rows": [0, 1], "columns": [0, 1]}, work)
     assert status == 409 and opened["reason"] == "decided"

@@ -1,4 +1,4 @@
-"""Unanswered steps are decided by timers: no root by the deadline and rows not opened fail; a restart closes
+"""Unanswered steps are decided by timers: no root by the deadline and entries not opened fail; a restart closes
 what an earlier process left undecided as no answer (hosts are not punished for our restart)."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ async def test_a_started_challenge_without_a_root_by_the_deadline_fails(proof_cl
     assert [f[0] for f in open_findings(dsn, node_id)] == ["GPU-quiet-0"]
 
 
-async def test_a_commitment_whose_rows_are_not_opened_fails(proof_client, operator_token, dsn):
+async def test_a_commitment_whose_entries_are_not_opened_fails(proof_client, operator_token, dsn):
     node_id, token = await register(proof_client, operator_token)
     claim_gpus(dsn, node_id, ["GPU-shy-0", "GPU-shy-1"])
     prover = Prover(proof_client, node_id, token)
@@ -54,19 +54,19 @@ async def test_a_commitment_whose_rows_are_not_opened_fails(proof_client, operat
     for uuid, work in works.items():
         status, answer = await prover.commit(round_id, uuid, work.root)
         assert status == 200
-        named[uuid] = answer["rows"]
+        named[uuid] = answer
     [shy0, _] = challenge_rows(dsn, node_id=node_id)
 
     proofs = proofs_of(proof_client)
     later = shy0["committed_at"] + timedelta(seconds=proof.OPEN_TIMEOUT_S + proof_verdicts.TIMER_GRACE_S + 0.1)
     assert await proofs.expire(now=later) == 2
     rows = challenge_rows(dsn, node_id=node_id)
-    assert [(r["verdict"], r["reason"]) for r in rows] == [("failed", "rows not opened")] * 2
+    assert [(r["verdict"], r["reason"]) for r in rows] == [("failed", "entries not opened")] * 2
     status, refused = await prover.open(round_id, "GPU-shy-0", named["GPU-shy-0"], works["GPU-shy-0"])
     assert status == 409 and refused["reason"] == "decided"
 
 
-async def test_rows_opened_after_the_open_timeout_are_refused_late(proof_client, operator_token, dsn):
+async def test_entries_opened_after_the_open_timeout_are_refused_late(proof_client, operator_token, dsn):
     node_id, token = await register(proof_client, operator_token)
     claim_gpus(dsn, node_id, ["GPU-tardy-0"])
     prover = Prover(proof_client, node_id, token)
@@ -77,11 +77,11 @@ async def test_rows_opened_after_the_open_timeout_are_refused_late(proof_client,
     _, named = await prover.commit(round_id, gpu["gpu_uuid"], work.root)
     proofs_of(proof_client).clock = lambda: utcnow() + timedelta(seconds=proof.OPEN_TIMEOUT_S + 1)
 
-    status, refused = await prover.open(round_id, gpu["gpu_uuid"], named["rows"], work)
+    status, refused = await prover.open(round_id, gpu["gpu_uuid"], named, work)
 
     assert status == 409 and refused["reason"] == "late"
     [row] = challenge_rows(dsn, node_id=node_id)
-    assert (row["verdict"], row["reason"]) == ("failed", "rows not opened")
+    assert (row["verdict"], row["reason"]) == ("failed", "entries not opened")
 
 
 async def test_a_restarted_collector_closes_its_undecided_challenges_as_no_answer(

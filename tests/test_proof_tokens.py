@@ -51,8 +51,8 @@ async def test_another_nodes_token_cannot_start_commit_or_open_its_round(proof_c
     assert status == 404
     status, named = await chosen.commit(round_id, gpu["gpu_uuid"], work.root)
     assert status == 200
-    status, refused = await intruder.open(round_id, gpu["gpu_uuid"], named["rows"], work)
+    status, refused = await intruder.open(round_id, gpu["gpu_uuid"], named, work)
     assert status == 404
-    status, verdict = await chosen.open(round_id, gpu["gpu_uuid"], named["rows"], work)
+    status, verdict = await chosen.open(round_id, gpu["gpu_uuid"], named, work)
     assert status == 200 and verdict["verdict"] == "passed"
     assert [r["node_id"] for r in challenge_rows(dsn)] == [node_id]

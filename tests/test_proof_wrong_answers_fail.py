@@ -1,8 +1,10 @@
-"""Wrong answers fail with the reason: garbage C, and rows that do not match the committed root."""
+"""Wrong answers fail with the reason: garbage C, and chunks that do not match the committed root."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from fleetscope import proof
 
 from tests.collector_harness import register
 from tests.proofclient import (  # noqa: F401
@@ -30,10 +32,11 @@ async def test_garbage_c_fails_as_a_wrong_result(proof_client, operator_token, d
     assert verdict["reason"].startswith("wrong result: C[")
     [row] = challenge_rows(dsn, node_id=node_id)
     assert (row["verdict"], row["reason"]) == ("failed", verdict["reason"])
-    assert len(row["openings"]) == 2 and row["seconds"] is not None
+    named = proof.checked_leaves(offer["gpus"][0]["n"], row["rows"], row["columns"])
+    assert [o["leaf"] for o in row["openings"]] == named and row["seconds"] is not None
 
 
-async def test_rows_that_do_not_match_the_committed_root_fail(proof_client, operator_token, dsn):
+async def test_chunks_that_do_not_match_the_committed_root_fail(proof_client, operator_token, dsn):
     node_id, token = await register(proof_client, operator_token)
     claim_gpus(dsn, node_id, ["GPU-switch-0"])
     prover = Prover(proof_client, node_id, token)
@@ -45,7 +48,7 @@ async def test_rows_that_do_not_match_the_committed_root_fail(proof_client, oper
     other = commit_to(np.zeros((gpu["n"], gpu["n"]), dtype=np.float32))  # commits to one C ...
     status, named = await prover.commit(round_id, gpu["gpu_uuid"], other.root)
     assert status == 200
-    status, verdict = await prover.open(round_id, gpu["gpu_uuid"], named["rows"], honest)  # ... opens another
+    status, verdict = await prover.open(round_id, gpu["gpu_uuid"], named, honest)  # ... opens another
 
     assert status == 422 and "does not match the commitment" in verdict["reason"], verdict
     [row] = challenge_rows(dsn, node_id=node_id)

@@ -1,7 +1,8 @@
-"""Each prover backend commits to C and opens rows that fleetscope.proof.judge passes."""
+"""Each prover backend commits to C's chunks and opens the named entries' chunks that fleetscope.proof.judge passes."""
 
 from __future__ import annotations
 
+import base64
 import time
 
 import numpy as np
@@ -13,7 +14,7 @@ from fleetscope import gpu_models, proof
 
 NODE_ID = 42
 UUID = "GPU-6e1b1c3a-51a8-4b8e-9a0c-2d6f1e7b9c01"
-# The demo's scale: an A100's proof is 640 x 768 x 640 (0.6 GFLOP).
+# The demo's scale: an A100's proof is 512 x 1280 x 512 (0.7 GFLOP).
 SCALE = 1e-6
 
 
@@ -25,11 +26,11 @@ def task_for(model: str, uuid: str = UUID, *, scale: float = SCALE) -> Task:
 
 def verdict_on(prover: provers.Prover, committed: provers.Committed, seed: str, *, seconds: float,
                node_id: int = NODE_ID) -> proof.Verdict:
-    """What the collector decides: rows and columns drawn by the verifier, the rows opened by the prover."""
+    """What the collector decides: rows and columns drawn by the verifier, their chunks opened by the prover."""
     task = committed.task
     rows = proof.choose_rows(task.n)
     cols = proof.choose_columns(task.n)
-    openings = {o.index: (o.data, o.path) for o in prover.open(committed, rows)}
+    openings = prover.open(committed, rows, cols)
     return proof.judge(proof.keys(seed, node_id, task.gpu_uuid), task.size, root=committed.root, rows=rows,
                        cols=cols, openings=openings, seconds=seconds, deadline=proof.deadline_s(task.size, 0.0))
 
@@ -41,7 +42,7 @@ def test_the_numpy_prover_passes_the_judge():
     committed = NumpyProver().prove(seed, NODE_ID, task)
     verdict = verdict_on(NumpyProver(), committed, seed, seconds=time.monotonic() - started)
     assert verdict.verdict == "passed", verdict.reason
-    assert (task.n, task.k) == (640, 768)
+    assert (task.n, task.k) == (512, 1280)
 
 
 def test_the_numpy_prover_passes_with_many_small_blocks_of_the_inner_dimension():
@@ -53,16 +54,22 @@ def test_the_numpy_prover_passes_with_many_small_blocks_of_the_inner_dimension()
     assert verdict_on(numpy_prover, committed, seed, seconds=0.1).verdict == "passed"
 
 
-def test_an_opened_row_is_c_and_its_path_leads_to_the_root():
+def test_an_opened_chunk_is_c_and_its_path_leads_to_the_root():
     task = task_for("NVIDIA GeForce RTX 4090")
     seed = proof.new_seed()
     committed = NumpyProver().prove(seed, NODE_ID, task)
     key = proof.keys(seed, NODE_ID, UUID)
-    [opening] = NumpyProver().open(committed, [5])
+    # Entries C[5, 3] and C[5, 300] are in two chunks of row 5 (n = 512: two chunks a row).
+    openings = NumpyProver().open(committed, [5], [3, 300])
+    assert [o["leaf"] for o in openings] == [proof.leaf_of(5, 3, task.n), proof.leaf_of(5, 300, task.n)] == [10, 11]
     exact = proof.a_rows(key, np.array([5], dtype=np.uint32), task.k, dtype=np.float64) @ \
         proof.b_columns(key, np.arange(task.n, dtype=np.uint32), task.k, dtype=np.float64)
-    assert np.allclose(np.frombuffer(opening.data, "<f4"), exact[0], atol=1e-3)
-    assert proof.root_from_path(proof.leaf_hash(opening.data), 5, task.n, opening.path) == committed.root
+    for o, half in zip(openings, (slice(0, 256), slice(256, 512)), strict=True):
+        chunk = base64.b64decode(o["chunk"])
+        assert np.allclose(np.frombuffer(chunk, "<f4"), exact[0, half], atol=1e-3)
+        path = [bytes.fromhex(p) for p in o["path"]]
+        assert proof.root_from_path(proof.leaf_hash(chunk), o["leaf"], proof.leaf_count(task.n), path) \
+            == committed.root
 
 
 def test_another_node_or_seed_gets_other_work_so_a_commitment_cannot_be_reused():
@@ -73,11 +80,13 @@ def test_another_node_or_seed_gets_other_work_so_a_commitment_cannot_be_reused()
     assert verdict.verdict == "failed" and verdict.reason.startswith("wrong result")
 
 
-def test_a_row_outside_c_is_not_opened():
+def test_an_entry_outside_c_is_not_opened():
     task = task_for("NVIDIA GeForce RTX 4090")
     committed = NumpyProver().prove(proof.new_seed(), NODE_ID, task)
-    with pytest.raises(ValueError, match="outside C"):
-        NumpyProver().open(committed, [task.n])
+    with pytest.raises(ValueError, match="row 512 is outside C"):
+        NumpyProver().open(committed, [task.n], [0])
+    with pytest.raises(ValueError, match="column -1 is outside C"):
+        NumpyProver().open(committed, [0], [-1])
 
 
 def test_a_challenge_entry_without_its_reference_gets_it_from_the_budget():
@@ -117,12 +126,12 @@ def test_the_cupy_prover_passes_the_judge_on_each_gpu():
         assert verdict.verdict == "passed", verdict.reason
 
 
-def test_the_cupy_leaves_are_the_hashlib_leaves_of_the_same_c():
+def test_the_cupy_tree_is_the_hashlib_tree_of_the_same_c():
     cp = _cupy_or_skip()
     cupy_prover = provers.CupyProver(lambda: {UUID: 0})
     task = task_for("NVIDIA GeForce RTX 4090", scale=1e-5)
     with cp.cuda.Device(0):
         c = cupy_prover.product(proof.new_seed(), NODE_ID, task)
-        leaves = cupy_prover.leaves(c, 0)
+        levels = [[bytes(d) for d in level.get()] for level in cupy_prover.tree(c, 0)]
         host = cp.asnumpy(c)
-    assert leaves == [proof.leaf_hash(proof.row_bytes(row)) for row in host]
+    assert levels == proof.merkle_levels(proof.chunk_leaves(host))

@@ -1,15 +1,15 @@
 """The exporter's proof client speaks docs/proof.md's wire format to a collector on 127.0.0.1.
 
 The collector here is a small aiohttp app that implements the four
-endpoints with fleetscope.proof (keys, deadline, judge) exactly as the wire
-format says, so each test sees what the client sent and the verdicts it got;
-tests/test_proof_end_to_end.py runs the real collector.
+endpoints with fleetscope.proof (keys, deadline, rows and columns named after
+the commitment, judge on the opening records) exactly as the wire format and
+collector/proof.py do, so each test sees what the client sent and the
+verdicts it got; tests/test_proof_end_to_end.py runs the real collector.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 
 import pytest
@@ -45,7 +45,7 @@ class Collector:
     def offer(self, gpus: list[dict]) -> int:
         round_id = len(self.rounds) + 1
         self.rounds[round_id] = {"gpus": {g["gpu_uuid"]: g for g in gpus}, "seed": proof.new_seed(),
-                                 "started": None, "roots": {}, "rows": {}}
+                                 "started": None, "roots": {}, "named": {}, "openings": {}}
         body = {"protocol": 1, "round_id": round_id, "gpus": gpus}
         if self.send_node_id:
             body["node_id"] = NODE_ID
@@ -82,8 +82,9 @@ class Collector:
         if r["started"] is not None:
             return web.json_response({"error": "conflict", "reason": "already started"}, status=409)
         r["started"] = time.monotonic()
-        deadline = max(self._size(g).budget_s for g in r["gpus"].values())
-        return web.json_response({"round_id": body["round_id"], "seed": r["seed"], "deadline_s": deadline})
+        deadlines = {uuid: self._size(g).budget_s for uuid, g in r["gpus"].items()}
+        return web.json_response({"round_id": body["round_id"], "seed": r["seed"],
+                                  "deadline_s": min(deadlines.values()), "deadlines": deadlines})
 
     async def commit(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -95,8 +96,8 @@ class Collector:
             self.verdicts[uuid] = proof.late(size, seconds=seconds, deadline=proof.deadline_s(size, 0.0))
             return web.json_response({"error": "late", "reason": self.verdicts[uuid].reason}, status=409)
         r["roots"][uuid] = (bytes.fromhex(body["root"]), seconds)
-        r["rows"][uuid] = proof.choose_rows(size.n)
-        return web.json_response({"rows": r["rows"][uuid]})
+        named = r["named"][uuid] = {"rows": proof.choose_rows(size.n), "columns": proof.choose_columns(size.n)}
+        return web.json_response(named)
 
     async def open(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -104,10 +105,10 @@ class Collector:
         uuid = body["gpu_uuid"]
         size = self._size(r["gpus"][uuid])
         root, seconds = r["roots"][uuid]
-        openings = {o["index"]: (base64.b64decode(o["values"]), [bytes.fromhex(p) for p in o["path"]])
-                    for o in body["rows"]}
-        verdict = proof.judge(proof.keys(r["seed"], NODE_ID, uuid), size, root=root, rows=r["rows"][uuid],
-                              cols=proof.choose_columns(size.n), openings=openings, seconds=seconds,
+        named = r["named"][uuid]
+        openings = r["openings"][uuid] = body["openings"]
+        verdict = proof.judge(proof.keys(r["seed"], NODE_ID, uuid), size, root=root, rows=named["rows"],
+                              cols=named["columns"], openings=openings, seconds=seconds,
                               deadline=proof.deadline_s(size, 0.0))
         self.verdicts[uuid] = verdict
         return web.json_response(verdict.as_dict(), status=200 if verdict.verdict == "passed" else 422)
@@ -141,8 +142,11 @@ async def test_an_honest_host_proves_every_gpu_and_each_passes(collector):
     elapsed = time.monotonic() - started
     assert {u: v.verdict for u, v in collector.verdicts.items()} == {
         "GPU-aaaaaaaa-0000-0000-0000-000000000001": "passed", "GPU-aaaaaaaa-0000-0000-0000-000000000002": "passed"}
-    assert elapsed < 4.0  # both GPUs at once, not one after the other (2.5 s each)
+    assert elapsed < 5.0  # both GPUs at once, not one after the other (3 s each)
     assert [o["verdict"] for o in client.last_round.values()] == ["passed", "passed"]
+    for uuid, named in collector.rounds[1]["named"].items():  # exactly the chunks of the named entries
+        assert [o["leaf"] for o in collector.rounds[1]["openings"][uuid]] == \
+            proof.checked_leaves(collector.rounds[1]["gpus"][uuid]["n"], named["rows"], named["columns"])
     assert collector.paths[:2] == ["/api/v1/proof/challenge", "/api/v1/proof/start"]
     assert collector.paths.count("/api/v1/proof/commit") == collector.paths.count("/api/v1/proof/open") == 2
     registry = CollectorRegistry()
@@ -228,6 +232,24 @@ async def test_the_node_id_can_come_from_the_configuration(collector):
     client = client_for(collector, NumpyProver(), node_id=NODE_ID)
     await asyncio.to_thread(client.step)
     assert [o["verdict"] for o in client.last_round.values()] == ["passed"]
+
+
+async def test_a_configured_node_id_overrides_the_challenges(collector):
+    # The wrong id generates other matrices: the proof is a wrong result.
+    collector.offer([gpu("GPU-ffffffff-0000-0000-0000-000000000002")])
+    client = client_for(collector, NumpyProver(), node_id=NODE_ID + 1)
+    await asyncio.to_thread(client.step)
+    [outcome] = client.last_round.values()
+    assert outcome["verdict"] == "failed" and outcome["reason"].startswith("wrong result")
+
+
+async def test_without_a_node_id_from_either_the_round_is_given_up(collector, caplog):
+    collector.send_node_id = False
+    collector.offer([gpu("GPU-ffffffff-0000-0000-0000-000000000003")])
+    client = client_for(collector, NumpyProver())
+    await asyncio.to_thread(client.step)
+    assert client.last_round == {} and "names no node id" in caplog.text
+    assert "/api/v1/proof/commit" not in collector.paths
 
 
 async def test_the_client_thread_proves_until_stopped(collector):

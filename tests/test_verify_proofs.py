@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
 
-from fleetscope import bundle, cli
+import numpy as np
+
+from fleetscope import bundle, cli, proof
 from fleetscope.publish import publish
 from fleetscope.snapshot import fleet_snapshot
 from fleetscope.verify import proof_checks, verify
@@ -64,19 +67,29 @@ def test_a_failed_proof_published_as_passed_is_caught(conn, open_tmp):
     assert not report.ok
 
 
+def _forge_chunk(rows, gpu_uuid, change):
+    """Apply ``change`` to the float32 values of the first published chunk of ``gpu_uuid``'s proof."""
+    for r in rows:
+        if r["gpu_uuid"] == gpu_uuid:
+            openings = json.loads(r["openings"])
+            values = np.frombuffer(base64.b64decode(openings[0]["chunk"]), dtype="<f4").copy()
+            change(values, r, openings[0]["leaf"])
+            openings[0]["chunk"] = base64.b64encode(values.tobytes()).decode()
+            r["openings"] = json.dumps(openings)
+
+
 def test_an_opened_entry_changed_after_the_fact_is_caught(conn, open_tmp):
     week_fleet(conn)
     published = publish(conn, as_of=AS_OF, bundle_dir=open_tmp / "bundles")
 
-    def forge(rows):
-        for r in rows:
-            if r["gpu_uuid"] == "GPU-s1":
-                openings = json.loads(r["openings"])
-                openings[0]["entries"][0] += 5.0
-                r["openings"] = json.dumps(openings)
-    path = rewrite(published.bundle_path, open_tmp, _edit_proofs(forge), reseal=True)
+    def forge_checked_entry(values, row, leaf):
+        n, rows, cols = int(row["n"]), json.loads(row["rows"]), json.loads(row["columns"])
+        i, j = next((i, j) for i in rows for j in cols if proof.leaf_of(i, j, n) == leaf)
+        values[(i * n + j) % proof.CHUNK_ENTRIES] += 5.0
+    path = rewrite(published.bundle_path, open_tmp,
+                   _edit_proofs(lambda rows: _forge_chunk(rows, "GPU-s1", forge_checked_entry)), reseal=True)
     bad = [detail for what, ok, detail in verify(path).integrity if not ok and "GPU-s1" in what]
-    assert bad and "re-derived failed (row" in bad[0] and "entries are not the row's" in bad[0]
+    assert bad and "re-derived failed (leaf" in bad[0] and "does not match the commitment" in bad[0]
 
 
 def test_a_proof_sized_smaller_than_the_protocol_says_is_caught(conn, open_tmp):
@@ -92,20 +105,22 @@ def test_a_proof_sized_smaller_than_the_protocol_says_is_caught(conn, open_tmp):
     assert bad and bad[0].startswith("sized n=") and "k=64" in bad[0]
 
 
-def test_rows_too_long_to_publish_are_reported_as_not_fully_rechecked(conn, open_tmp):
+def test_a_chunk_changed_after_the_fact_fails_on_the_commitment(conn, open_tmp):
+    # Even where no checked entry is: the auditor hashes every published chunk into its leaf.
     week_fleet(conn)
     published = publish(conn, as_of=AS_OF, bundle_dir=open_tmp / "bundles")
 
-    def drop_rows(rows):
-        for r in rows:
-            if r["openings"]:
-                openings = json.loads(r["openings"])
-                for o in openings:
-                    o.pop("row", None)
-                r["openings"] = json.dumps(openings)
-    path = rewrite(published.bundle_path, open_tmp, _edit_proofs(drop_rows), reseal=True)
+    def forge_unchecked_entry(values, row, leaf):
+        n, rows, cols = int(row["n"]), json.loads(row["rows"]), json.loads(row["columns"])
+        checked = {(i * n + j) % proof.CHUNK_ENTRIES for i in rows for j in cols if proof.leaf_of(i, j, n) == leaf}
+        values[next(e for e in range(proof.CHUNK_ENTRIES) if e not in checked)] = 0.5
+    path = rewrite(published.bundle_path, open_tmp,
+                   _edit_proofs(lambda rows: _forge_chunk(rows, "GPU-s2", forge_unchecked_entry)), reseal=True)
     lines = {what: (ok, detail) for what, ok, detail in proof_checks(bundle.read(path))}
+    [(ok, detail)] = [v for what, v in lines.items() if "GPU-s2" in what]
+    assert not ok and detail.startswith("published passed, re-derived failed (leaf ")
+    assert "does not match the commitment" in detail
+    assert not lines["proofs of GPU"][0]
+    # Every opening is published whole: only the pass decided before the bundle's last hour is not re-checked.
     ok, detail = lines["proofs of GPU not fully re-checkable"]
-    # 4 proofs x 2 rows, and flaky's pass whose openings are in an earlier bundle.
-    assert ok and detail.startswith("9: ") and "published as its leaf only" in detail
-    assert lines["proofs of GPU"][0]
+    assert ok and detail.startswith("1: ") and "GPU-f1: openings not in this bundle" in detail
