@@ -28,6 +28,11 @@ def usd(value: float) -> str:
     return f"{value:,.2f}"
 
 
+def tflops(value: float) -> str:
+    """Implied TFLOPS to three significant figures: a real H100's hundreds, a simulated host's millionths."""
+    return f"{value:,.1f}" if value >= 100 else f"{value:.3g}"
+
+
 def percent(ratio: float | None) -> str:
     return "no data" if ratio is None else f"{100 * ratio:.2f} %"
 

@@ -110,7 +110,7 @@ def _proofs(page) -> html.Section:
     rows = [{"model": p["model"], "node": f"[{fmt.markdown_text(p['node_name'])}](/nodes/{p['node_id']})",
              "gpu_uuid": p["gpu_uuid"], "verdict": VERDICT_TEXT[p["verdict"]], "reason": p["reason"] or "",
              "seconds": None if p["seconds"] is None else round(p["seconds"], 3),
-             "tflops": None if p["tflops"] is None else round(p["tflops"], 1),
+             "tflops": None if p["tflops"] is None else float(fmt.tflops(p["tflops"]).replace(",", "")),
              "round_id": p["round_id"], "decided_at": fmt.when(p["decided_at"])}
             for p in page["items"]]
 

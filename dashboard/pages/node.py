@@ -143,7 +143,7 @@ def _proofs(nid: int, gpus, proofs, as_of: str) -> html.Section:
             continue
         if p["verdict"] == "passed":
             why = (f"{p['seconds']:.2f} s of a {p['budget_s']:.2f} s budget (n = {p['n']:,}, k = {p['k']:,}): "
-                   f"{p['tflops']:,.1f} TFLOPS implied; "
+                   f"{fmt.tflops(p['tflops'])} TFLOPS implied; "
                    + (f"counts towards verified until {fmt.when(p['valid_until'])}"
                       if _time(p["valid_until"]) > _time(as_of) else "more than 24 h ago: no longer counts"))
         elif p["verdict"] == "failed":
