@@ -214,9 +214,11 @@ def main() -> None:
         result["full_round"] = r
     for interval, share in ((3600, 0.25), (3600, 1.0), (20, 1.0)):
         p = prover_share(interval, share)
+        capped = p["share_of_day"] > p["cap"]
         print(f"prover: interval {interval} s, share {share}: {p['proofs_per_day']:.0f} proofs/day x "
-              f"{p['seconds_per_proof']:.1f} s = {p['share_of_day']:.3%} of a GPU's day "
-              f"(cap {p['cap']:.0%}; the collector skips a node past it)")
+              f"{p['seconds_per_proof']:.1f} s = {p['share_of_day']:.3%} of a GPU's day"
+              + (f", capped at {p['cap']:.0%}: the collector skips a node whose last 24 h of proofs reach it"
+                 if capped else f" (cap {p['cap']:.0%})"))
         result[f"prover_{interval}_{share}"] = p
     print(f"NumPy prover at the demo's scale (n={p['demo_size'][0]}, k={p['demo_size'][1]}): "
           f"{p['demo_scale_numpy_prover_ms']:.0f} ms of CPU per GPU")
