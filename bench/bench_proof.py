@@ -48,6 +48,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from collector.demo import PROOF_SCALE as DEMO_PROOF_SCALE  # noqa: E402
 from fleetscope import proof  # noqa: E402
 from fleetscope.gpu_models import lookup  # noqa: E402
 
@@ -175,7 +176,7 @@ def prover_share(interval_s: float, share: float) -> dict:
     per_day = 86_400 / interval_s * share
     seconds = proof.TARGET_S / HONEST_EFFICIENCY
     t = time.process_time()
-    size = proof.size_for(lookup("NVIDIA A100-SXM4-80GB"), scale=1e-6)
+    size = proof.size_for(lookup("NVIDIA A100-SXM4-80GB"), scale=DEMO_PROOF_SCALE)
     key = proof.keys(proof.new_seed(), 1, "GPU-x")
     c = proof.a_block(key, np.arange(size.n), np.arange(size.k)) @ proof.b_block(key, np.arange(size.k),
                                                                                  np.arange(size.n))
