@@ -63,6 +63,12 @@ class Appender(Protocol):
 
     def rollback(self) -> None: ...
 
+    async def settled(self) -> None:
+        """Return once the committed batches are safe (written, or spooled on disk); raise if they cannot be.
+
+        A push is answered 204 only after this (issue 15). Optional to call.
+        """
+
 
 class Appendable(Protocol):
     def appender(self) -> Appender: ...
@@ -98,3 +104,6 @@ class _MemoryAppender:
     def rollback(self) -> None:
         self.pending.clear()
         self.done = True
+
+    async def settled(self) -> None:
+        """Committed batches are in the list: nothing to wait for."""

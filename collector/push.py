@@ -131,6 +131,7 @@ class PushReceiver:
         try:
             appender.append(batch)
             await appender.commit()
+            await appender.settled()  # issue 15: a 204 means written or spooled, not queued
         except asyncio.CancelledError:
             appender.rollback()
             raise

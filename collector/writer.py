@@ -103,6 +103,19 @@ PARALLEL_MIN_BATCHES = 250
 GIL_SWITCH_INTERVAL_S = 0.001
 DRAIN_GROUPS_PER_ROUND = 20     # spool replay yields to new work and heartbeats in between
 CONNECT_TIMEOUT_S = 5
+# A group's write that has not finished within this makes the writer ask, on a
+# new connection, whether the database still answers (PROBE_TIMEOUT_S). If it
+# does, the write is only waiting (a lock) and is waited for again; if not,
+# the database is hung (issue 15: frozen, it must send new data to the spool,
+# not into memory without bound): the write is given up and spooled, its
+# connection closed so that the server rolls the transaction back, and the
+# spooled copy is written exactly once. A group of MAX_GROUP_BATCHES takes
+# well under a second.
+WRITE_DEADLINE_S = 5.0
+PROBE_TIMEOUT_S = 2  # libpq's smallest connect_timeout
+# A push's commit waits at most this long for its batch to be written or
+# spooled (issue 15: a 204 means the data is safe); past it the push is a 503.
+ACK_TIMEOUT_S = COMMIT_TIMEOUT_S + WRITE_DEADLINE_S + CONNECT_TIMEOUT_S + 5.0
 
 OBSERVATION_COLUMNS = ("time", "node_id", "ok", "source", "slot", "latency_ms", "error", "collector_id")
 OBSERVATION_TYPES = ("timestamptz", "int8", "bool", "text", "int8", "float4", "text", "text")
@@ -265,6 +278,7 @@ class Writer:
         self._lanes: list[asyncio.Task] = []  # each connection's last part of the last split group (_dispatch)
         self._lane_ids: tuple[str, ...] = ()  # that group's parts' suffixes (p0, p1, ...): which lane is which
         self._closing = False
+        self._final_try = False  # the reconnect on close that ignores the backoff (_drain_spool)
         self._identities: dict[int, tuple[tuple, float]] = {}  # node -> (its last identities, when written)
         # node -> ((healthy, lost), when): the last set this process wrote or read.
         self._sets: dict[int, tuple[tuple[tuple[str, ...], tuple[str, ...]], float]] | None = None
@@ -274,6 +288,10 @@ class Writer:
         self._generation = 0  # counts _forget calls: a group built before one is built again
         self._period_start: datetime | None = None
         self._last_beat: datetime | None = None
+        # Pushed batches whose committer waits until they are written or
+        # spooled (issue 15), by id(batch); and parts lost (neither).
+        self._acks: dict[int, asyncio.Future] = {}
+        self._lost_ids: set[str] = set()
         self._register_metrics(registry or CollectorRegistry())
 
     # -- lifecycle --------------------------------------------------------------
@@ -394,6 +412,22 @@ class Writer:
             task = asyncio.create_task(self._submit(parts))
         self._inflight.append(task)
         self._writing = task
+        waiting = [self._acks.pop(id(b)) for b in batches if id(b) in self._acks]
+        if waiting:
+            ids = {part["id"] for part in parts}
+            task.add_done_callback(lambda t: self._acknowledge(t, waiting, ids))
+
+    def _acknowledge(self, task: asyncio.Task, waiting: list[asyncio.Future], ids: set[str]) -> None:
+        """A group settled: its pushes are safe (written or spooled) unless a part of it was lost."""
+        lost = bool(ids & self._lost_ids)
+        self._lost_ids -= ids
+        failed = lost or task.cancelled() or task.exception() is not None
+        for fut in waiting:
+            if not fut.done():
+                if failed:
+                    fut.set_exception(StorageBusy("the batch could be neither written nor spooled"))
+                else:
+                    fut.set_result(None)
 
     async def _lane_connections(self, parts: int) -> list[psycopg.Connection] | None:
         """A connection for each of a split group's parts; None for one part, or while the spool is in use."""
@@ -738,6 +772,7 @@ class Writer:
         """Count parts that could be neither written nor spooled (the log says why); their nodes are offered again."""
         for part in parts:
             self._m_groups.labels("lost").inc()
+            self._lost_ids.add(part["id"])
             self._forget(part)
 
     def _rejected(self, group: dict[str, Any]) -> None:
@@ -766,6 +801,12 @@ class Writer:
         new batches keep joining the spool's tail in order.
         """
         budget = None if self._closing else DRAIN_GROUPS_PER_ROUND
+        if self._closing and not self._final_try and not self.database_up:
+            # Closing: one more try to reach the database whatever the backoff
+            # says, so that a database back by now gets the spool (pushes now
+            # wait for their write, so the backoff may still be long here).
+            self._final_try = True
+            self._retry_at = 0.0
         while len(self.spool) and (budget is None or budget > 0):
             if budget is not None:
                 budget -= 1
@@ -845,7 +886,18 @@ class Writer:
         if conn is None:
             raise psycopg.OperationalError("the writer has no connection")
         started = time.perf_counter()
-        written = await asyncio.to_thread(self._write_sync, conn, group)
+        writing = asyncio.ensure_future(asyncio.to_thread(self._write_sync, conn, group))
+        while True:
+            try:
+                written = await asyncio.wait_for(asyncio.shield(writing), WRITE_DEADLINE_S)
+                break
+            except TimeoutError:
+                if await asyncio.to_thread(_answers, self.dsn):
+                    continue  # alive: the write waits for a lock, not for a hung server
+                # The thread goes on until the closed connection fails it.
+                writing.add_done_callback(lambda f: f.cancelled() or f.exception())
+                raise psycopg.OperationalError(f"the database did not finish a write within {WRITE_DEADLINE_S:g} s "
+                                               "and does not answer (a hung database)") from None
         if not written:
             self._m_groups.labels("duplicate").inc()
             return
@@ -998,6 +1050,16 @@ def _aborted(err: BaseException) -> bool:
     return isinstance(err, psycopg.Error) and (err.sqlstate or "").startswith("40")
 
 
+def _answers(dsn: str) -> bool:
+    """Whether the database answers a new connection's query within PROBE_TIMEOUT_S (or so)."""
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=PROBE_TIMEOUT_S) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
+
+
 def _close_quietly(conn: psycopg.Connection) -> None:
     try:
         conn.close()
@@ -1073,6 +1135,7 @@ class _QueueAppender:
     def __init__(self, writer: Writer) -> None:
         self._writer = writer
         self._pending: list[Batch] = []
+        self._waiting: list[asyncio.Future] = []
         self._done = False
 
     def append(self, batch: Batch) -> None:
@@ -1089,16 +1152,37 @@ class _QueueAppender:
             # rather than accept what could not be kept (the sender retries).
             self._writer._m_busy.inc()
             raise StorageBusy("the database is unreachable and the writer's spool is full")
-        queue = self._writer.queue
+        writer = self._writer
+        queue = writer.queue
+        loop = asyncio.get_running_loop()
         for batch in self._pending:
+            # Its group's settlement, for `settled` (issue 15).
+            fut = writer._acks[id(batch)] = loop.create_future()
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # (retrieved: awaiting is optional)
+            self._waiting.append(fut)
             try:
                 queue.put_nowait(batch)
             except asyncio.QueueFull:
                 try:
-                    await asyncio.wait_for(queue.put(batch), timeout=self._writer.commit_timeout_s)
+                    await asyncio.wait_for(queue.put(batch), timeout=writer.commit_timeout_s)
                 except (asyncio.TimeoutError, TimeoutError):
-                    self._writer._m_busy.inc()
+                    writer._acks.pop(id(batch), None)
+                    writer._m_busy.inc()
                     raise StorageBusy("the writer's queue stayed full") from None
+
+    async def settled(self) -> None:
+        """Return once the committed batches are written or spooled (fsync'd); StorageBusy if they cannot be.
+
+        The push receiver answers 204 only after this (issue 15, DESIGN.md
+        "Trust boundaries"); the scraper does not wait, so that a scrape does
+        not hold its concurrency slot for a write.
+        """
+        try:
+            async with asyncio.timeout(ACK_TIMEOUT_S):
+                await asyncio.gather(*(asyncio.shield(f) for f in self._waiting))
+        except TimeoutError:
+            self._writer._m_busy.inc()
+            raise StorageBusy("the batch was not written or spooled in time") from None
 
     def rollback(self) -> None:
         self._pending.clear()
