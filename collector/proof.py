@@ -19,8 +19,9 @@ sizes, Merkle tree, judgement) are fleetscope/proof.py. Here:
   ``fleetscope.proof.judge`` in a worker thread; 200 passed or 422 failed,
   stored with the records exactly as received: everything an auditor needs.
 
-Every time is the collector's clock when the request arrived, before any
-database wait, so a slow database never makes a host late. Every database
+Every time is the collector's clock when the request's body had arrived,
+before any database wait, so a slow database never makes a host late (and
+headers sent early buy no time). Every database
 step has the ``db_timeout_s`` deadline; past it the middleware answers 503.
 State lives in the database (any replica can take start, commit and open);
 only the waiting room and the pending offers are this process's.
@@ -281,9 +282,11 @@ class Proofs:
 
     async def commit(self, request: web.Request) -> web.Response:
         """POST /api/v1/proof/commit {"round_id", "gpu_uuid", "root"}: the rows and columns to open, or 409 late."""
-        received = self.clock()
         node_id = (await self._auth.node(request)).node_id
         body = await limits.read_json_object(request, max_bytes=self._settings.max_json_bytes)
+        # The root arrived with the body's last byte: a clock read when the headers came would let a host send
+        # them at once and its root up to the timers' grace after the deadline, with made-up seconds.
+        received = self.clock()
         params = _challenge_key(body, node_id)
         root = _hex_field(body.get("root"), "root")
         late: proof.Verdict | None = None
@@ -317,9 +320,9 @@ class Proofs:
 
     async def open(self, request: web.Request) -> web.Response:
         """POST /api/v1/proof/open: the chunks of the named entries with their paths; 200 passed, 422 failed."""
-        received = self.clock()
         node_id = (await self._auth.node(request)).node_id
         raw = await limits.read_body(request, max_bytes=self._settings.max_body_bytes)
+        received = self.clock()  # the openings arrived with the body's last byte (see commit)
         try:
             body = json.loads(raw)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
