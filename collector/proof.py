@@ -62,6 +62,9 @@ if TYPE_CHECKING:
 # Long-poll: the host's wait, in seconds (docs/proof.md).
 DEFAULT_WAIT_S = 25.0
 MAX_WAIT_S = 30.0
+# Long-polls one node may hold in the waiting room (a prover needs one; a few for reconnects): a further
+# poll releases the node's oldest with 204, so one token cannot pile up waiters and their connections.
+MAX_WAITERS_PER_NODE = 4
 # An open body: at most OPEN_ROWS x CHECK_COLUMNS opening records, each a
 # chunk in base64 (1,368 characters) and a path of at most
 # bit_length(leaf_count(n)) + 1 hashes of 64 hex digits (27 for an H100's C:
@@ -230,7 +233,12 @@ class Proofs:
         if self._closed or wait == 0:
             return web.Response(status=204)
         waiter: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(node_id, []).append(waiter)
+        waiters = self._waiting.setdefault(node_id, [])
+        waiters.append(waiter)
+        while len(waiters) > MAX_WAITERS_PER_NODE:
+            oldest = waiters.pop(0)
+            if not oldest.done():
+                oldest.set_result(None)
         self.waiting_gauge.set(len(self._waiting))
         try:
             async with asyncio.timeout(wait):
