@@ -19,7 +19,9 @@ import io
 import json
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from flask import Blueprint, Response, current_app, request, send_file
+from psycopg_pool import PoolTimeout
 
 from fleetscope import methodology, proof, publish
 from fleetscope.snapshot import SNAPSHOT_TICK_S, format_time
@@ -58,6 +60,31 @@ def error(status: int, code: str, reason: str) -> Response:
 @api.errorhandler(BadParameter)
 def _bad_parameter(err: BadParameter) -> Response:
     return error(400, "bad_parameter", str(err))
+
+
+# Told to clients while the database is unreachable (a restart takes seconds).
+DATABASE_RETRY_AFTER_S = 5
+
+
+@api.errorhandler(psycopg.OperationalError)
+@api.errorhandler(PoolTimeout)
+def _database_unavailable(err: Exception) -> Response:
+    """The database is restarting or away: a JSON 503 with Retry-After, never a 500 (issue 15)."""
+    current_app.logger.warning("API %s: database unavailable: %s", request.path, " ".join(str(err).split())[:200])
+    response = error(503, "database_unavailable", "the database is unavailable; retry later")
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+    return response
+
+
+@api.errorhandler(Exception)
+def _internal_error(err: Exception) -> Response:
+    """Anything else unexpected: logged with its traceback, answered in JSON like every API error."""
+    from werkzeug.exceptions import HTTPException
+
+    if isinstance(err, HTTPException):
+        return error(err.code or 500, "http_error", err.description or "")
+    current_app.logger.exception("API %s failed", request.path)
+    return error(500, "internal_error", "internal error")
 
 
 @api.errorhandler(404)

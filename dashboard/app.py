@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
 import dash
 import flask
+import psycopg
 from dash import dcc, html
+from psycopg_pool import PoolTimeout
+from werkzeug.exceptions import HTTPException
 
 from dashboard.api import api
 from dashboard.format import parse_id
@@ -18,6 +22,9 @@ PAGE_PATHS = {"/", "/nodes", "/integrity", "/methodology", "/operator"}
 NODE_PATH = re.compile(r"^/nodes/([^/]+)/?$")
 # Paths Dash and the API serve themselves.
 INTERNAL = ("/api/", "/_dash", "/assets/", "/_reload-hash", "/_favicon", "/favicon")
+CALLBACK_PATH = "/_dash-update-component"
+COMPONENT_SUITES = "/_dash-component-suites/"
+log = logging.getLogger("fleetscope.dashboard")
 NAV = (("Overview", "/"), ("Nodes & GPUs", "/nodes"), ("Integrity", "/integrity"), ("Methodology", "/methodology"),
        ("Operators", "/operator"))
 
@@ -72,4 +79,41 @@ def create_app(ex: Explorer) -> dash.Dash:
                 return None
         return flask.Response(app.index(), status=404, mimetype="text/html")
 
+    @server.before_request
+    def _callback_body():
+        # Dash answers a callback body that names no callback, or is not the
+        # shape it sends, with a 500 (issue 15): it is the client's error.
+        if flask.request.path != CALLBACK_PATH or flask.request.method != "POST":
+            return None
+        body = flask.request.get_json(silent=True)
+        if (not isinstance(body, dict) or not isinstance(body.get("output"), str)
+                or body["output"] not in app.callback_map or not isinstance(body.get("inputs", []), list)):
+            return _json_error(400, "bad_callback", "not a callback request of this dashboard")
+        return None
+
+    @server.errorhandler(Exception)
+    def _errors(err: Exception):
+        if isinstance(err, HTTPException):
+            return err
+        if isinstance(err, (psycopg.OperationalError, PoolTimeout)):  # a database restart, not a bug
+            log.warning("%s: database unavailable: %s", flask.request.path, " ".join(str(err).split())[:200])
+            response = _json_error(503, "database_unavailable", "the database is unavailable; retry later")
+            response.headers["Retry-After"] = "5"
+            return response
+        if flask.request.path.startswith(COMPONENT_SUITES):
+            # Dash raises for a package or file it does not serve (a traversal
+            # attempt among them): not found, not a server error (issue 15).
+            return _json_error(404, "not_found", "no such resource")
+        if flask.request.path == CALLBACK_PATH:
+            log.warning("callback refused: %s", err, exc_info=err)
+            return _json_error(400, "bad_callback", "the callback request could not be handled")
+        log.exception("%s failed", flask.request.path)
+        return _json_error(500, "internal_error", "internal error")
+
     return app
+
+
+def _json_error(status: int, code: str, reason: str) -> flask.Response:
+    import json
+
+    return flask.Response(json.dumps({"error": code, "reason": reason}), status=status, mimetype="application/json")

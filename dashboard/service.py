@@ -26,6 +26,12 @@ from fleetscope.reputation import FORMULA_VERSION, node_reputation
 from dashboard.cache import SharedCache
 from dashboard.tables import TableSpec, haystacks
 
+# A request waits at most this long for a pooled connection, and a new
+# connection at most CONNECT_TIMEOUT_S, before the API answers 503 (issue 15).
+POOL_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 5
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -105,8 +111,13 @@ class Explorer:
             if self._pool is None or self._pool_pid != os.getpid():
                 from psycopg_pool import ConnectionPool
 
+                # check: one empty round trip per checkout, so that after a
+                # database restart a stale connection is replaced instead of
+                # failing the request (issue 15: AdminShutdown answered 500).
                 self._pool = ConnectionPool(self.dsn, min_size=1, max_size=self._pool_size,
-                                            kwargs={"autocommit": True}, open=True, name="dashboard")
+                                            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+                                            open=True, name="dashboard", timeout=POOL_TIMEOUT_S,
+                                            check=ConnectionPool.check_connection)
                 self._pool_pid = os.getpid()
             return self._pool
 
