@@ -55,8 +55,13 @@ log = logging.getLogger(__name__)
 # NumPy: A block, B block and their uint32 intermediates, about 12 bytes per
 # entry of each; 64 MiB keeps the simulator's many provers small.
 NUMPY_BLOCK_BYTES = 64 * 2**20
-# CuPy: 1 GiB beside C (at most half the claimed memory, fleetscope.proof.MEMORY_SHARE).
+# CuPy: at least 1 GiB beside C (at most half the claimed memory, fleetscope.proof.MEMORY_SHARE), and half of
+# what is free once C is allocated. The width matters for speed: each block's GEMM reads and writes all of C
+# (8 bytes an entry, beta = 1), so a block of width w does only w / 4 flops per byte of memory traffic. An
+# H100's C (n = 99,584) in 1 GiB blocks gets w = 256: 64 flop/byte x 3.35 TB/s = 214 TFLOPS, 22 % of its
+# 989 and late every round; half of its free 40 GB gives w = 8,192, compute-bound.
 CUPY_BLOCK_BYTES = 2**30
+CUPY_FREE_SHARE = 0.5
 BYTES_PER_BLOCK_ENTRY = 12
 # One NumPy GEMM at a time per process: OpenBLAS already spreads one GEMM
 # over every core, and many threads (a simulator proving dozens of GPUs)
@@ -136,6 +141,11 @@ def block_size(n: int, k: int, budget_bytes: int) -> int:
     """Columns of A (rows of B) per block: a multiple of SIZE_STEP within ``budget_bytes``, at most k."""
     fit = budget_bytes // max(1, 2 * n * BYTES_PER_BLOCK_ENTRY)
     return max(proof.SIZE_STEP, min(k, fit // proof.SIZE_STEP * proof.SIZE_STEP))
+
+
+def cupy_block_bytes(free_bytes: int) -> int:
+    """The CuPy prover's working memory for a block of A and B, given the device's free bytes with C allocated."""
+    return max(CUPY_BLOCK_BYTES, int(free_bytes * CUPY_FREE_SHARE))
 
 
 def tree(leaves: Sequence[bytes]) -> tuple[bytes, list[list[bytes]]]:
@@ -289,10 +299,10 @@ class CupyProver(Prover):
 
     backend = "cupy"
 
-    def __init__(self, devices: Callable[[], Mapping[str, int]], *, block_bytes: int = CUPY_BLOCK_BYTES) -> None:
+    def __init__(self, devices: Callable[[], Mapping[str, int]], *, block_bytes: int | None = None) -> None:
         self._cupy = import_cupy()
         self._nvml_devices = devices
-        self.block_bytes = block_bytes
+        self.block_bytes = block_bytes  # None: cupy_block_bytes of the free memory once C is allocated
         self._kernels: dict[int, Any] = {}
         self._lock = threading.Lock()
         self._cuda_uuids: dict[str, int] = {}
@@ -364,7 +374,11 @@ class CupyProver(Prover):
         c = cp.zeros((n, n), dtype=cp.float32)
         one = np.array(1.0, dtype=np.float32)  # alpha and beta, read from host memory
         handle = cp.cuda.device.get_cublas_handle()
-        step = block_size(n, k, self.block_bytes)
+        block_bytes = self.block_bytes
+        if block_bytes is None:
+            free = cp.cuda.runtime.memGetInfo()[0] + cp.get_default_memory_pool().free_bytes()
+            block_bytes = cupy_block_bytes(free)
+        step = block_size(n, k, block_bytes)
         for start in range(0, k, step):
             width = min(k, start + step) - start
             inner = cp.arange(start, start + width, dtype=cp.uint32)
