@@ -71,15 +71,14 @@ def opening_request(model: str, rng: secrets.SystemRandom) -> tuple[bytes, dict]
     size = proof.size_for(row)
     node_id, uuid = rng.randrange(1, NODES), f"GPU-{secrets.token_hex(16)}"
     key = proof.keys(proof.new_seed(), node_id, uuid)
-    rows, cols = proof.choose_rows(size.n, rng), proof.choose_columns(size.n, rng)
+    rows, cols = proof.choose_entries(size.n, rng)
     exact, _ = proof.expected_entries(key, size.k, rows, cols)
     # Every opened chunk must lead to one root: give them one tree whose other nodes are random.
     chunks = {}
     for leaf in proof.checked_leaves(size.n, rows, cols):
         chunks[leaf] = np.random.default_rng(leaf).standard_normal(proof.CHUNK_ENTRIES).astype("<f4")
-    for r, i in enumerate(rows):
-        for c, j in enumerate(cols):
-            chunks[proof.leaf_of(i, j, size.n)][(i * size.n + j) % proof.CHUNK_ENTRIES] = exact[r, c]
+    for m, (i, j) in enumerate(zip(rows, cols, strict=True)):
+        chunks[proof.leaf_of(i, j, size.n)][(i * size.n + j) % proof.CHUNK_ENTRIES] = exact[m]
     leaves = {leaf: values.tobytes() for leaf, values in chunks.items()}
     root, paths = _tree_for(leaves, proof.leaf_count(size.n))
     opened = [proof.opening(leaf, leaves[leaf], paths[leaf]) for leaf in sorted(leaves)]

@@ -12,7 +12,7 @@ sizes, Merkle tree, judgement) are fleetscope/proof.py. Here:
   offered) is recorded, at most MAX_RTT_S of it forgiven.
 - ``POST /api/v1/proof/commit``: the Merkle root over C's chunks. Seconds =
   (commit received - offered) - round trip; over ``budget_s`` is late: 409,
-  recorded failed. Otherwise the rows and columns whose entries the host must
+  recorded failed. Otherwise the entries (rows[m], columns[m]) the host must
   open, chosen only now (the root already binds every entry).
 - ``POST /api/v1/proof/open``: the chunks holding those entries with their
   paths (``fleetscope.proof.opening`` records), judged by
@@ -65,7 +65,7 @@ MAX_WAIT_S = 30.0
 # Long-polls one node may hold in the waiting room (a prover needs one; a few for reconnects): a further
 # poll releases the node's oldest with 204, so one token cannot pile up waiters and their connections.
 MAX_WAITERS_PER_NODE = 4
-# An open body: at most OPEN_ROWS x CHECK_COLUMNS opening records, each a
+# An open body: at most CHECKED_ENTRIES opening records, each a
 # chunk in base64 (1,368 characters) and a path of at most
 # bit_length(leaf_count(n)) + 1 hashes of 64 hex digits (27 for an H100's C:
 # about 3.2 KiB a record), plus JSON's keys and spacing. The records are
@@ -112,7 +112,7 @@ def open_body_limit(n: int) -> int:
     """The largest open body accepted for an n x n C (docs/collector.md)."""
     record = (4 * math.ceil(proof.CHUNK_BYTES / 3) + (proof.leaf_count(n).bit_length() + 1) * (64 + 4)
               + RECORD_SLACK_BYTES)
-    return proof.OPEN_ROWS * proof.CHECK_COLUMNS * record + BODY_SLACK_BYTES
+    return proof.CHECKED_ENTRIES * record + BODY_SLACK_BYTES
 
 
 class Proofs:
@@ -289,7 +289,7 @@ class Proofs:
                                   "deadlines": deadlines})
 
     async def commit(self, request: web.Request) -> web.Response:
-        """POST /api/v1/proof/commit {"round_id", "gpu_uuid", "root"}: the rows and columns to open, or 409 late."""
+        """POST /api/v1/proof/commit {"round_id", "gpu_uuid", "root"}: the entries to open, or 409 late."""
         node_id = (await self._auth.node(request)).node_id
         body = await limits.read_json_object(request, max_bytes=self._settings.max_json_bytes)
         # The root arrived with the body's last byte: a clock read when the headers came would let a host send
@@ -318,7 +318,7 @@ class Proofs:
                 await proof_verdicts.decide(conn, **params, verdict=late, at=received, root=root.hex(),
                                             committed_at=received)
             else:
-                rows, columns = proof.choose_rows(n, self._rng), proof.choose_columns(n, self._rng)
+                rows, columns = proof.choose_entries(n, self._rng)
                 await conn.execute(COMMIT_SQL, {**params, "root": root.hex(), "at": received, "rows": rows,
                                                 "columns": columns})
         if late is not None:

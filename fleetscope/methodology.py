@@ -74,7 +74,7 @@ doing the work.
    order (SHA-256, leaves `0x00 || chunk`, nodes `0x01 || left || right`) before the deadline:
    `work / (claimed peak x {p['min_efficiency']}) + {p['overhead_s']:g} s`, plus the measured round trip up to
    {p['max_rtt_s']:g} s, counted from the round's offer.
-5. **Open.** Only then does the collector name {p['open_rows']} random rows and {p['check_columns']} random columns;
+5. **Open.** Only then does the collector name {p['checked_entries']} entries, each at an independent random place;
    the host opens the chunks holding those entries with their Merkle paths (within {p['open_timeout_s']:g} s).
    The collector checks each path against the root and recomputes the named entries in float64 in O(k) each.
    An entry is right when `|C[i,j] - exact| <= 4 x 2^-11 x sqrt(k) / 3`: four FP16 units of C's typical entry,

@@ -87,7 +87,7 @@ def record_proofs(conn: psycopg.Connection, at: datetime, claims: list[tuple[int
         key = proof.keys(seed, node_id, gpu_uuid)
         c = proof.a_block(key, np.arange(size.n), np.arange(size.k)) @ proof.b_block(key, np.arange(size.k),
                                                                                      np.arange(size.n))
-        rows, cols = proof.choose_rows(size.n), proof.choose_columns(size.n)
+        rows, cols = proof.choose_entries(size.n)
         if wrong:
             c[rows[0], cols[0]] += 1.0
         levels = proof.merkle_levels(proof.chunk_leaves(c))

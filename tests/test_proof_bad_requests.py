@@ -40,7 +40,7 @@ async def test_malformed_commitments_and_openings_are_400_and_an_oversized_openi
         status, refused = await prover.commit(round_id, gpu["gpu_uuid"], root)
         assert status == 400 and refused["reason"] == "invalid_field", refused
     status, named = await prover.commit(round_id, gpu["gpu_uuid"], work.root)
-    assert status == 200 and len(named["rows"]) == 2 and len(named["columns"]) == 4
+    assert status == 200 and len(named["rows"]) == len(named["columns"]) == proof.CHECKED_ENTRIES
     good = work.openings(named)
     asked = proof.checked_leaves(gpu["n"], named["rows"], named["columns"])
     assert [o["leaf"] for o in good] == asked and len(good) >= 2

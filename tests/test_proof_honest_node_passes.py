@@ -31,7 +31,7 @@ async def test_an_honest_node_passes_with_seconds_and_tflops(proof_client, opera
     assert (row["verdict"], row["reason"]) == ("passed", None)
     assert row["seconds"] == verdict["seconds"] and row["tflops"] == verdict["tflops"]
     assert row["root"] == prover.works["GPU-honest-0"].root.hex()
-    assert len(row["rows"]) == proof.OPEN_ROWS and len(row["columns"]) == proof.CHECK_COLUMNS
+    assert len(row["rows"]) == len(row["columns"]) == proof.CHECKED_ENTRIES
     assert 0 <= row["rtt_s"] <= proof.MAX_RTT_S and row["decided_at"] >= row["committed_at"] >= row["started_at"]
     # Stored exactly as sent: one record per chunk holding a named entry, each chunk C's own bytes.
     work = prover.works["GPU-honest-0"]

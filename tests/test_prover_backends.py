@@ -28,8 +28,7 @@ def verdict_on(prover: provers.Prover, committed: provers.Committed, seed: str, 
                node_id: int = NODE_ID) -> proof.Verdict:
     """What the collector decides: rows and columns drawn by the verifier, their chunks opened by the prover."""
     task = committed.task
-    rows = proof.choose_rows(task.n)
-    cols = proof.choose_columns(task.n)
+    rows, cols = proof.choose_entries(task.n)
     openings = prover.open(committed, rows, cols)
     return proof.judge(proof.keys(seed, node_id, task.gpu_uuid), task.size, root=committed.root, rows=rows,
                        cols=cols, openings=openings, seconds=seconds, deadline=proof.deadline_s(task.size, 0.0))
@@ -60,7 +59,7 @@ def test_an_opened_chunk_is_c_and_its_path_leads_to_the_root():
     committed = NumpyProver().prove(seed, NODE_ID, task)
     key = proof.keys(seed, NODE_ID, UUID)
     # Entries C[5, 3] and C[5, 300] are in two chunks of row 5 (n = 512: two chunks a row).
-    openings = NumpyProver().open(committed, [5], [3, 300])
+    openings = NumpyProver().open(committed, [5, 5], [3, 300])
     assert [o["leaf"] for o in openings] == [proof.leaf_of(5, 3, task.n), proof.leaf_of(5, 300, task.n)] == [10, 11]
     exact = proof.a_rows(key, np.array([5], dtype=np.uint32), task.k, dtype=np.float64) @ \
         proof.b_columns(key, np.arange(task.n, dtype=np.uint32), task.k, dtype=np.float64)

@@ -54,7 +54,7 @@ def proved():
         def on_commit(committed) -> None:
             seconds = time.monotonic() - started
             task = committed.task
-            rows, cols = proof.choose_rows(task.n), proof.choose_columns(task.n)
+            rows, cols = proof.choose_entries(task.n)
             openings = prover.open(committed, rows, cols)
             verdict = proof.judge(proof.keys(seed, NODE_ID, task.gpu_uuid), task.size, root=committed.root,
                                   rows=rows, cols=cols, openings=openings, seconds=seconds,

@@ -96,7 +96,8 @@ class Collector:
             self.verdicts[uuid] = proof.late(size, seconds=seconds, deadline=proof.deadline_s(size, 0.0))
             return web.json_response({"error": "late", "reason": self.verdicts[uuid].reason}, status=409)
         r["roots"][uuid] = (bytes.fromhex(body["root"]), seconds)
-        named = r["named"][uuid] = {"rows": proof.choose_rows(size.n), "columns": proof.choose_columns(size.n)}
+        rows, columns = proof.choose_entries(size.n)
+        named = r["named"][uuid] = {"rows": rows, "columns": columns}
         return web.json_response(named)
 
     async def open(self, request: web.Request) -> web.Response:
