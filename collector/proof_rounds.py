@@ -88,10 +88,12 @@ RETURNING round_id
 """
 
 INSERT_CHALLENGES_SQL = """
-INSERT INTO proof_challenges (round_id, node_id, gpu_uuid, model, n, k, reference_tflops, budget_s, offered_at)
-SELECT %(round_id)s, t.node_id, t.gpu_uuid, t.model, t.n, t.k, t.ref, t.budget, %(at)s
-  FROM unnest(%(nodes)s::bigint[], %(uuids)s::text[], %(models)s::text[], %(n)s::integer[], %(k)s::integer[],
-              %(ref)s::float8[], %(budget)s::float8[]) AS t(node_id, gpu_uuid, model, n, k, ref, budget)
+INSERT INTO proof_challenges (round_id, node_id, gpu_uuid, model, memory_total_bytes, n, k, reference_tflops,
+                              budget_s, offered_at)
+SELECT %(round_id)s, t.node_id, t.gpu_uuid, t.model, t.memory, t.n, t.k, t.ref, t.budget, %(at)s
+  FROM unnest(%(nodes)s::bigint[], %(uuids)s::text[], %(models)s::text[], %(memory)s::bigint[], %(n)s::integer[],
+              %(k)s::integer[], %(ref)s::float8[], %(budget)s::float8[])
+       AS t(node_id, gpu_uuid, model, memory, n, k, ref, budget)
 """
 
 
@@ -103,6 +105,7 @@ class Challenge:
     gpu_uuid: str
     model: str
     size: proof.Size
+    memory_total_bytes: int | None = None  # as claimed when the round opened: what the size was derived from
 
     def offer(self) -> dict[str, object]:
         """The GPU's entry in the challenge the host receives (docs/proof.md, wire format)."""
@@ -130,7 +133,7 @@ def choose(candidates: Iterable[tuple[int, str, str | None, int | None]], used: 
         if row is None:
             continue
         size = proof.size_for(row, memory_bytes=memory, scale=scale)
-        by_node[node_id].append(Challenge(node_id, gpu_uuid, row.model, size))
+        by_node[node_id].append(Challenge(node_id, gpu_uuid, row.model, size, memory))
     limit = proof.MAX_SHARE_OF_DAY * DAY_S
     eligible = sorted(node for node, gpus in by_node.items()
                       if all(used.get((c.node_id, c.gpu_uuid), 0.0) + c.size.budget_s <= limit for c in gpus))
@@ -162,6 +165,7 @@ async def insert_round(conn: AsyncConnection, challenges: list[Challenge], *, at
         await conn.execute(INSERT_CHALLENGES_SQL, {
             "round_id": round_id, "at": at, "nodes": [c.node_id for c in challenges],
             "uuids": [c.gpu_uuid for c in challenges], "models": [c.model for c in challenges],
+            "memory": [c.memory_total_bytes for c in challenges],
             "n": [c.size.n for c in challenges], "k": [c.size.k for c in challenges],
             "ref": [c.size.reference_tflops for c in challenges], "budget": [c.size.budget_s for c in challenges]})
     return round_id

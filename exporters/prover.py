@@ -72,6 +72,9 @@ _GEMM_LOCK = threading.Lock()
 SIM_EFFICIENCY = 0.8
 # What a proof_slow host really has: a T4 (65 TFLOPS) claiming, by default, an A100 (312).
 PROOF_SLOW_HARDWARE = "Tesla T4"
+# The largest C any challenge can ask for: MEMORY_SHARE of the largest memory
+# in the reference table (an H200's 141 GB), with room to spare.
+MAX_C_BYTES = 128 * 2**30
 CUPY_MISSING = ("CuPy is not installed or finds no CUDA device; install the CUDA extra "
                 "(pip install 'fleetscope[cuda]', CuPy for CUDA 12) to prove NVIDIA GPUs")
 
@@ -98,6 +101,10 @@ class Task:
             raise ValueError(f"malformed challenge entry {entry!r}: {exc}") from None
         if task.n < 1 or task.k < 1:
             raise ValueError(f"malformed challenge entry {entry!r}: n and k must be positive")
+        if task.n % proof.CHUNK_ENTRIES or task.n * task.n * 4 > MAX_C_BYTES:
+            # A wrong or hostile collector must not make the host allocate without bound.
+            raise ValueError(f"challenge entry {entry!r}: C of n = {task.n} is not whole chunks or is larger "
+                             f"than any GPU's memory share ({MAX_C_BYTES // 2**30} GiB)")
         if not task.reference_tflops and task.budget_s > proof.OVERHEAD_S:
             # An entry without it: the budget is work / (reference x MIN_EFFICIENCY) + OVERHEAD_S.
             ref = task.flops / ((task.budget_s - proof.OVERHEAD_S) * proof.MIN_EFFICIENCY) / 1e12

@@ -53,7 +53,8 @@ TABLES: dict[str, tuple[str, ...]] = {
     "findings.csv": ("finding_id", "kind", "node_id", "gpu_uuid", "subject", "first_seen", "last_seen",
                      "resolved_at", "resolution", "evidence"),
     "proof_rounds.csv": ("round_id", "opened_at", "seed", "protocol_version", "scale", "share"),
-    "proofs.csv": ("round_id", "node_id", "gpu_uuid", "model", "n", "k", "reference_tflops", "budget_s",
+    "proofs.csv": ("round_id", "node_id", "gpu_uuid", "model", "memory_total_bytes", "n", "k", "reference_tflops",
+                   "budget_s",
                    "offered_at", "started_at", "rtt_s", "committed_at", "root", "rows", "columns", "openings",
                    "verdict", "reason", "seconds", "tflops", "decided_at"),
 }
@@ -95,7 +96,8 @@ SELECT job_id, node_id, gpu_count, price_per_gpu_hour, started_at, ended_at, sta
   FROM jobs WHERE started_at <= %(at)s ORDER BY job_id COLLATE "C"
 """
 PROOFS_SQL = """
-SELECT round_id, node_id, gpu_uuid, model, n, k, reference_tflops, budget_s, offered_at, started_at, rtt_s,
+SELECT round_id, node_id, gpu_uuid, model, memory_total_bytes, n, k, reference_tflops, budget_s, offered_at,
+       started_at, rtt_s,
        committed_at, root,
        CASE WHEN decided_at > %(detail)s THEN rows END, CASE WHEN decided_at > %(detail)s THEN columns END,
        CASE WHEN decided_at > %(detail)s THEN openings END,
@@ -256,6 +258,7 @@ class Proof:
     node_id: int
     gpu_uuid: str
     model: str
+    memory_total_bytes: int | None
     n: int
     k: int
     reference_tflops: float
@@ -359,7 +362,7 @@ def parse(members: dict[str, bytes]) -> BundleData:
                                              scale=float(r["scale"]), share=float(r["share"]))
               for r in _rows(members["proof_rounds.csv"])}
     proofs = [Proof(round_id=int(r["round_id"]), node_id=int(r["node_id"]), gpu_uuid=r["gpu_uuid"], model=r["model"],
-                    n=int(r["n"]), k=int(r["k"]), reference_tflops=float(r["reference_tflops"]),
+                    memory_total_bytes=_int(r["memory_total_bytes"]), n=int(r["n"]), k=int(r["k"]), reference_tflops=float(r["reference_tflops"]),
                     budget_s=float(r["budget_s"]), offered_at=_time(r["offered_at"]),
                     started_at=_time(r["started_at"]), rtt_s=_float(r["rtt_s"]),
                     committed_at=_time(r["committed_at"]), root=r["root"] or None,

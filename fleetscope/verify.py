@@ -353,7 +353,6 @@ def proof_checks(data: bundle.BundleData) -> list[tuple[str, bool, str]]:
     never passed over.
     """
     out: list[tuple[str, bool, str]] = []
-    memory = {(g.node_id, g.gpu_uuid): g.memory_total_bytes for g in data.gpus}
     full = timing = 0
     unchecked: list[str] = []
     for p in data.proofs:
@@ -366,7 +365,9 @@ def proof_checks(data: bundle.BundleData) -> list[tuple[str, bool, str]]:
         if model is None:
             out.append((what, False, f"claimed model {p.model!r} is not in the reference table"))
             continue
-        size = proof.size_for(model, memory_bytes=memory.get((p.node_id, p.gpu_uuid)), scale=rnd.scale)
+        # Sized from the memory claimed when the round opened (recorded with the
+        # proof), not the GPU's current report, which its host may change later.
+        size = proof.size_for(model, memory_bytes=p.memory_total_bytes, scale=rnd.scale)
         if (size.n, size.k) != (p.n, p.k) or abs(size.budget_s - p.budget_s) > 1e-6:
             out.append((what, False, f"sized n={p.n} k={p.k} budget {p.budget_s} s, the protocol gives "
                                      f"n={size.n} k={size.k} budget {size.budget_s} s"))

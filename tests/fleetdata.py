@@ -81,10 +81,10 @@ class Fleet:
             "INSERT INTO proof_rounds (opened_at, seed, protocol_version, scale, share)"
             " VALUES (%s, %s, 1, 1, 1) RETURNING round_id", (decided_at - timedelta(seconds=3), "00" * 32)).fetchone()[0]
         self.conn.execute(
-            "INSERT INTO proof_challenges (round_id, node_id, gpu_uuid, model, n, k, reference_tflops, budget_s,"
-            " offered_at, started_at, rtt_s, committed_at, root, verdict, reason, seconds, tflops, decided_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (round_id, node_id, gpu_uuid, model, size.n, size.k, size.reference_tflops, size.budget_s,
+            "INSERT INTO proof_challenges (round_id, node_id, gpu_uuid, model, memory_total_bytes, n, k,"
+            " reference_tflops, budget_s, offered_at, started_at, rtt_s, committed_at, root, verdict, reason, seconds,"
+            " tflops, decided_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (round_id, node_id, gpu_uuid, model, memory, size.n, size.k, size.reference_tflops, size.budget_s,
              offered, None if answered is None else offered + timedelta(seconds=0.05), 0.05 if answered else None,
              answered, "00" * 32 if answered else None, verdict, reason or None,
              2.75 if answered else None, size.flops / 2.75e12 if answered else None, decided_at))

@@ -101,11 +101,11 @@ def record_proofs(conn: psycopg.Connection, at: datetime, claims: list[tuple[int
                               seconds=seconds, deadline=size.budget_s)
         decided = committed + timedelta(seconds=0.2)
         conn.execute(
-            "INSERT INTO proof_challenges (round_id, node_id, gpu_uuid, model, n, k, reference_tflops, budget_s,"
-            " offered_at, started_at, rtt_s, committed_at, root, rows, columns, openings, verdict, reason, seconds,"
-            " tflops, decided_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-            " %s, %s)",
-            (round_id, node_id, gpu_uuid, model, size.n, size.k, size.reference_tflops, size.budget_s, at, started,
+            "INSERT INTO proof_challenges (round_id, node_id, gpu_uuid, model, memory_total_bytes, n, k,"
+            " reference_tflops, budget_s, offered_at, started_at, rtt_s, committed_at, root, rows, columns, openings,"
+            " verdict, reason, seconds, tflops, decided_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+            " %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (round_id, node_id, gpu_uuid, model, memory, size.n, size.k, size.reference_tflops, size.budget_s, at, started,
              0.05, committed, levels[-1][0].hex(), rows, cols,
              json.dumps(openings), verdict.verdict,
              verdict.reason or None, verdict.seconds, verdict.tflops, decided))

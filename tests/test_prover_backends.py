@@ -134,3 +134,18 @@ def test_the_cupy_tree_is_the_hashlib_tree_of_the_same_c():
         levels = [[bytes(d) for d in level.get()] for level in cupy_prover.tree(c, 0)]
         host = cp.asnumpy(c)
     assert levels == proof.merkle_levels(proof.chunk_leaves(host))
+
+
+def test_a_challenge_asking_for_more_memory_than_any_gpu_has_is_refused():
+    """A wrong or hostile collector cannot make the host allocate without bound (review finding)."""
+    import pytest
+
+    from exporters.prover import Task
+
+    entry = {"gpu_uuid": UUID, "model": "NVIDIA H100 80GB HBM3", "n": 1 << 20, "k": 256, "budget_s": 3.8,
+             "reference_tflops": 989.0}
+    with pytest.raises(ValueError, match="larger than any GPU"):
+        Task.from_dict(entry)
+    with pytest.raises(ValueError, match="not whole chunks"):
+        Task.from_dict(dict(entry, n=300))
+    assert Task.from_dict(dict(entry, n=99_584, k=99_840)).n == 99_584

@@ -124,3 +124,12 @@ def test_a_chunk_changed_after_the_fact_fails_on_the_commitment(conn, open_tmp):
     # Every opening is published whole: only the pass decided before the bundle's last hour is not re-checked.
     ok, detail = lines["proofs of GPU not fully re-checkable"]
     assert ok and detail.startswith("1: ") and "GPU-f1: openings not in this bundle" in detail
+
+
+def test_a_host_reporting_other_memory_later_does_not_unsettle_its_published_proofs(conn, open_tmp):
+    """Proofs are re-sized from the memory claimed when their round opened, recorded with them."""
+    week_fleet(conn)
+    conn.execute("UPDATE gpus SET memory_total_bytes = 40 * 2::bigint ^ 30 WHERE gpu_uuid = 'GPU-s1'")
+    published = publish(conn, as_of=AS_OF, bundle_dir=open_tmp / "bundles")
+    report = verify(published.bundle_path)
+    assert report.ok, [(what, detail) for what, ok, detail in report.integrity if not ok]

@@ -20,8 +20,11 @@ CREATE TABLE proof_challenges (
     round_id         bigint NOT NULL REFERENCES proof_rounds ON DELETE CASCADE,
     node_id          bigint NOT NULL REFERENCES nodes ON DELETE CASCADE,
     gpu_uuid         text NOT NULL,
-    -- The claimed model (its reference row) and the work it was given.
+    -- The claimed model (its reference row) and memory, and the work it was
+    -- given: the work is re-derived from these alone (fleetscope verify),
+    -- whatever the host reports later.
     model            text NOT NULL,
+    memory_total_bytes bigint,
     n                integer NOT NULL CHECK (n > 0),
     k                integer NOT NULL CHECK (k > 0),
     reference_tflops double precision NOT NULL,
