@@ -35,6 +35,7 @@ from urllib.parse import urlparse
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
 
 from exporters.prover import Committed, Task
+from exporters.push import backoff_s
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -272,12 +273,8 @@ class ProofClient:
     # -- the loop -------------------------------------------------------------------------
 
     def _backoff(self, retry_after: float | None) -> float:
-        """Exponential backoff with equal jitter, at least Retry-After (as exporters/push.py)."""
-        ceiling = min(self.backoff_max, self.backoff_base * 2 ** min(self._failures_in_a_row, 30))
-        delay = ceiling / 2 + self._rng.uniform(0, ceiling / 2)
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.backoff_max))
-        return delay
+        return backoff_s(self._failures_in_a_row, base=self.backoff_base, ceiling=self.backoff_max,
+                         retry_after=retry_after, rng=self._rng)
 
     def step(self) -> float:
         """Poll once and answer any challenge; returns how long to wait before the next poll."""

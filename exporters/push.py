@@ -183,12 +183,8 @@ class Pusher:
             return Outcome.RETRY, None
 
     def _backoff(self, retry_after: float | None) -> float:
-        """Exponential backoff with jitter ("equal jitter"), at least Retry-After."""
-        ceiling = min(self.backoff_max, self.backoff_base * 2 ** min(self._failures_in_a_row, 30))
-        delay = ceiling / 2 + self._rng.uniform(0, ceiling / 2)
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.backoff_max))
-        return delay
+        return backoff_s(self._failures_in_a_row, base=self.backoff_base, ceiling=self.backoff_max,
+                         retry_after=retry_after, rng=self._rng)
 
     def _drain(self, deadline: float) -> float | None:
         """Send spooled payloads oldest first until empty, failure or deadline.
@@ -249,6 +245,19 @@ class Pusher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+
+
+def backoff_s(failures: int, *, base: float, ceiling: float, retry_after: float | None,
+              rng: random.Random) -> float:
+    """Exponential backoff with jitter ("equal jitter") after ``failures`` in a row, at least Retry-After.
+
+    Shared by the pusher and the proof client (exporters/proving.py).
+    """
+    top = min(ceiling, base * 2 ** min(failures, 30))
+    delay = top / 2 + rng.uniform(0, top / 2)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, ceiling))
+    return delay
 
 
 def _retry_after(value: str | None) -> float | None:
