@@ -185,6 +185,15 @@ class Prover:
         return answers
 
 
+async def claiming_node(client, operator_token: str, dsn: str, uuids: list[str], **prover_options):
+    """A node registered through the API, claiming ``uuids``, and its prover: (node_id, token, prover)."""
+    from tests.collector_harness import register
+
+    node_id, token = await register(client, operator_token)
+    claim_gpus(dsn, node_id, uuids)
+    return node_id, token, Prover(client, node_id, token, **prover_options)
+
+
 async def offer_round(client: TestClient, provers: list[Prover], *, wait: float = 5) -> tuple[int | None, list]:
     """Open a round while ``provers`` wait in their long-polls; (round id, each prover's offer or None)."""
     polls = [asyncio.create_task(p.poll(wait)) for p in provers]

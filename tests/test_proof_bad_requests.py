@@ -10,9 +10,8 @@ from collector.proof import open_body_limit
 from fleetscope import proof
 from tests.collector_harness import bearer, register
 from tests.proofclient import (  # noqa: F401
-    Prover,
+    claiming_node,
     challenge_rows,
-    claim_gpus,
     commit_to,
     compute,
     offer_round,
@@ -29,9 +28,7 @@ async def test_a_bad_wait_is_refused(proof_client, operator_token, wait):
 
 async def test_malformed_commitments_and_openings_are_400_and_an_oversized_opening_413(
         proof_client, operator_token, dsn):
-    node_id, token = await register(proof_client, operator_token)
-    claim_gpus(dsn, node_id, ["GPU-fuzz-0"])
-    prover = Prover(proof_client, node_id, token)
+    node_id, token, prover = await claiming_node(proof_client, operator_token, dsn, ["GPU-fuzz-0"])
     round_id, [offer] = await offer_round(proof_client, [prover])
     gpu = offer["gpus"][0]
     _, started = await prover.start(round_id)

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.collector_harness import register
-from tests.proofclient import Prover, claim_gpus, offer_round, open_findings, proof_client  # noqa: F401
+from tests.proofclient import Prover, claiming_node, offer_round, open_findings, proof_client  # noqa: F401
 
 
 async def test_a_failed_proof_flags_the_gpu_until_it_passes(proof_client, operator_token, dsn):
-    node_id, token = await register(proof_client, operator_token)
-    claim_gpus(dsn, node_id, ["GPU-flaky-0"])
-    cheat = Prover(proof_client, node_id, token, result=lambda gpu, c: np.zeros_like(c))
+    node_id, token, cheat = await claiming_node(proof_client, operator_token, dsn, ["GPU-flaky-0"], result=lambda gpu, c: np.zeros_like(c))
 
     first, [offer] = await offer_round(proof_client, [cheat])
     assert (await cheat.prove(offer))["GPU-flaky-0"][0] == 422

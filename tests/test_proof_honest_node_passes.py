@@ -6,14 +6,12 @@ import base64
 
 from fleetscope import proof
 from fleetscope.gpu_models import lookup
-from tests.collector_harness import register, sample, scrape_metrics
-from tests.proofclient import A100, Prover, challenge_rows, claim_gpus, offer_round, proof_client  # noqa: F401
+from tests.collector_harness import sample, scrape_metrics
+from tests.proofclient import A100, challenge_rows, claiming_node, offer_round, proof_client  # noqa: F401
 
 
 async def test_an_honest_node_passes_with_seconds_and_tflops(proof_client, operator_token, dsn):
-    node_id, token = await register(proof_client, operator_token)
-    claim_gpus(dsn, node_id, ["GPU-honest-0"])
-    prover = Prover(proof_client, node_id, token)
+    node_id, token, prover = await claiming_node(proof_client, operator_token, dsn, ["GPU-honest-0"])
 
     round_id, [offer] = await offer_round(proof_client, [prover])
     assert offer["protocol"] == 1 and offer["round_id"] == round_id and offer["node_id"] == node_id

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.collector_harness import register
 from tests.proofclient import (  # noqa: F401
-    Prover,
+    claiming_node,
     challenge_rows,
-    claim_gpus,
     commit_to,
     compute,
     offer_round,
@@ -17,9 +15,7 @@ from tests.proofclient import (  # noqa: F401
 
 
 async def test_a_late_commit_answers_409_and_is_recorded_failed(proof_client, operator_token, dsn):
-    node_id, token = await register(proof_client, operator_token)
-    claim_gpus(dsn, node_id, ["GPU-slow-0"])
-    prover = Prover(proof_client, node_id, token)
+    node_id, token, prover = await claiming_node(proof_client, operator_token, dsn, ["GPU-slow-0"])
     round_id, [offer] = await offer_round(proof_client, [prover])
     gpu = offer["gpus"][0]
     status, started = await prover.start(round_id)

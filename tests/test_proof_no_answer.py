@@ -9,11 +9,9 @@ import psycopg
 from collector import proof_verdicts
 from collector.proof_rounds import utcnow
 from fleetscope import proof
-from tests.collector_harness import register
 from tests.proofclient import (  # noqa: F401
-    Prover,
+    claiming_node,
     challenge_rows,
-    claim_gpus,
     offer_round,
     open_findings,
     proof_client,
@@ -27,9 +25,7 @@ def proved(dsn: str) -> list[tuple]:
 
 
 async def test_a_node_that_never_starts_gets_no_answer_and_no_pass(proof_client, operator_token, dsn):
-    node_id, token = await register(proof_client, operator_token)
-    claim_gpus(dsn, node_id, ["GPU-mute-0", "GPU-mute-1"])
-    prover = Prover(proof_client, node_id, token)
+    node_id, token, prover = await claiming_node(proof_client, operator_token, dsn, ["GPU-mute-0", "GPU-mute-1"])
     round_id, [offer] = await offer_round(proof_client, [prover])
     assert len(offer["gpus"]) == 2
     [first, _] = challenge_rows(dsn, node_id=node_id)
@@ -48,9 +44,7 @@ async def test_a_node_that_never_starts_gets_no_answer_and_no_pass(proof_client,
 
 
 async def test_a_start_after_the_start_timeout_is_refused_and_closes_the_offer(proof_client, operator_token, dsn):
-    node_id, token = await register(proof_client, operator_token)
-    claim_gpus(dsn, node_id, ["GPU-sleepy-0"])
-    prover = Prover(proof_client, node_id, token)
+    node_id, token, prover = await claiming_node(proof_client, operator_token, dsn, ["GPU-sleepy-0"])
     round_id, _ = await offer_round(proof_client, [prover])
     proofs = proofs_of(proof_client)
     proofs.clock = lambda: utcnow() + timedelta(seconds=proof.START_TIMEOUT_S + 0.5)  # before any timer ran

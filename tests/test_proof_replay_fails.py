@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from tests.collector_harness import register
-from tests.proofclient import Prover, challenge_rows, claim_gpus, offer_round, proof_client  # noqa: F401
+from tests.proofclient import Prover, challenge_rows, claiming_node, offer_round, proof_client  # noqa: F401
 
 
 async def test_a_replayed_answer_fails_in_a_new_round(proof_client, operator_token, dsn):
-    node_id, token = await register(proof_client, operator_token)
-    claim_gpus(dsn, node_id, ["GPU-replay-0"])
-    honest = Prover(proof_client, node_id, token)
+    node_id, token, honest = await claiming_node(proof_client, operator_token, dsn, ["GPU-replay-0"])
     _, [first] = await offer_round(proof_client, [honest])
     assert (await honest.prove(first))["GPU-replay-0"][0] == 200
     recorded = honest.works["GPU-replay-0"]  # everything the first round's answer was

@@ -7,11 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 
-from tests.collector_harness import bearer, register
+from tests.collector_harness import bearer
 from tests.proofclient import (  # noqa: F401
-    Prover,
+    claiming_node,
     challenge_rows,
-    claim_gpus,
     commit_to,
     compute,
     offer_round,
@@ -20,9 +19,7 @@ from tests.proofclient import (  # noqa: F401
 
 
 async def test_a_root_sent_after_the_deadline_behind_early_headers_is_late(proof_client, operator_token, dsn):
-    node_id, token = await register(proof_client, operator_token)
-    claim_gpus(dsn, node_id, ["GPU-trickle-0"])
-    prover = Prover(proof_client, node_id, token)
+    node_id, token, prover = await claiming_node(proof_client, operator_token, dsn, ["GPU-trickle-0"])
     round_id, [offer] = await offer_round(proof_client, [prover])
     gpu = offer["gpus"][0]
     status, started = await prover.start(round_id)

@@ -10,11 +10,9 @@ from collector.app import make_app, proof_component
 from collector.ingest import MemoryAppendable
 from collector.proof_rounds import utcnow
 from fleetscope import proof
-from tests.collector_harness import register
 from tests.proofclient import (  # noqa: F401
-    Prover,
+    claiming_node,
     challenge_rows,
-    claim_gpus,
     commit_to,
     compute,
     offer_round,
@@ -26,9 +24,7 @@ from tests.proofclient import (  # noqa: F401
 
 
 async def test_a_started_challenge_without_a_root_by_the_deadline_fails(proof_client, operator_token, dsn):
-    node_id, token = await register(proof_client, operator_token)
-    claim_gpus(dsn, node_id, ["GPU-quiet-0"])
-    prover = Prover(proof_client, node_id, token)
+    node_id, token, prover = await claiming_node(proof_client, operator_token, dsn, ["GPU-quiet-0"])
     round_id, _ = await offer_round(proof_client, [prover])
     assert (await prover.start(round_id))[0] == 200
     [row] = challenge_rows(dsn, node_id=node_id)
@@ -44,9 +40,7 @@ async def test_a_started_challenge_without_a_root_by_the_deadline_fails(proof_cl
 
 
 async def test_a_commitment_whose_entries_are_not_opened_fails(proof_client, operator_token, dsn):
-    node_id, token = await register(proof_client, operator_token)
-    claim_gpus(dsn, node_id, ["GPU-shy-0", "GPU-shy-1"])
-    prover = Prover(proof_client, node_id, token)
+    node_id, token, prover = await claiming_node(proof_client, operator_token, dsn, ["GPU-shy-0", "GPU-shy-1"])
     round_id, [offer] = await offer_round(proof_client, [prover])
     status, started = await prover.start(round_id)
     works = {g["gpu_uuid"]: commit_to(compute(started["seed"], node_id, g)) for g in offer["gpus"]}
@@ -67,9 +61,7 @@ async def test_a_commitment_whose_entries_are_not_opened_fails(proof_client, ope
 
 
 async def test_entries_opened_after_the_open_timeout_are_refused_late(proof_client, operator_token, dsn):
-    node_id, token = await register(proof_client, operator_token)
-    claim_gpus(dsn, node_id, ["GPU-tardy-0"])
-    prover = Prover(proof_client, node_id, token)
+    node_id, token, prover = await claiming_node(proof_client, operator_token, dsn, ["GPU-tardy-0"])
     round_id, [offer] = await offer_round(proof_client, [prover])
     gpu = offer["gpus"][0]
     _, started = await prover.start(round_id)
@@ -86,9 +78,7 @@ async def test_entries_opened_after_the_open_timeout_are_refused_late(proof_clie
 
 async def test_a_restarted_collector_closes_its_undecided_challenges_as_no_answer(
         aiohttp_client, proof_client, operator_token, dsn, tmp_path):
-    node_id, token = await register(proof_client, operator_token)
-    claim_gpus(dsn, node_id, ["GPU-cut-0"])
-    prover = Prover(proof_client, node_id, token)
+    node_id, token, prover = await claiming_node(proof_client, operator_token, dsn, ["GPU-cut-0"])
     round_id, _ = await offer_round(proof_client, [prover])
     assert (await prover.start(round_id))[0] == 200
     await proof_client.close()  # the collector stops mid-round

@@ -8,6 +8,7 @@ from fleetscope import proof
 
 from tests.collector_harness import register
 from tests.proofclient import (  # noqa: F401
+    claiming_node,
     Prover,
     challenge_rows,
     claim_gpus,
@@ -37,9 +38,7 @@ async def test_garbage_c_fails_as_a_wrong_result(proof_client, operator_token, d
 
 
 async def test_chunks_that_do_not_match_the_committed_root_fail(proof_client, operator_token, dsn):
-    node_id, token = await register(proof_client, operator_token)
-    claim_gpus(dsn, node_id, ["GPU-switch-0"])
-    prover = Prover(proof_client, node_id, token)
+    node_id, token, prover = await claiming_node(proof_client, operator_token, dsn, ["GPU-switch-0"])
     round_id, [offer] = await offer_round(proof_client, [prover])
     gpu = offer["gpus"][0]
     status, started = await prover.start(round_id)
