@@ -113,6 +113,9 @@ CONNECT_TIMEOUT_S = 5
 # well under a second.
 WRITE_DEADLINE_S = 5.0
 PROBE_TIMEOUT_S = 2  # libpq's smallest connect_timeout
+# Closing connections at shutdown: psycopg's close of a connection whose
+# server is frozen is not waited for past this (the process is ending).
+CLOSE_CONNECTIONS_S = 0.5
 # A push's commit waits at most this long for its batch to be written or
 # spooled (issue 15: a 204 means the data is safe); past it the push is a 503.
 ACK_TIMEOUT_S = COMMIT_TIMEOUT_S + WRITE_DEADLINE_S + CONNECT_TIMEOUT_S + 5.0
@@ -278,6 +281,12 @@ class Writer:
         self._lanes: list[asyncio.Task] = []  # each connection's last part of the last split group (_dispatch)
         self._lane_ids: tuple[str, ...] = ()  # that group's parts' suffixes (p0, p1, ...): which lane is which
         self._closing = False
+        self._close_called = asyncio.Event()  # wakes a _collect waiting out a heartbeat
+        # Set once the writer stops waiting on the database (``give_up_database``,
+        # at shutdown: issue 15, item 3): what is in flight and what comes
+        # next is spooled, and the database is not asked again.
+        self._given_up = asyncio.Event()
+        self._give_up_timer: asyncio.TimerHandle | None = None
         self._final_try = False  # the reconnect on close that ignores the backoff (_drain_spool)
         self._identities: dict[int, tuple[tuple, float]] = {}  # node -> (its last identities, when written)
         # node -> ((healthy, lost), when): the last set this process wrote or read.
@@ -307,18 +316,69 @@ class Writer:
         await self.close()
 
     async def close(self) -> None:
-        """Write (or spool) everything queued, then stop."""
+        """Write (or spool) everything queued, then stop.
+
+        After ``give_up_database`` this is bounded: what the database has not
+        taken by then is spooled, and connections are not waited for.
+        """
         self._closing = True
+        self._close_called.set()
         try:
             if self._task is not None:
                 await self._task
                 self._task = None
         finally:
-            for conn in [self._conn, *self._spares]:
-                if conn is not None:
-                    await asyncio.to_thread(conn.close)
+            conns = [c for c in (self._conn, *self._spares) if c is not None]
             self._conn, self._spares = None, []
+            if conns:
+                closing = asyncio.ensure_future(asyncio.gather(*(asyncio.to_thread(_close_quietly, c) for c in conns)))
+                if self._given_up.is_set() or self._give_up_timer is not None:
+                    # Shutting down: a frozen server's connection is abandoned, not waited for.
+                    await asyncio.wait({closing}, timeout=CLOSE_CONNECTIONS_S)
+                else:
+                    await closing
+            if self._give_up_timer is not None:
+                self._give_up_timer.cancel()
             _SWITCH_INTERVAL.restore(self)
+
+    def give_up_database(self, within_s: float) -> None:
+        """Stop waiting on the database ``within_s`` from now (the collector's shutdown, issue 15, item 3).
+
+        Until then groups are written as usual; from then on a write still
+        running is abandoned (its connection closed, so the server rolls it
+        back) and spooled, and every later group goes straight to the spool,
+        fsync'd: the pushes waiting for their groups are answered and
+        ``close`` ends without the database. The earliest call wins.
+        """
+        if self._given_up.is_set() or self._give_up_timer is not None:
+            return
+        if within_s <= 0:
+            self._given_up.set()
+        else:
+            self._give_up_timer = asyncio.get_running_loop().call_later(within_s, self._given_up.set)
+
+    def seconds_until_given_up(self) -> float:
+        """How long until the writer gives up on the database (0: it has; inf: it was not told to)."""
+        if self._given_up.is_set():
+            return 0.0
+        if self._give_up_timer is None:
+            return float("inf")
+        return max(0.0, self._give_up_timer.when() - asyncio.get_running_loop().time())
+
+    async def _until_given_up(self, work: Any, seconds: float | None) -> Any:
+        """``work``'s result; TimeoutError after ``seconds`` (None: no limit) or once the writer gives up
+        on the database, whichever is first. ``work`` is left running (a thread cannot be stopped)."""
+        work = asyncio.ensure_future(work)
+        if not work.done() and not self._given_up.is_set():
+            giving_up = asyncio.ensure_future(self._given_up.wait())
+            try:
+                await asyncio.wait((work, giving_up), timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                giving_up.cancel()
+        if work.done():
+            return work.result()
+        work.add_done_callback(lambda f: f.cancelled() or f.exception())  # (retrieved: abandoned)
+        raise TimeoutError
 
     def appender(self) -> Appender:
         return _QueueAppender(self)
@@ -431,8 +491,8 @@ class Writer:
 
     async def _lane_connections(self, parts: int) -> list[psycopg.Connection] | None:
         """A connection for each of a split group's parts; None for one part, or while the spool is in use."""
-        if parts < 2 or len(self.spool) or not self.database_up:
-            return None
+        if parts < 2 or len(self.spool) or not self.database_up or self._give_up_timer is not None:
+            return None  # (shutting down: no new spare connections to wait for)
         try:
             conns = [self._conn, *await self._spare_connections(parts - 1)]
         except Exception:  # noqa: BLE001 - not psycopg's (psycopg's are handled there): written otherwise
@@ -486,11 +546,24 @@ class Writer:
     async def _collect(self) -> list[Batch]:
         """Wait for the first batch (at most a heartbeat), then gather for up to the flush interval."""
         batches: list[Batch] = []
-        try:
-            timeout = 0 if self._closing else self.heartbeat_s
-            batches.append(await asyncio.wait_for(self.queue.get(), timeout=timeout or 0.001))
-        except (asyncio.TimeoutError, TimeoutError):
-            return batches
+        if self._closing:
+            try:
+                batches.append(self.queue.get_nowait())
+            except asyncio.QueueEmpty:
+                return batches
+        else:
+            # close() ends the wait: a shutdown does not wait out a heartbeat (issue 15, item 3).
+            getter = asyncio.ensure_future(self.queue.get())
+            closing = asyncio.ensure_future(self._close_called.wait())
+            try:
+                await asyncio.wait((getter, closing), timeout=self.heartbeat_s, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                closing.cancel()
+                if not getter.done():
+                    getter.cancel()  # a cancelled get() leaves its item in the queue
+            if not getter.done():  # (cancelled above)
+                return batches
+            batches.append(getter.result())
         deadline = time.monotonic() + (0 if self._closing else self.flush_interval_s)
         while len(batches) < self.max_group_batches:
             try:
@@ -833,14 +906,16 @@ class Writer:
     async def _ensure_connection(self) -> bool:
         if self.database_up:
             return True
-        if time.monotonic() < self._retry_at:
+        if time.monotonic() < self._retry_at or self._given_up.is_set():
             return False
+        opening = asyncio.ensure_future(asyncio.to_thread(self._open))
         try:
-            self._conn = await asyncio.to_thread(psycopg.connect, self.dsn, autocommit=True,
-                                                 connect_timeout=CONNECT_TIMEOUT_S)
-            await asyncio.to_thread(self._load_sets)
-            if self._formatter is None:
-                self._formatter = await asyncio.to_thread(_formatting_cursor, self._conn)
+            self._conn = await self._until_given_up(opening, None)
+        except TimeoutError:
+            # Shutting down while a frozen server holds the connection in its start-up: abandoned.
+            opening.add_done_callback(lambda f: f.cancelled() or f.exception() or _close_quietly(f.result()))
+            self._lost_connection(psycopg.OperationalError("gave up connecting: the collector is shutting down"))
+            return False
         except psycopg.Error as err:
             self._lost_connection(err)
             return False
@@ -871,10 +946,22 @@ class Writer:
         self._retry_at = time.monotonic() + self._retry_delay * (0.5 + os.urandom(1)[0] / 255)
         self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_S)
 
-    def _load_sets(self) -> None:
+    def _open(self) -> psycopg.Connection:
+        """A new main connection, the GPU-set cache loaded and the formatter made (in a worker thread)."""
+        conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+        try:
+            self._load_sets(conn)
+            if self._formatter is None:
+                self._formatter = _formatting_cursor(conn)
+        except BaseException:
+            _close_quietly(conn)
+            raise
+        return conn
+
+    def _load_sets(self, conn: psycopg.Connection) -> None:
         if self._sets is not None:
             return
-        rows = self._conn.execute(
+        rows = conn.execute(
             "SELECT DISTINCT ON (node_id) node_id, healthy, lost FROM node_gpu_sets ORDER BY node_id, since DESC"
         ).fetchall()
         mono = time.monotonic()
@@ -885,19 +972,24 @@ class Writer:
         conn = conn or self._conn
         if conn is None:
             raise psycopg.OperationalError("the writer has no connection")
+        if self._given_up.is_set():
+            raise psycopg.OperationalError("the collector is shutting down: the group goes to the spool")
         started = time.perf_counter()
         writing = asyncio.ensure_future(asyncio.to_thread(self._write_sync, conn, group))
         while True:
             try:
-                written = await asyncio.wait_for(asyncio.shield(writing), WRITE_DEADLINE_S)
+                written = await self._until_given_up(writing, WRITE_DEADLINE_S)
                 break
             except TimeoutError:
-                if await asyncio.to_thread(_answers, self.dsn):
-                    continue  # alive: the write waits for a lock, not for a hung server
+                try:
+                    if await self._until_given_up(asyncio.to_thread(_answers, self.dsn), None):
+                        continue  # alive: the write waits for a lock, not for a hung server
+                except TimeoutError:
+                    pass  # shutting down: not waited for
                 # The thread goes on until the closed connection fails it.
-                writing.add_done_callback(lambda f: f.cancelled() or f.exception())
                 raise psycopg.OperationalError(f"the database did not finish a write within {WRITE_DEADLINE_S:g} s "
-                                               "and does not answer (a hung database)") from None
+                                               "and does not answer (a hung database), or the collector is "
+                                               "shutting down") from None
         if not written:
             self._m_groups.labels("duplicate").inc()
             return

@@ -146,10 +146,10 @@ def _run_service(args: argparse.Namespace) -> int:
     level = logging.INFO if args.command == "collector" else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "collector":
-        from collector.app import run
+        from collector.app import serve
         from collector.settings import from_args
 
-        asyncio.run(run(from_args(args)))
+        serve(from_args(args))  # not asyncio.run: a SIGTERM must not wait on a frozen database
         return 0
     if args.command == "simulate":
         from collector.simulate import run
