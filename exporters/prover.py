@@ -195,22 +195,25 @@ class Prover:
         """Whether this host has the GPU ``task`` names."""
         return True
 
+    def prove_one(self, seed: str, node_id: int, task: Task, on_commit: Callable[[Committed], None],
+                  on_error: Callable[[Task, BaseException], None] | None = None) -> None:
+        """Prove ``task`` and hand on its commitment; a failure is reported for this GPU, the others go on."""
+        try:
+            committed = self.prove(seed, node_id, task)
+        except BaseException as exc:  # noqa: BLE001 - reported per GPU; the others go on
+            if on_error is None:
+                log.exception("proving %s failed", task.gpu_uuid)
+            else:
+                on_error(task, exc)
+            return
+        on_commit(committed)
+
     def prove_all(self, seed: str, node_id: int, tasks: Sequence[Task],
                   on_commit: Callable[[Committed], None],
                   on_error: Callable[[Task, BaseException], None] | None = None) -> None:
         """Prove every task at once, one thread each; ``on_commit`` runs in the task's thread as it finishes."""
-        def one(task: Task) -> None:
-            try:
-                committed = self.prove(seed, node_id, task)
-            except BaseException as exc:  # noqa: BLE001 - reported per GPU; the others go on
-                if on_error is None:
-                    log.exception("proving %s failed", task.gpu_uuid)
-                else:
-                    on_error(task, exc)
-                return
-            on_commit(committed)
-
-        threads = [threading.Thread(target=one, args=(task,), name=f"fleetscope-prove-{i}", daemon=True)
+        threads = [threading.Thread(target=self.prove_one, args=(seed, node_id, task, on_commit, on_error),
+                                    name=f"fleetscope-prove-{i}", daemon=True)
                    for i, task in enumerate(tasks)]
         for thread in threads:
             thread.start()
@@ -521,15 +524,7 @@ class SimProver(NumpyProver):
             super().prove_all(seed, node_id, tasks, on_commit, on_error)
             return
         for task in tasks:  # one real GPU: each claimed GPU's proof waits for the one before
-            try:
-                committed = self.prove(seed, node_id, task)
-            except Exception as exc:  # noqa: BLE001
-                if on_error is None:
-                    log.exception("proving %s failed", task.gpu_uuid)
-                else:
-                    on_error(task, exc)
-                continue
-            on_commit(committed)
+            self.prove_one(seed, node_id, task, on_commit, on_error)
 
 
 def make_prover(kind: str, *, devices: Callable[[], Mapping[str, int]] | None = None) -> Prover:

@@ -38,6 +38,16 @@ def _start(dsn: str, port: int, spool_dir) -> subprocess.Popen:
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+async def _replayed(spool, base: str, within_s: float = 30.0) -> None:
+    """A restarted collector is healthy and has replayed its spool (every group file gone)."""
+    async with aiohttp.ClientSession() as session:
+        await _healthy(session, base)
+    deadline = time.monotonic() + within_s
+    while list(spool.glob("*.group")) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert not list(spool.glob("*.group")), "the spool was not replayed"
+
+
 async def _healthy(session: aiohttp.ClientSession, base: str, within_s: float = 30.0) -> None:
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
@@ -90,12 +100,7 @@ async def test_every_push_answered_204_is_stored_exactly_once_across_a_freeze_an
         assert all(s == 204 for s in rounds[0])
         assert sum(s == 204 for r in rounds[1:] for s in r) > 0, "no push was accepted while frozen"
         collector = _start(dsn, port, spool)  # replays the spool
-        async with aiohttp.ClientSession() as session:
-            await _healthy(session, base)
-        deadline = time.monotonic() + 30
-        while list(spool.glob("*.group")) and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        assert not list(spool.glob("*.group")), "the spool was not replayed"
+        await _replayed(spool, base)
     finally:
         if collector.poll() is None:
             collector.send_signal(signal.SIGTERM)

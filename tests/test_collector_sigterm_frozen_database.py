@@ -27,7 +27,7 @@ import psycopg
 from fleetscope.registry import create_operator, register_node
 from tests.conftest import free_port
 from tests.frozen_database import frozen
-from tests.test_collector_no_loss_after_204 import _healthy, _push_round
+from tests.test_collector_no_loss_after_204 import _healthy, _push_round, _replayed
 
 NODES = 4
 INTERVAL_S = 5           # a node may push every 2.5 s
@@ -85,12 +85,7 @@ async def test_sigterm_with_the_database_frozen_exits_0_within_10_s_and_every_pu
         assert list(spool.glob("*.group")), "nothing was spooled"
 
         collector = _start(dsn, port, spool, log_path)  # the database thawed: replays the spool
-        async with aiohttp.ClientSession() as session:
-            await _healthy(session, base)
-        deadline = time.monotonic() + 30
-        while list(spool.glob("*.group")) and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        assert not list(spool.glob("*.group")), "the spool was not replayed"
+        await _replayed(spool, base)
     finally:
         if collector.poll() is None:
             collector.send_signal(signal.SIGTERM)
