@@ -113,6 +113,8 @@ async def test_an_internal_webhook_is_refused_with_a_reason(strict_client, opera
 
 
 async def test_public_targets_are_still_registered(strict_client, operator_token):
+    # Registration checks the URL alone (no DNS) and this app runs no scraper,
+    # so nothing here is ever connected to: they are only registered.
     for i, url in enumerate(["http://gpu-rig-42.example.com:9835/metrics", "https://8.8.8.8/metrics",
                              "http://[2001:4860:4860::8888]:9835/metrics"]):
         response = await strict_client.post("/api/v1/nodes", json={"name": f"n{i}", "scrape_url": url},
