@@ -311,7 +311,7 @@ class Proofs:
                 raise Rejected(409, R_DECIDED, f"this challenge was already decided: {verdict}")
             if started is None:
                 raise Rejected(409, R_NOT_STARTED, "ask for the seed (POST /api/v1/proof/start) first")
-            seconds = max(0.0, (received - offered).total_seconds() - rtt_s)
+            seconds = max(0.0, proof.seconds_of(offered_at=offered, committed_at=received, rtt_s=rtt_s))
             size = proof.Size(n=n, k=k, reference_tflops=ref, budget_s=budget_s)
             if seconds > budget_s:
                 late = proof.late(size, seconds=seconds, deadline=budget_s)
@@ -356,7 +356,7 @@ class Proofs:
             raise Rejected(409, R_LATE, f"entries not opened within {proof.OPEN_TIMEOUT_S:g} s of the commitment")
         openings = _openings(body.get("openings"), proof.checked_leaves(n, named, columns), n)
         size = proof.Size(n=n, k=k, reference_tflops=ref, budget_s=budget_s)
-        seconds = max(0.0, (committed - offered).total_seconds() - rtt_s)
+        seconds = max(0.0, proof.seconds_of(offered_at=offered, committed_at=committed, rtt_s=rtt_s))
         key = proof.keys(seed, node_id, params["gpu_uuid"])
         outcome = await asyncio.to_thread(self._judge, key, size, bytes.fromhex(root), named, columns, openings,
                                           seconds)

@@ -24,6 +24,7 @@ from flask import Blueprint, Response, current_app, request, send_file
 from psycopg_pool import PoolTimeout
 
 from fleetscope import methodology, proof, publish
+from fleetscope.explorer import PROOF_COLUMNS
 from fleetscope.snapshot import SNAPSHOT_TICK_S, format_time
 
 from dashboard.format import parse_id
@@ -39,8 +40,7 @@ api = Blueprint("api", __name__, url_prefix="/api/v1")
 # failed (collector/proof_verdicts.py) and closes at its next pass.
 FINDING_KINDS = ("duplicate_uuid", "virtualized", "spec_mismatch", "cloned_telemetry", "identity_change",
                  "fleet_jump", "proof_failed")
-PROOF_CSV_COLUMNS = ("round_id", "node_id", "node_name", "gpu_uuid", "model", "verdict", "reason", "seconds",
-                     "tflops", "n", "k", "budget_s", "offered_at", "decided_at")
+PROOF_CSV_COLUMNS = PROOF_COLUMNS  # an item's keys, in order (fleetscope/explorer.py)
 
 
 def explorer() -> Explorer:

@@ -13,7 +13,8 @@ from dash import dcc, html
 from psycopg_pool import PoolTimeout
 from werkzeug.exceptions import HTTPException
 
-from dashboard.api import api
+from dashboard.api import DATABASE_RETRY_AFTER_S, api
+from dashboard.api import error as _json_error
 from dashboard.format import parse_id
 from dashboard.service import Explorer
 
@@ -98,7 +99,7 @@ def create_app(ex: Explorer) -> dash.Dash:
         if isinstance(err, (psycopg.OperationalError, PoolTimeout)):  # a database restart, not a bug
             log.warning("%s: database unavailable: %s", flask.request.path, " ".join(str(err).split())[:200])
             response = _json_error(503, "database_unavailable", "the database is unavailable; retry later")
-            response.headers["Retry-After"] = "5"
+            response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
             return response
         if flask.request.path.startswith(COMPONENT_SUITES):
             # Dash raises for a package or file it does not serve (a traversal
@@ -111,9 +112,3 @@ def create_app(ex: Explorer) -> dash.Dash:
         return _json_error(500, "internal_error", "internal error")
 
     return app
-
-
-def _json_error(status: int, code: str, reason: str) -> flask.Response:
-    import json
-
-    return flask.Response(json.dumps({"error": code, "reason": reason}), status=status, mimetype="application/json")

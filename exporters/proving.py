@@ -35,7 +35,7 @@ from urllib.parse import urlparse
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
 
 from exporters.prover import Committed, Task
-from exporters.push import backoff_s
+from exporters.push import backoff_s, retry_after_s
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -166,7 +166,7 @@ class ProofClient:
             raw = exc.read() if exc.fp else b""
             if exc.code >= 500 or exc.code == 429:
                 raise Unreachable(f"{method} {path}: HTTP {exc.code}",
-                                  _retry_after(exc.headers.get("Retry-After"))) from None
+                                  retry_after_s(exc.headers.get("Retry-After"))) from None
             return Answer(exc.code, _json(raw))
         except (OSError, urllib.error.URLError) as exc:  # refused, reset, timeout, DNS
             raise Unreachable(f"{method} {path}: {exc}") from None
@@ -337,15 +337,6 @@ def _json(raw: bytes) -> Any:
         return json.loads(raw)
     except ValueError:
         return raw[:200].decode(errors="replace")
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
 
 
 def start_clients(base_url: str, tokens: list[str], provers: list[Prover], *,

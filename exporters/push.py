@@ -175,7 +175,7 @@ class Pusher:
             body = exc.read(200).decode(errors="replace") if exc.fp else ""
             if exc.code == 429 or exc.code >= 500:
                 log.warning("push to %s: HTTP %d, will retry", self.url, exc.code)
-                return Outcome.RETRY, _retry_after(exc.headers.get("Retry-After"))
+                return Outcome.RETRY, retry_after_s(exc.headers.get("Retry-After"))
             log.error("push to %s rejected: HTTP %d %s; payload dropped", self.url, exc.code, body)
             return Outcome.REJECTED, None
         except (OSError, urllib.error.URLError) as exc:  # refused, reset, timeout, DNS
@@ -260,7 +260,8 @@ def backoff_s(failures: int, *, base: float, ceiling: float, retry_after: float 
     return delay
 
 
-def _retry_after(value: str | None) -> float | None:
+def retry_after_s(value: str | None) -> float | None:
+    """A Retry-After header's seconds; None when absent or an HTTP date. Shared with exporters/proving.py."""
     if not value:
         return None
     try:

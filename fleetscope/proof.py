@@ -13,7 +13,7 @@ protocol and its threat model are in docs/proof.md). Per challenged GPU:
    taking up to MEMORY_SHARE of the claimed memory.
 3. The host commits to C with a Merkle root over its chunks of
    CHUNK_ENTRIES consecutive entries in row-major order (``chunk_leaves``,
-   ``merkle_root``) before the deadline (``Size.budget_s`` plus the measured
+   ``merkle_levels``) before the deadline (``Size.budget_s`` plus the measured
    round trip); only then does the verifier name entries at independent
    random places (``choose_entries``). The host opens the chunks holding
    those entries (``checked_leaves``) with their Merkle paths
@@ -290,10 +290,6 @@ def merkle_levels(leaves: Sequence[bytes]) -> list[list[bytes]]:
             up.append(below[-1])
         levels.append(up)
     return levels
-
-
-def merkle_root(leaves: Sequence[bytes]) -> bytes:
-    return merkle_levels(leaves)[-1][0]
 
 
 def merkle_path(levels: list[list[bytes]], index: int) -> list[bytes]:
