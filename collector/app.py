@@ -81,7 +81,9 @@ DATABASE_RETRY_AFTER_S = 5
 # --db-timeout-s, never hung (issue 15). A push's token lookup has the same
 # deadline (collector/auth.py); /healthz has its own; proof long-polls none.
 DEADLINE_ROUTES = frozenset({"/api/v1/nodes", "/api/v1/jobs", "/api/v1/channels",
-                             "/api/v1/channels/{channel_id}", "/api/v1/operator", "/metrics"})
+                             "/api/v1/channels/{channel_id}", "/api/v1/operator", "/metrics",
+                             # The proof of GPU's steps (not the long-poll, which waits on purpose).
+                             "/api/v1/proof/start", "/api/v1/proof/commit", "/api/v1/proof/open"})
 # The shutdown's shares (issue 15, item 3: SIGTERM exits within 10 s, having
 # spooled what it holds, even with the database frozen). They add up to
 # SHUTDOWN_BUDGET_S; the rest of the 10 s is the interpreter's exit on a

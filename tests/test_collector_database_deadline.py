@@ -55,6 +55,13 @@ async def test_requests_answer_503_with_retry_after_within_the_deadline_while_th
             ("registration", client.post("/api/v1/nodes", json={"name": "late"}, headers=bearer(operator_token))),
             ("uncached push", push(client, node_token, FLEET_PROM)),
             ("channels", client.get("/api/v1/channels", headers=bearer(operator_token))),
+            # The proof of GPU's steps that read and write the database (the long-poll only waits).
+            ("proof start", client.post("/api/v1/proof/start", json={"round_id": 1}, headers=bearer(node_token))),
+            ("proof commit", client.post("/api/v1/proof/commit", json={"round_id": 1, "gpu_uuid": "GPU-x",
+                                                                       "root": "00" * 32},
+                                         headers=bearer(node_token))),
+            ("proof open", client.post("/api/v1/proof/open", json={"round_id": 1, "gpu_uuid": "GPU-x",
+                                                                   "openings": []}, headers=bearer(node_token))),
         ]:
             response, took = await _timed(request)
             assert response.status == 503, name
@@ -82,3 +89,26 @@ async def test_the_collector_answers_again_once_the_database_thaws(frozen_setup)
             break
         await asyncio.sleep(0.2)
     assert response.status == 200
+
+
+async def test_the_proof_steps_answer_503_within_the_deadline_for_a_node_whose_token_is_cached(
+        aiohttp_client, own_server, tmp_path):
+    """Past authentication (a cached token), start, commit and open still answer within the deadline."""
+    server, dsn = own_server
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        operator_id, _ = create_operator(conn, "acme")
+        node_token = register_node(conn, operator_id=operator_id, name="n").node_token
+    settings = collector_settings(dsn, tmp_path, db_timeout_s=DB_TIMEOUT_S, token_cache_s=600)
+    client = await aiohttp_client(make_app(settings, appendable=MemoryAppendable()))
+    try:
+        # The token is now cached: no request below needs the database to authenticate.
+        assert (await client.get("/api/v1/proof/challenge?wait=0", headers=bearer(node_token))).status == 204
+        with frozen(server):
+            for path, body in [("start", {"round_id": 1}),
+                               ("commit", {"round_id": 1, "gpu_uuid": "GPU-x", "root": "00" * 32})]:
+                response, took = await _timed(client.post(f"/api/v1/proof/{path}", json=body,
+                                                          headers=bearer(node_token)))
+                assert response.status == 503 and response.headers.get("Retry-After"), path
+                assert took <= DB_TIMEOUT_S + SLACK_S, f"{path} took {took:.1f} s"
+    finally:
+        await client.close()
