@@ -49,6 +49,7 @@ from psycopg.types.json import Jsonb
 
 from collector.background import BackgroundLoop
 from fleetscope.states import DEFINITION_VERSION, LAST_OK_SQL, NodeStatus, node_status
+from fleetscope.times import format_optional
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -187,10 +188,6 @@ class RoundResult:
     queued: int = 0             # outbox rows (messages x channels)
 
 
-def _iso(t: datetime | None) -> str | None:
-    return t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if t is not None else None
-
-
 def payload(row: dict[str, Any], *, event: str, since: datetime, flapping: bool, suppressed: int) -> dict[str, Any]:
     """The message every channel is built from; a generic webhook receives it as is (docs/alerts.md)."""
     down = event == EVENT_DOWN
@@ -202,9 +199,9 @@ def payload(row: dict[str, Any], *, event: str, since: datetime, flapping: bool,
         "event": event,
         "node_id": row["node_id"],
         "name": row["name"],
-        "since": _iso(since),
+        "since": format_optional(since),
         "status": "down" if down else "up",
-        "last_ok_at": _iso(row["last_ok_at"]),
+        "last_ok_at": format_optional(row["last_ok_at"]),
         "interval_s": row["interval_s"],
         "grace_s": row["grace_s"],
         "operator_id": row["operator_id"],

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from collector.addresses import R_REFUSED_TARGET, AddressPolicy
 from collector.limits import R_NOT_FOUND, Rejected, bad_field, email_address, http_url, read_json_object, str_field
-from fleetscope.snapshot import format_time
+from fleetscope.times import format_time
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool

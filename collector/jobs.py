@@ -22,7 +22,7 @@ import psycopg
 from aiohttp import web
 
 from collector.limits import R_UNKNOWN_NODE, Rejected, bad_field, int_field, read_json_object, str_field
-from fleetscope.snapshot import format_time
+from fleetscope.times import format_time
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -11,6 +11,9 @@
   the integrity checks (fleetscope/integrity/) on fresh data.
 - When a publication period is due: publish the snapshot with its bundle
   into the hash chain (fleetscope/publish.py).
+- Every snapshot tick, as soon as it settles: compute and store the tick's
+  fleet snapshot (fleetscope/snapshot.py, stored_snapshot), so every reader
+  (/metrics, the dashboard, the CLI) finds it stored; prune old ticks.
 
 Runs in a thread with its own synchronous connection: a rollup refresh is
 one long statement and must not hold the event loop.
@@ -19,6 +22,7 @@ one long statement and must not hold the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from datetime import datetime, timedelta, timezone
@@ -27,7 +31,8 @@ from pathlib import Path
 import psycopg
 
 from collector.background import BackgroundLoop
-from fleetscope import rollups
+from fleetscope import rollups, snapshot
+from fleetscope.errors import FleetscopeError
 from fleetscope.migrate import database_mode
 from fleetscope.integrity import IntegritySettings
 
@@ -58,12 +63,12 @@ def run_once(dsn: str, *, now: datetime | None = None, checks: IntegritySettings
         pruned = conn.execute("DELETE FROM ingest_batches WHERE written_at < %s",
                               (now - INGEST_RECORD_KEEP,)).rowcount
         done["ingest_records_pruned"] = pruned
+        done["snapshots_pruned"] = snapshot.prune_stored(conn, now=now)
         if checks is not None:
             from fleetscope.integrity import record_fleet_counts, run_checks
-            from fleetscope.snapshot import default_as_of
 
             started = time.perf_counter()
-            at = default_as_of(now)  # a settled tick: the rows before it are written
+            at = snapshot.default_as_of(now)  # a settled tick: the rows before it are written
             record_fleet_counts(conn, at=at)
             ran = run_checks(conn, at=at, settings=checks)
             done["integrity"] = {k: (r.opened, r.resolved) for k, r in ran.items() if r.opened or r.resolved}
@@ -89,15 +94,18 @@ class Maintenance(BackgroundLoop):
 
     The integrity checks run every ``integrity_interval_s`` (0: never), and
     a snapshot is published every ``publish_interval_s`` into ``bundle_dir``
-    (0 or no directory: never).
+    (0 or no directory: never). With ``snapshot_ticks``, each snapshot tick
+    is stored as it settles (``store_ticks``), on a task of its own.
     """
 
     TASK_NAME = "fleetscope-maintenance"
+    _ticks_task: asyncio.Task | None = None
 
     def __init__(self, dsn: str, *, interval_s: float = INTERVAL_S, integrity_interval_s: float = 0,
                  checks: IntegritySettings | None = None, publish_interval_s: int = 0,
-                 bundle_dir: Path | None = None) -> None:
+                 bundle_dir: Path | None = None, snapshot_ticks: bool = True) -> None:
         self.dsn = dsn
+        self.snapshot_ticks = snapshot_ticks
         self.interval_s = interval_s
         self.integrity_interval_s = integrity_interval_s
         self.checks = checks or IntegritySettings.from_env() if integrity_interval_s else None
@@ -117,3 +125,33 @@ class Maintenance(BackgroundLoop):
             except psycopg.Error as err:  # the database is away: the writer spools; try again later
                 log.warning("maintenance skipped: %s", str(err).strip())
             await asyncio.sleep(self.interval_s)
+
+    async def __aenter__(self) -> Maintenance:
+        await super().__aenter__()
+        if self.snapshot_ticks:
+            self._ticks_task = asyncio.create_task(store_ticks(self.dsn), name="fleetscope-snapshot-ticks")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._ticks_task is not None:
+            self._ticks_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticks_task
+        await super().__aexit__(*exc)
+
+
+async def store_ticks(dsn: str) -> None:
+    """Store each snapshot tick's fleet snapshot as soon as it settles, until cancelled.
+
+    Readers then find the tick stored and never wait for its computation;
+    with several collector replicas, one computes each tick and the others
+    find it stored (fleetscope/snapshot.py, stored_snapshot).
+    """
+    tick, settle = snapshot.SNAPSHOT_TICK_S, snapshot.SNAPSHOT_SETTLE_S
+    while True:
+        try:
+            await asyncio.to_thread(snapshot.stored_snapshot_from_dsn, dsn)
+        except (psycopg.Error, OSError, FleetscopeError) as err:  # the database is away: the next tick
+            log.warning("storing the snapshot tick failed: %s", str(err).strip())
+        now = time.time()
+        await asyncio.sleep(((now - settle) // tick + 1) * tick + settle - now)

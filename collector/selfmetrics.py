@@ -4,13 +4,14 @@ Each app has its own ``CollectorRegistry`` (never prometheus_client's global
 one, so two apps in one process, as in the tests, do not share counters); the
 writer and the scraper register their metrics on the same registry.
 
-The fleet gauges are not computed here: they are the headline numbers of
-``fleetscope.snapshot.fleet_snapshot``, the one function behind the CLI, the
-JSON API and the dashboard (DESIGN.md, "The fleet snapshot"), with its as-of
-time and hash in ``fleetscope_fleet_snapshot_info``. The snapshot is computed
-at most once per snapshot tick (the cache is keyed by ``default_as_of()``), in
-a worker thread on its own connection, so that a /metrics scrape never blocks
-the event loop and any number of scrapes in a tick cost one computation.
+The fleet gauges are not computed here: they are the headline numbers of the
+tick's stored fleet snapshot (``fleetscope.snapshot.stored_snapshot``), the
+very row the dashboard, its JSON API and the CLI show (DESIGN.md, "The fleet
+snapshot"), with its as-of time and hash in ``fleetscope_fleet_snapshot_info``.
+The maintenance loop stores each tick as it settles; a tick not stored yet is
+computed and stored by whoever asks first. It is read at most once per tick
+(the cache is keyed by ``default_as_of()``), in a worker thread on its own
+connection, so that a /metrics scrape never blocks the event loop.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 from fleetscope.errors import FleetscopeError
-from fleetscope.snapshot import GPU_FIELDS, Snapshot, default_as_of, snapshot_from_dsn
+from fleetscope.snapshot import GPU_FIELDS, Snapshot, default_as_of, stored_snapshot_from_dsn
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -102,7 +103,7 @@ class FleetSnapshotGauges:
         return self.snapshot
 
     def _compute(self, tick: datetime) -> Snapshot:
-        return snapshot_from_dsn(self._dsn, as_of=tick, connect_timeout=SNAPSHOT_CONNECT_TIMEOUT_S)
+        return stored_snapshot_from_dsn(self._dsn, as_of=tick, connect_timeout=SNAPSHOT_CONNECT_TIMEOUT_S)
 
     def describe(self) -> list:
         return []  # families depend on the data; nothing to pre-check

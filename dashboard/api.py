@@ -25,7 +25,8 @@ from psycopg_pool import PoolTimeout
 
 from fleetscope import methodology, proof, publish
 from fleetscope.explorer import PROOF_COLUMNS
-from fleetscope.snapshot import SNAPSHOT_TICK_S, format_time
+from fleetscope.snapshot import SNAPSHOT_TICK_S
+from fleetscope.times import format_time
 
 from dashboard.format import parse_id
 from dashboard.service import GPUS, NODES, TELEMETRY_STEP_S, dumps

@@ -13,7 +13,7 @@ from typing import Any
 
 from dash import html
 
-from fleetscope.snapshot import format_time
+from fleetscope.times import format_time
 
 
 def integer(value: int) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 from fleetscope import __version__, explorer, proof, snapshot, states
 from fleetscope.migrate import database_mode
 from fleetscope.reputation import FORMULA_VERSION, node_reputation
+from fleetscope.times import format_time
 
 from dashboard.cache import SharedCache
 from dashboard.tables import TableSpec, haystacks
@@ -164,9 +165,20 @@ class Explorer:
         return snapshot.Snapshot(body=body, canonical=canonical, sha256=sha)
 
     def _snapshot(self, at: datetime):
+        # The tick's stored snapshot (computed once for every process: fleetscope/snapshot.py).
         with self.pool().connection() as conn, self.pool().connection() as worker:
-            snap = snapshot.fleet_snapshot(conn, as_of=at, workers=[worker])
+            snap = snapshot.stored_snapshot(conn, as_of=at, workers=[worker], now=self.clock())
         return snap.body, snap.canonical, snap.sha256
+
+    def snapshot_sha256(self, *, as_of: datetime | None = None) -> str:
+        """The hash of the tick's snapshot, read alone (the snapshot is computed only if no one has yet)."""
+        at = as_of or self.tick()
+
+        def compute() -> str:
+            with self.pool().connection() as conn:
+                sha = snapshot.stored_sha256(conn, as_of=at)
+            return sha or self.snapshot(as_of=at).sha256
+        return self.cache.get(f"sha256-{int(at.timestamp())}", compute)
 
     # The node and GPU tables of the same tick.
     def tables(self, *, as_of: datetime | None = None) -> Tables:
@@ -195,9 +207,7 @@ class Explorer:
         return points
 
     def _point(self, at: datetime) -> dict[str, Any]:
-        with self.pool().connection() as conn, conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            conn.execute("SET LOCAL work_mem = '64MB'")
+        with self.pool().connection() as conn, snapshot.snapshot_transaction(conn):
             return explorer.fleet_point(conn, at=at)
 
     def daily(self, *, as_of: datetime | None = None) -> list[dict[str, Any]]:
@@ -237,9 +247,8 @@ class Explorer:
         for gpu in gpus:
             for key in ("node_id", "node_name", "operator", "node_status"):
                 gpu.pop(key)
-        snap = self.snapshot(as_of=at)
         return {
-            "as_of": snapshot.format_time(at), "snapshot_sha256": snap.sha256,
+            "as_of": format_time(at), "snapshot_sha256": self.snapshot_sha256(as_of=at),
             "node_id": node_id, "name": node["name"], "operator": node["operator"],
             "registered_at": node["registered_at"], "interval_s": node["interval_s"], "grace_s": node["grace_s"],
             "paused": node["paused"],
@@ -327,7 +336,7 @@ def node_proofs(gpus: list[dict[str, Any]], latest: dict[str, dict[str, Any]], *
         item["valid_until"] = None
         if item["verdict"] == "passed":
             decided = datetime.fromisoformat(item["decided_at"].replace("Z", "+00:00"))
-            item["valid_until"] = snapshot.format_time(decided + proof.VERIFIED_FOR)
+            item["valid_until"] = format_time(decided + proof.VERIFIED_FOR)
         out[uuid] = item
     return out
 

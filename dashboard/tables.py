@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from fleetscope.snapshot import format_time
+from fleetscope.times import format_time
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50

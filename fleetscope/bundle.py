@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from fleetscope import proof, slot_runs
 from fleetscope.reputation import U7_WINDOW
-from fleetscope.snapshot import canonical_json, format_time
+from fleetscope.snapshot import canonical_json
+from fleetscope.times import format_time, parse_time
 
 if TYPE_CHECKING:
     import psycopg
@@ -204,7 +205,7 @@ def write(path: Path, files: dict[str, bytes], *, at: datetime) -> None:
 
 
 def _time(text: str) -> datetime | None:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+    return parse_time(text) if text else None
 
 
 def _int(text: str) -> int | None:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from fleetscope import accounting, proof, states
 from fleetscope.rollups import floor_bucket, node_hourly_sql
-from fleetscope.snapshot import OPEN_FINDINGS_SQL, RUNNING_JOBS_SQL, fleet_counts, format_time
+from fleetscope.snapshot import OPEN_FINDINGS_SQL, RUNNING_JOBS_SQL, fleet_counts, snapshot_transaction
+from fleetscope.times import format_time
 
 if TYPE_CHECKING:
     import psycopg
@@ -103,10 +104,7 @@ def fleet_tables(conn: psycopg.Connection, *, at: datetime) -> FleetTables:
     must not be inside a transaction.
     """
     at = at.astimezone(timezone.utc)
-    with conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        conn.execute("SET LOCAL TimeZone = 'UTC'")
-        conn.execute("SET LOCAL work_mem = '64MB'")
+    with snapshot_transaction(conn):
         node_rows = conn.execute(NODES_SQL, {"at": at}).fetchall()
         claim_rows = conn.execute(GPU_CLAIMS_SQL, {"at": at}).fetchall()
     info = {}

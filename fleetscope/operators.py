@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from fleetscope.states import DEFINITION_VERSION, LAST_OK_SQL, node_online, node_status
 from fleetscope.uptime import uptime
+from fleetscope.times import format_optional
 
 if TYPE_CHECKING:
     import psycopg
@@ -48,10 +49,6 @@ SELECT d.delivery_id, d.attempted_at, d.node_id, n.name, d.event, d.channel_id, 
 """
 
 
-def _iso(t: datetime | None) -> str | None:
-    return t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if t is not None else None
-
-
 def operator_view(conn: psycopg.Connection, operator_id: int, *, at: datetime,
                   history_limit: int = ALERT_HISTORY_LIMIT) -> dict[str, Any] | None:
     """The view of operator ``operator_id`` at ``at``, or None when there is no such operator.
@@ -75,21 +72,21 @@ def operator_view(conn: psycopg.Connection, operator_id: int, *, at: datetime,
             "node_id": n["node_id"], "name": n["name"],
             "state": str(node_status(last_ok=n["last_ok"], interval_s=n["interval_s"], grace_s=n["grace_s"], at=at)),
             "online": node_online(last_ok=n["last_ok"], grace_s=n["grace_s"], at=at),
-            "last_ok_at": _iso(n["last_ok"]), "interval_s": n["interval_s"], "grace_s": n["grace_s"],
-            "paused": n["paused"], "scrape_url": n["scrape_url"], "registered_at": _iso(n["registered_at"]),
+            "last_ok_at": format_optional(n["last_ok"]), "interval_s": n["interval_s"], "grace_s": n["grace_s"],
+            "paused": n["paused"], "scrape_url": n["scrape_url"], "registered_at": format_optional(n["registered_at"]),
         }
         for key, window in UPTIME_WINDOWS.items():
             up = uptime(conn, n["node_id"], start=at - window, end=at)
             node[key] = up.ratio if up is not None else None
-        node.update(alert_status=n["alert_status"], alert_since=_iso(n["alert_since"]),
-                    muted_until=_iso(n["muted_until"]))
+        node.update(alert_status=n["alert_status"], alert_since=format_optional(n["alert_since"]),
+                    muted_until=format_optional(n["muted_until"]))
         nodes.append(node)
-    channels = [{"channel_id": c[0], "kind": c[1], "target": c[2], "created_at": _iso(c[3])}
+    channels = [{"channel_id": c[0], "kind": c[1], "target": c[2], "created_at": format_optional(c[3])}
                 for c in conn.execute(CHANNELS_SQL, (operator_id,)).fetchall()]
-    alerts = [{"delivery_id": a[0], "attempted_at": _iso(a[1]), "node_id": a[2], "name": a[3], "event": a[4],
+    alerts = [{"delivery_id": a[0], "attempted_at": format_optional(a[1]), "node_id": a[2], "name": a[3], "event": a[4],
                "channel_id": a[5], "kind": a[6], "attempt": a[7], "ok": a[8], "error": a[9], "since": a[10]}
               for a in conn.execute(HISTORY_SQL, (operator_id, at, history_limit)).fetchall()]
-    return {"operator_id": operator_id, "operator": row[0], "as_of": _iso(at),
+    return {"operator_id": operator_id, "operator": row[0], "as_of": format_optional(at),
             "definition_version": DEFINITION_VERSION, "nodes": nodes, "channels": channels, "alerts": alerts}
 
 

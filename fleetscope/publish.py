@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fleetscope import bundle, slot_runs, verify
-from fleetscope.snapshot import canonical_json, fleet_snapshot, format_time
+from fleetscope.snapshot import canonical_json, fleet_snapshot
+from fleetscope.times import format_time
 
 if TYPE_CHECKING:
     import psycopg

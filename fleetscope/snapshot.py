@@ -9,14 +9,22 @@ show this same object, so they cannot disagree.
 
 The as-of time defaults to the start of the latest settled SNAPSHOT_TICK_S
 tick, so every surface asking within one tick gets the same snapshot and hash.
+
+Each settled tick is computed once and stored (``stored_snapshot``, the
+fleet_snapshots table): the collector's maintenance loop stores every tick as
+it settles, and any reader that finds its tick missing computes and stores it
+under the tick's lock, so a dashboard alone still works and two processes
+never compute one tick twice. Readers show the stored bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -27,11 +35,22 @@ from fleetscope import accounting, proof, states
 from fleetscope.config import PriceBounds
 from fleetscope.migrate import database_mode
 from fleetscope.rollups import floor_bucket, node_hourly_sql
+from fleetscope.times import format_time
 
 if TYPE_CHECKING:
     import psycopg
 
+log = logging.getLogger("fleetscope.snapshot")
+
 SNAPSHOT_VERSION = 1
+# What a stored snapshot was computed under (fleet_snapshots.versions).
+STORED_VERSIONS = f"s{SNAPSHOT_VERSION}d{states.DEFINITION_VERSION}"
+# The lock class of a tick being computed for storage (any constant; the
+# migrations use 0x666C6565, publication 0x666C6566).
+STORE_LOCK_CLASS = 0x666C6567
+# Stored ticks are kept this long (the maintenance loop prunes older ones):
+# every surface shows the current tick; published snapshots keep their own.
+STORED_KEEP = timedelta(days=2)
 # One tick = the default node interval: states cannot move faster than nodes report.
 SNAPSHOT_TICK_S = 15
 # A tick is computed only this long after it starts: rows timed before it are
@@ -214,13 +233,6 @@ def canonical_json(obj: Any) -> bytes:
                       allow_nan=False).encode()
 
 
-def format_time(t: datetime) -> str:
-    """ISO 8601 in UTC with a Z, to the second when it is whole."""
-    t = t.astimezone(timezone.utc)
-    text = t.isoformat(timespec="microseconds" if t.microsecond else "seconds")
-    return text.replace("+00:00", "Z")
-
-
 def _number(value: Decimal | int) -> float | int:
     """A JSON number with a stable rendering: integers stay integers."""
     if isinstance(value, int):
@@ -248,9 +260,7 @@ def fleet_snapshot(conn: psycopg.Connection, *, as_of: datetime | None = None,
                              "call it on connections that are not inside one")
     at = (as_of or default_as_of()).astimezone(timezone.utc)
     bounds = price_bounds or PriceBounds.from_env()
-    with conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        _set_local(conn)
+    with snapshot_transaction(conn):
         mode = database_mode(conn) or "plain"
         # Two independent halves of similar cost (bench/bench_snapshot.py);
         # with a worker they run side by side.
@@ -315,21 +325,115 @@ def snapshot_from_dsn(dsn: str, *, as_of: datetime | None = None, connect_timeou
         return fleet_snapshot(conn, as_of=as_of, workers=[worker])
 
 
-def _set_local(conn: psycopg.Connection) -> None:
-    # UTC for time_bucket and date arithmetic; enough work_mem that hashing
-    # ~100,000 GPUs stays in memory (at the 4 MB default it spills to disk and
-    # the snapshot takes a third longer: bench/bench_snapshot.py).
-    conn.execute("SET LOCAL TimeZone = 'UTC'")
-    conn.execute(f"SET LOCAL work_mem = '{SNAPSHOT_WORK_MEM}'")
+def stored_snapshot(conn: psycopg.Connection, *, as_of: datetime | None = None,
+                    workers: Sequence[psycopg.Connection] = (), now: datetime | None = None) -> Snapshot:
+    """The snapshot of ``as_of`` (default: the current tick) as stored; computed and stored first if missing.
+
+    A tick not yet settled at ``now`` (rows timed before it may still be
+    written) is computed and never stored. A missing tick is computed under
+    its advisory lock: a second process missing it at the same moment waits
+    and reads the first one's row instead of computing it again. ``conn`` is
+    an autocommit connection outside any transaction, as for
+    ``fleet_snapshot``. On a read-only server (a replica) the computed
+    snapshot is returned unstored.
+    """
+    import psycopg
+
+    at = (as_of or default_as_of(now)).astimezone(timezone.utc)
+    if at > (now or datetime.now(timezone.utc)) - timedelta(seconds=SNAPSHOT_SETTLE_S):
+        return fleet_snapshot(conn, as_of=at, workers=workers)
+    found = _read_stored(conn, at)
+    if found is not None:
+        return found
+    key = (STORE_LOCK_CLASS, int(at.timestamp()) % 2**31)
+    conn.execute("SELECT pg_advisory_lock(%s, %s)", key)
+    try:
+        found = _read_stored(conn, at)
+        if found is not None:
+            return found
+        return _store(conn, at, fleet_snapshot(conn, as_of=at, workers=workers))
+    finally:
+        try:
+            conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+        except psycopg.Error:  # the session is gone, and its lock with it
+            pass
 
 
-def _in_snapshot(conn: psycopg.Connection, snapshot_id: str, job):
+def stored_sha256(conn: psycopg.Connection, *, as_of: datetime) -> str | None:
+    """The stored snapshot hash of ``as_of``, or None when that tick is not stored (yet)."""
+    row = conn.execute("SELECT sha256 FROM fleet_snapshots WHERE as_of = %s AND versions = %s",
+                       (as_of, STORED_VERSIONS)).fetchone()
+    return row[0] if row else None
+
+
+def stored_snapshot_from_dsn(dsn: str, *, as_of: datetime | None = None, connect_timeout: int = 10) -> Snapshot:
+    """``stored_snapshot`` on fresh connections to ``dsn`` (a main one and one worker, as ``snapshot_from_dsn``)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=connect_timeout) as conn:
+        at = (as_of or default_as_of()).astimezone(timezone.utc)
+        found = _read_stored(conn, at)
+        if found is not None:  # the usual case: no second connection needed
+            return found
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=connect_timeout) as worker:
+            return stored_snapshot(conn, as_of=at, workers=[worker])
+
+
+def prune_stored(conn: psycopg.Connection, *, now: datetime) -> int:
+    """Remove stored ticks older than STORED_KEEP; returns how many."""
+    return conn.execute("DELETE FROM fleet_snapshots WHERE as_of < %s", (now - STORED_KEEP,)).rowcount
+
+
+def _read_stored(conn: psycopg.Connection, at: datetime) -> Snapshot | None:
+    row = conn.execute("SELECT body, sha256 FROM fleet_snapshots WHERE as_of = %s AND versions = %s",
+                       (at, STORED_VERSIONS)).fetchone()
+    if row is None:
+        return None
+    return Snapshot(body=json.loads(row[0]), canonical=row[0].encode(), sha256=row[1])
+
+
+def _store(conn: psycopg.Connection, at: datetime, snap: Snapshot) -> Snapshot:
+    """Store ``snap`` as the tick's unless one is stored already; returns the stored one."""
+    import psycopg
+
+    try:
+        body, sha = conn.execute(
+            "INSERT INTO fleet_snapshots (as_of, versions, sha256, body) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (as_of, versions) DO UPDATE SET computations = fleet_snapshots.computations + 1"
+            " RETURNING body, sha256", (at, STORED_VERSIONS, snap.sha256, snap.canonical.decode())).fetchone()
+    except psycopg.errors.ReadOnlySqlTransaction:
+        return snap
+    if sha != snap.sha256:  # a settled tick computes the same everywhere: say so loudly if not
+        log.warning("the snapshot of %s computed here (%s) differs from the stored one (%s); showing the stored one",
+                    format_time(at), snap.sha256[:12], sha[:12])
+    return Snapshot(body=json.loads(body), canonical=body.encode(), sha256=sha)
+
+
+@contextmanager
+def snapshot_transaction(conn: psycopg.Connection, *, snapshot_id: str | None = None) -> Iterator[None]:
+    """The transaction every fleet-wide read runs in: repeatable read, read only, UTC, SNAPSHOT_WORK_MEM.
+
+    The snapshot, the explorer's tables and the history points each read
+    in one (so their parts agree); with ``snapshot_id`` (pg_export_snapshot)
+    it sees exactly what that other transaction sees. ``conn`` must not be
+    inside a transaction.
+    """
     from psycopg import sql
 
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
-        _set_local(conn)
+        if snapshot_id is not None:
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
+        # UTC for time_bucket and date arithmetic; enough work_mem that hashing
+        # ~100,000 GPUs stays in memory (at the 4 MB default it spills to disk and
+        # the snapshot takes a third longer: bench/bench_snapshot.py).
+        conn.execute("SET LOCAL TimeZone = 'UTC'")
+        conn.execute(f"SET LOCAL work_mem = '{SNAPSHOT_WORK_MEM}'")
+        yield
+
+
+def _in_snapshot(conn: psycopg.Connection, snapshot_id: str, job):
+    with snapshot_transaction(conn, snapshot_id=snapshot_id):
         return job(conn)
 
 

@@ -90,8 +90,8 @@ def record_fleet_counts(conn: psycopg.Connection, *, at: datetime) -> tuple[int,
 
     ``conn`` must not be inside a transaction (the snapshot opens its own).
     """
-    from fleetscope.snapshot import fleet_snapshot
+    from fleetscope.snapshot import stored_snapshot
 
-    gpus = fleet_snapshot(conn, as_of=at).body["gpus"]
+    gpus = stored_snapshot(conn, as_of=at).body["gpus"]
     fleet_jump.record_counts(conn, at=at, registered=gpus["registered"], online=gpus["online"])
     return gpus["registered"], gpus["online"]

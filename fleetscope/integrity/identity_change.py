@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from fleetscope.integrity.findings import Found
-from fleetscope.snapshot import format_time
+from fleetscope.times import format_time
 
 if TYPE_CHECKING:
     import psycopg
