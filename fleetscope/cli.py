@@ -116,9 +116,9 @@ def _run(args: argparse.Namespace) -> int:
         elif args.command == "snapshot":
             import json
 
-            from fleetscope.snapshot import snapshot_from_dsn
+            from fleetscope.snapshot import stored_snapshot_from_dsn
 
-            snap = snapshot_from_dsn(dsn, as_of=args.as_of)
+            snap = stored_snapshot_from_dsn(dsn, as_of=args.as_of)
             print(json.dumps(snap.as_dict(), indent=2, sort_keys=True, ensure_ascii=False))
     return 0
 
