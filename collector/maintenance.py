@@ -33,17 +33,14 @@ import psycopg
 from collector.background import BackgroundLoop
 from fleetscope import rollups, snapshot
 from fleetscope.errors import FleetscopeError
-from fleetscope.migrate import database_mode
 from fleetscope.integrity import IntegritySettings
+from fleetscope.migrate import database_mode
+from fleetscope.rollups import ROLLUP_SETTLE
 
 log = logging.getLogger("fleetscope.maintenance")
 
 INTERVAL_S = 60.0
 INGEST_RECORD_KEEP = timedelta(days=7)
-# Hours are materialised only this long after they end: rows arrive at receive
-# time, so only a spool replay writes below the watermark, and that marks the
-# rollup for recomputation (fleetscope/rollups.py, invalidate).
-ROLLUP_SETTLE = timedelta(minutes=5)
 
 
 def run_once(dsn: str, *, now: datetime | None = None, checks: IntegritySettings | None = None,

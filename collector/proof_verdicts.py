@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from psycopg import AsyncConnection
 
-FINDING_KIND = "proof_failed"
+FINDING_KIND = proof.FAILED_FINDING_KIND
 # Requests received before a deadline may still be in the handler (waiting
 # for the database); the timers leave them this long to be stored.
 TIMER_GRACE_S = 2.0

@@ -25,6 +25,7 @@ from psycopg_pool import PoolTimeout
 
 from fleetscope import methodology, proof, publish
 from fleetscope.explorer import PROOF_COLUMNS
+from fleetscope.integrity import FINDING_KINDS
 from fleetscope.snapshot import SNAPSHOT_TICK_S
 from fleetscope.times import format_time
 
@@ -36,11 +37,6 @@ if TYPE_CHECKING:
     from dashboard.service import Explorer
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
-# Every kind of integrity finding: the checks' (fleetscope/integrity/) and
-# proof_failed, which the collector opens when a GPU's latest proof of GPU
-# failed (collector/proof_verdicts.py) and closes at its next pass.
-FINDING_KINDS = ("duplicate_uuid", "virtualized", "spec_mismatch", "cloned_telemetry", "identity_change",
-                 "fleet_jump", "proof_failed")
 PROOF_CSV_COLUMNS = PROOF_COLUMNS  # an item's keys, in order (fleetscope/explorer.py)
 
 

@@ -464,6 +464,10 @@ def parameters() -> dict[str, Any]:
 
 # -- what "verified" means -------------------------------------------------------------
 
+# The integrity finding a GPU claim's failed latest proof opens (and its next
+# pass resolves): collector/proof_verdicts.py keeps it.
+FAILED_FINDING_KIND = "proof_failed"
+
 # A GPU claim (node, UUID) with a passed proof in (at - VERIFIED_FOR, at] is proved:
 # what the snapshot, the explorer and reputation count as verified unless a
 # finding flags the GPU (a failed proof opens one: proof_failed).

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     import psycopg
 
 BUCKET = timedelta(hours=1)
+# Hours are materialised only this long after they end (the watermark the
+# maintenance loop refreshes up to): rows arrive at receive time, so only a
+# spool replay writes below the watermark, and that marks the rollup for
+# recomputation (invalidate). The writer invalidates only for rows older than this.
+ROLLUP_SETTLE = timedelta(minutes=5)
 
 # The hourly aggregate of observations in [{lo}, {hi}): what refresh
 # materialises and what reads add live above the watermark. (The migrations

@@ -16,6 +16,13 @@ DEFAULT_INTERVAL_S = 15
 GRACE_INTERVALS = 3
 
 
+# A GPU claim's last_seen (gpus.last_seen) is refreshed at least this often
+# while its node keeps reporting the same identity (the writer re-upserts an
+# unchanged identity this often): a claim last seen longer ago than a few
+# refreshes is no longer reported. duplicate_uuid's window follows from it.
+IDENTITY_REFRESH_S = 300
+
+
 class NodeStatus(StrEnum):
     NEW = "new"    # registered, never successfully observed: offline
     UP = "up"      # a successful observation within the last interval: online

@@ -36,14 +36,19 @@ from fleetscope.integrity import (
     virtualized,
 )
 from fleetscope.integrity.findings import Found, Reconciled, reconcile
+from fleetscope.proof import FAILED_FINDING_KIND
 
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["IntegritySettings", "Found", "Reconciled", "run_checks", "record_fleet_counts", "KINDS"]
+__all__ = ["IntegritySettings", "Found", "Reconciled", "run_checks", "record_fleet_counts", "KINDS",
+           "FINDING_KINDS"]
 
 KINDS = (duplicate_uuid.KIND, virtualized.KIND, spec_mismatch.KIND, cloned_telemetry.KIND,
          identity_change.KIND, fleet_jump.KIND)
+# Every kind a finding can have: the checks' and the one a failed proof of GPU
+# opens (fleetscope/proof.py). What the API's ?kind= accepts.
+FINDING_KINDS = (*KINDS, FAILED_FINDING_KIND)
 
 
 @dataclass(frozen=True)

@@ -14,16 +14,17 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from fleetscope.integrity.findings import Found
+from fleetscope.states import IDENTITY_REFRESH_S
 
 if TYPE_CHECKING:
     import psycopg
 
 KIND = "duplicate_uuid"
 RESOLUTION = "the UUID is no longer reported by more than one node"
-# The writer refreshes an unchanged identity's last_seen every 5 minutes
-# (collector/writer.py, IDENTITY_REFRESH_S): three refreshes' worth is "at the
-# same time" without missing a claim between two refreshes.
-DEFAULT_WINDOW = timedelta(minutes=15)
+# A reported identity's last_seen is refreshed every IDENTITY_REFRESH_S:
+# three refreshes' worth is "at the same time" without missing a claim
+# between two refreshes.
+DEFAULT_WINDOW = timedelta(seconds=3 * IDENTITY_REFRESH_S)
 
 FIND_SQL = """
 WITH recent AS (
