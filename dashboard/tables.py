@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from fleetscope import numbers
 from fleetscope.times import format_time
 
 MAX_LIMIT = 1000
@@ -54,12 +55,10 @@ def _int(params: Mapping[str, str], name: str, default: int, *, lo: int, hi: int
     raw = params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadParameter(f"{name} must be an integer, got {raw[:40]!r}") from None
-    if not lo <= value <= hi:
-        raise BadParameter(f"{name} must be between {lo} and {hi}, got {value}")
+    value = numbers.parse_int(raw, lo=lo, hi=hi)
+    if isinstance(value, numbers.Problem):
+        raise BadParameter(f"{name} must be an integer, got {raw[:40]!r}" if value.not_a_number
+                           else f"{name} must be between {lo} and {hi}, got {value.value}")
     return value
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import platformdirs
 
+from fleetscope import numbers
 from fleetscope.errors import FleetscopeError
 
 # The embedded server listens on loopback only. 54329 is outside the usual
@@ -29,13 +30,7 @@ def env_int(name: str, default: int, *, lo: int, hi: int) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise FleetscopeError(f"{name}={raw!r} is not an integer") from None
-    if not lo <= value <= hi:
-        raise FleetscopeError(f"{name}={value} is out of range [{lo}, {hi}]")
-    return value
+    return _setting(name, raw, numbers.parse_int(raw, lo=lo, hi=hi), "an integer")
 
 
 def env_float(name: str, default: float, *, lo: float, hi: float) -> float:
@@ -43,12 +38,14 @@ def env_float(name: str, default: float, *, lo: float, hi: float) -> float:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise FleetscopeError(f"{name}={raw!r} is not a number") from None
-    if not lo <= value <= hi:
-        raise FleetscopeError(f"{name}={value} is out of range [{lo}, {hi}]")
+    return _setting(name, raw, numbers.parse_float(raw, lo=lo, hi=hi), "a number")
+
+
+def _setting(name: str, raw: str, value, noun: str):
+    if isinstance(value, numbers.Problem):
+        if value.not_a_number:
+            raise FleetscopeError(f"{name}={raw!r} is not {noun}")
+        raise FleetscopeError(f"{name}={value.value} is out of range [{value.lo}, {value.hi}]")
     return value
 
 
