@@ -24,7 +24,7 @@ psycopg answers a cancelled query by waiting up to 10 s for the server, and a
 worker thread blocked on a frozen server never returns (``serve``).
 
 aiohttp's own request-body inflater is turned off (``auto_decompress``):
-collector/limits.py inflates pushes itself, counting both sizes, so that a
+collector/requests.py inflates pushes itself, counting both sizes, so that a
 gzip bomb is refused while it inflates rather than after.
 """
 
@@ -47,12 +47,12 @@ from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from psycopg_pool import AsyncConnectionPool
 
-from collector import limits
+from collector import requests
 from collector.addresses import AddressPolicy
 from collector.auth import Authenticator
 from collector.channels import AlertChannels
 from collector.jobs import JobLedger
-from collector.limits import Rejected
+from collector.requests import Rejected
 from collector.proof import Proofs
 from collector.push import PushReceiver
 from collector.registration import Registration
@@ -242,7 +242,7 @@ async def _within(work: Awaitable[object], seconds: float, what: str) -> None:
 
     Not ``asyncio.wait_for``: that waits for the cancelled work to end, and a
     cancelled psycopg query waits up to 10 s more for a frozen server
-    (as ``limits.within_deadline``).
+    (as ``requests.within_deadline``).
     """
     task = asyncio.ensure_future(work)
     try:
@@ -358,7 +358,7 @@ async def _operator_view(request: web.Request) -> web.Response:
     operator_id = await request.app[AUTH].operator(request)
     view = await asyncio.to_thread(operator_view_from_dsn, request.app[SETTINGS].dsn, operator_id)
     if view is None:  # deleted since its token was cached
-        raise Rejected(404, limits.R_NOT_FOUND, "no such operator")
+        raise Rejected(404, requests.R_NOT_FOUND, "no such operator")
     return web.json_response(view)
 
 
@@ -377,7 +377,7 @@ async def _healthz(request: web.Request) -> web.Response:
             await conn.execute("SELECT 1")
 
     try:
-        await limits.within_deadline(probe(), wait)  # not asyncio.timeout: see within_deadline
+        await requests.within_deadline(probe(), wait)  # not asyncio.timeout: see within_deadline
     except (psycopg.Error, OSError, TimeoutError, Rejected) as exc:
         reason = _one_line(exc) or type(exc).__name__
         return web.json_response({"ok": False, "error": f"database unavailable: {reason}", **facts}, status=503)
@@ -403,7 +403,7 @@ async def _errors_and_latency(request: web.Request,
     try:
         resource = request.match_info.route.resource
         if resource is not None and resource.canonical in DEADLINE_ROUTES:
-            response = await limits.within_deadline(handler(request), request.app[SETTINGS].db_timeout_s)
+            response = await requests.within_deadline(handler(request), request.app[SETTINGS].db_timeout_s)
         else:
             response = await handler(request)
         status = str(response.status)
@@ -416,15 +416,15 @@ async def _errors_and_latency(request: web.Request,
         status = str(exc.status)
         if exc.status < 400:
             raise
-        reason = {404: limits.R_NOT_FOUND, 405: limits.R_METHOD_NOT_ALLOWED}.get(exc.status, f"http_{exc.status}")
+        reason = {404: requests.R_NOT_FOUND, 405: requests.R_METHOD_NOT_ALLOWED}.get(exc.status, f"http_{exc.status}")
         metrics.reject(reason)
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return _error_response(exc.status, reason, exc.reason, headers)
     except psycopg.OperationalError as exc:  # includes PoolTimeout: the database, not the request
         status = "503"
         log.warning("%s %s: database unavailable: %s", request.method, request.path, _one_line(exc))
-        metrics.reject(limits.R_DATABASE_UNAVAILABLE)
-        return _error_response(503, limits.R_DATABASE_UNAVAILABLE, "the database is unavailable; retry later",
+        metrics.reject(requests.R_DATABASE_UNAVAILABLE)
+        return _error_response(503, requests.R_DATABASE_UNAVAILABLE, "the database is unavailable; retry later",
                                {"Retry-After": str(DATABASE_RETRY_AFTER_S)})
     except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
         # A value our checks let through but the schema refused: still the
@@ -432,8 +432,8 @@ async def _errors_and_latency(request: web.Request,
         status = "400"
         log.error("%s %s: the database refused a value the checks passed: %s",
                   request.method, request.path, _one_line(exc))
-        metrics.reject(limits.R_INVALID_FIELD)
-        return _error_response(400, limits.R_INVALID_FIELD, f"a value was refused: {_one_line(exc)[:200]}")
+        metrics.reject(requests.R_INVALID_FIELD)
+        return _error_response(400, requests.R_INVALID_FIELD, f"a value was refused: {_one_line(exc)[:200]}")
     except Exception:
         status = "500"
         log.exception("%s %s failed", request.method, request.path)

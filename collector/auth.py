@@ -20,13 +20,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from collector.limits import (
+from collector.lru import LruDict
+from collector.ratelimit import FailureLimiter
+from collector.requests import (
     MAX_TOKEN_LEN,
     R_BAD_TOKEN,
     R_MISSING_TOKEN,
     R_NO_ADMIN_TOKEN,
-    FailureLimiter,
-    LruDict,
     Rejected,
     within_deadline,
 )

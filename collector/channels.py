@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from collector.addresses import R_REFUSED_TARGET, AddressPolicy
-from collector.limits import R_NOT_FOUND, Rejected, bad_field, email_address, http_url, read_json_object, str_field
+from collector.requests import R_NOT_FOUND, Rejected, bad_field, email_address, http_url, read_json_object, str_field
 from fleetscope.times import format_time
 
 if TYPE_CHECKING:

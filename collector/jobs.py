@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from aiohttp import web
 
-from collector.limits import R_UNKNOWN_NODE, Rejected, bad_field, int_field, read_json_object, str_field
+from collector.requests import R_UNKNOWN_NODE, Rejected, bad_field, int_field, read_json_object, str_field
 from fleetscope.times import format_time
 
 if TYPE_CHECKING:

@@ -44,8 +44,8 @@ import psycopg
 from aiohttp import web
 from prometheus_client import Counter, Gauge, Histogram
 
-from collector import limits, proof_rounds, proof_verdicts
-from collector.limits import Rejected, bad_field
+from collector import proof_rounds, proof_verdicts, requests
+from collector.requests import Rejected, bad_field
 from fleetscope import proof
 
 if TYPE_CHECKING:
@@ -258,14 +258,14 @@ class Proofs:
         """POST /api/v1/proof/start {"round_id"}: the seed and the deadline; the round trip is measured here."""
         received = self.clock()
         node_id = (await self._auth.node(request)).node_id
-        body = await limits.read_json_object(request, max_bytes=self._settings.max_json_bytes)
-        round_id = limits.int_field(body, "round_id", lo=1, hi=2**63 - 1)
+        body = await requests.read_json_object(request, max_bytes=self._settings.max_json_bytes)
+        round_id = requests.int_field(body, "round_id", lo=1, hi=2**63 - 1)
         params = {"round_id": round_id, "node_id": node_id}
         expired = 0
         async with self._db() as conn, conn.transaction():
             rows = await (await conn.execute(NODE_CHALLENGES_SQL, params)).fetchall()
             if not rows:
-                raise Rejected(404, limits.R_NOT_FOUND, f"round {round_id} offered this node no work")
+                raise Rejected(404, requests.R_NOT_FOUND, f"round {round_id} offered this node no work")
             if any(started is not None for _, _, started, _, _, _ in rows):
                 raise Rejected(409, R_STARTED, f"round {round_id} was already started by this node")
             if all(verdict is not None for _, _, _, verdict, _, _ in rows):
@@ -291,7 +291,7 @@ class Proofs:
     async def commit(self, request: web.Request) -> web.Response:
         """POST /api/v1/proof/commit {"round_id", "gpu_uuid", "root"}: the entries to open, or 409 late."""
         node_id = (await self._auth.node(request)).node_id
-        body = await limits.read_json_object(request, max_bytes=self._settings.max_json_bytes)
+        body = await requests.read_json_object(request, max_bytes=self._settings.max_json_bytes)
         # The root arrived with the body's last byte: a clock read when the headers came would let a host send
         # them at once and its root up to the timers' grace after the deadline, with made-up seconds.
         received = self.clock()
@@ -329,14 +329,14 @@ class Proofs:
     async def open(self, request: web.Request) -> web.Response:
         """POST /api/v1/proof/open: the chunks of the named entries with their paths; 200 passed, 422 failed."""
         node_id = (await self._auth.node(request)).node_id
-        raw = await limits.read_body(request, max_bytes=self._settings.max_body_bytes)
+        raw = await requests.read_body(request, max_bytes=self._settings.max_body_bytes)
         received = self.clock()  # the openings arrived with the body's last byte (see commit)
         try:
             body = json.loads(raw)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise Rejected(400, limits.R_INVALID_JSON, f"the body is not valid JSON: {str(exc)[:200]}") from None
+            raise Rejected(400, requests.R_INVALID_JSON, f"the body is not valid JSON: {str(exc)[:200]}") from None
         if not isinstance(body, dict):
-            raise Rejected(400, limits.R_INVALID_JSON, "the body must be a JSON object")
+            raise Rejected(400, requests.R_INVALID_JSON, "the body must be a JSON object")
         params = _challenge_key(body, node_id)
         async with self._db() as conn:
             row = await (await conn.execute(CHALLENGE_SQL, params)).fetchone()
@@ -344,7 +344,7 @@ class Proofs:
             raise _no_challenge(params)
         offered, _, rtt_s, committed, root, named, columns, verdict, _, n, k, ref, budget_s, seed = row
         if len(raw) > open_body_limit(n):
-            raise Rejected(413, limits.R_BODY_TOO_LARGE,
+            raise Rejected(413, requests.R_BODY_TOO_LARGE,
                            f"an open body for a {n} x {n} C is at most {open_body_limit(n)} bytes")
         if verdict is not None:
             raise Rejected(409, R_DECIDED, f"this challenge was already decided: {verdict}")
@@ -400,13 +400,13 @@ def _wait_s(request: web.Request) -> float:
 
 
 def _challenge_key(body: dict[str, Any], node_id: int) -> dict[str, Any]:
-    round_id = limits.int_field(body, "round_id", lo=1, hi=2**63 - 1)
-    gpu_uuid = limits.str_field(body, "gpu_uuid", max_len=128)
+    round_id = requests.int_field(body, "round_id", lo=1, hi=2**63 - 1)
+    gpu_uuid = requests.str_field(body, "gpu_uuid", max_len=128)
     return {"round_id": round_id, "node_id": node_id, "gpu_uuid": gpu_uuid}
 
 
 def _no_challenge(params: dict[str, Any]) -> Rejected:
-    return Rejected(404, limits.R_NOT_FOUND,
+    return Rejected(404, requests.R_NOT_FOUND,
                     f"round {params['round_id']} did not challenge GPU {params['gpu_uuid'][:128]} of this node")
 
 

@@ -28,14 +28,9 @@ from aiohttp import web
 
 from collector import liveness
 from collector.ingest import Batch
-from collector.limits import (
-    R_STORAGE_UNAVAILABLE,
-    LruDict,
-    PushRateLimiter,
-    Rejected,
-    content_encoding,
-    read_body,
-)
+from collector.lru import LruDict
+from collector.ratelimit import PushRateLimiter
+from collector.requests import R_STORAGE_UNAVAILABLE, Rejected, content_encoding, read_body
 from collector.parse import R_TOO_MANY_SERIES, R_UNPARSABLE, ParseError, PayloadParser, SeriesCache
 from fleetscope.uptime import slot_of
 

@@ -16,7 +16,7 @@ import psycopg
 from aiohttp import web
 
 from collector.addresses import R_REFUSED_TARGET, AddressPolicy
-from collector.limits import R_CONFLICT, Rejected, bad_field, http_url, int_field, read_json_object, str_field
+from collector.requests import R_CONFLICT, Rejected, bad_field, http_url, int_field, read_json_object, str_field
 from fleetscope import states, tokens
 from fleetscope.registry import REGISTER_NODE_SQL
 

@@ -167,7 +167,7 @@ def shard_of(node_id: int, n: int) -> int:
 def in_shard(node_id: int, shard: tuple[int, int]) -> bool:
     """Whether replica ``shard = (i, n)`` scrapes ``node_id``."""
     i, n = shard
-    return stable_hash(node_id) % n == i
+    return shard_of(node_id, n) == i
 
 
 def schedule_offset(node_id: int, period_s: float) -> float:

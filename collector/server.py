@@ -7,7 +7,7 @@ aiohttp's defaults suit a trusted network, not hosts on the internet
   time, is held for ``keepalive_timeout``, 3630 s by default; here it is
   HEADER_TIMEOUT_S (aiohttp's keep-alive timer starts when a connection is
   made and closes it while no complete request has arrived), and a body must
-  arrive within collector/limits.py's BODY_READ_TIMEOUT_S;
+  arrive within collector/requests.py's BODY_READ_TIMEOUT_S;
 - a request whose head cannot be parsed (a header over the size limit, a NUL
   in a header) is answered by aiohttp's ``RequestHandler.handle_error``: a
   text/plain 400 and a logged traceback. Here it is a JSON 400 like every

@@ -23,7 +23,7 @@ import psycopg
 from flask import Blueprint, Response, current_app, request, send_file
 from psycopg_pool import PoolTimeout
 
-from fleetscope import methodology, proof, publish
+from fleetscope import methodology, numbers, proof, publish
 from fleetscope.explorer import PROOF_COLUMNS
 from fleetscope.integrity import FINDING_KINDS
 from fleetscope.snapshot import SNAPSHOT_TICK_S
@@ -256,10 +256,10 @@ def _bounded(args, name: str, default: int, lo: int, hi: int) -> int:
     raw = args.get(name)
     if raw in (None, ""):
         return default
-    value = parse_id(raw)
-    if value is None or not lo <= value <= hi:
+    value = numbers.parse_int(raw, lo=lo, hi=hi)
+    if isinstance(value, numbers.Problem):
         raise BadParameter(f"{name} must be an integer between {lo} and {hi}, got {raw[:40]!r}")
-    return int(raw)
+    return value
 
 
 @api.get("/methodology")

@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from collector.limits import INFLATE_STEP, Inflater, PushRateLimiter, Rejected
+from collector.ratelimit import PushRateLimiter
+from collector.requests import INFLATE_STEP, Inflater, Rejected
 
 
 def inflate(data: bytes, limit: int, *, chunk: int = 1000) -> bytes:

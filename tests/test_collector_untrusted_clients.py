@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 import collector.app
-from collector import limits
+from collector import ratelimit, requests
 from collector.app import run
 from collector.ingest import MemoryAppendable
 from fleetscope.registry import create_operator
@@ -29,10 +29,10 @@ from tests.conftest import free_port
 async def test_a_flood_of_bad_tokens_from_one_address_is_limited_but_valid_cached_tokens_pass(client, operator_token):
     await register(client, operator_token)  # the operator's token is now cached
     statuses = []
-    for i in range(limits.FAILURE_BURST + 10):
+    for i in range(ratelimit.FAILURE_BURST + 10):
         statuses.append((await push(client, f"fsn_not-a-real-token-{i:04d}")).status)
-    assert statuses[:limits.FAILURE_BURST] == [401] * limits.FAILURE_BURST
-    assert set(statuses[limits.FAILURE_BURST + 1:]) == {429}
+    assert statuses[:ratelimit.FAILURE_BURST] == [401] * ratelimit.FAILURE_BURST
+    assert set(statuses[ratelimit.FAILURE_BURST + 1:]) == {429}
     limited = await push(client, "fsn_not-a-real-token-last")
     assert limited.status == 429 and limited.headers["Retry-After"]
     assert (await limited.json())["reason"] == "too_many_failures"
@@ -77,7 +77,7 @@ async def test_a_connection_that_never_completes_its_headers_is_closed(dsn, tmp_
 
 
 async def test_a_stalled_body_is_refused_within_the_body_deadline(dsn, tmp_path, monkeypatch):
-    monkeypatch.setattr(limits, "BODY_READ_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(requests, "BODY_READ_TIMEOUT_S", 1.0)
     with psycopg.connect(dsn, autocommit=True) as conn:
         token = create_operator(conn, "acme")[1]
     async with running_collector(dsn, tmp_path) as port:

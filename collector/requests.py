@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import re
-import time
 import zlib
-from collections import OrderedDict
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from yarl import URL
 
+from fleetscope import numbers
+
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Mapping
 
     from aiohttp import web
 
@@ -45,17 +44,6 @@ MAX_TOKEN_LEN = 512
 # A request body must arrive within this (issue 15: a slow or stalled upload
 # holds a connection and its buffers): a 4 MiB push at 1 Mbit/s takes ~34 s.
 BODY_READ_TIMEOUT_S = 60.0
-# Failed authentications per source address (issue 15: 1.3k bad-token
-# requests a second were never limited): a burst of FAILURE_BURST, then one
-# per 1 / FAILURE_RATE_PER_S seconds; past that a source's uncached tokens are
-# answered 429 without a lookup. Requests with a cached, valid token pass.
-FAILURE_BURST = 20
-FAILURE_RATE_PER_S = 1.0
-# Sources remembered before the idle ones are forgotten.
-FAILURE_LIMITER_PRUNE_AT = 65536
-# Pushes remembered by the rate limiter before it forgets the stale ones.
-RATE_LIMITER_PRUNE_AT = 65536
-
 # Reasons (the `reason` label). Parser reasons (ParseError.reason and
 # ParsedPayload.rejects keys) are counted under their own names.
 R_MISSING_TOKEN = "missing_token"
@@ -248,13 +236,11 @@ def int_field(body: Mapping[str, Any], name: str, *, lo: int, hi: int, default: 
         if default is not None or not required:
             return default
         raise bad_field(name, "is required")
-    if isinstance(value, Decimal) and value == value.to_integral_value() and value.is_finite():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise bad_field(name, f"must be an integer, got {_show(value)}")
-    if not lo <= value <= hi:
-        raise bad_field(name, f"must be between {lo} and {hi}, got {value}")
-    return value
+    checked = numbers.json_int(value, lo=lo, hi=hi)
+    if isinstance(checked, numbers.Problem):
+        raise bad_field(name, f"must be an integer, got {_show(value)}" if checked.not_a_number
+                        else f"must be between {lo} and {hi}, got {checked.value}")
+    return checked
 
 
 def str_field(body: Mapping[str, Any], name: str, *, max_len: int, min_len: int = 1,
@@ -306,109 +292,3 @@ def email_address(name: str, value: str) -> str:
 def _show(value: Any) -> str:
     text = json.dumps(value, default=str)
     return text if len(text) <= 60 else text[:60] + "..."
-
-
-class FailureLimiter:
-    """Per source address, a token bucket of authentication failures (see FAILURE_BURST).
-
-    ``check`` raises 429 while a source's bucket is empty; ``fail`` takes a
-    token. Only failures cost: a source whose requests succeed is never limited.
-    """
-
-    def __init__(self, *, burst: int = FAILURE_BURST, rate_per_s: float = FAILURE_RATE_PER_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.burst = burst
-        self.rate_per_s = rate_per_s
-        self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}  # source -> (tokens, when)
-
-    def _tokens(self, source: str, now: float) -> float:
-        tokens, when = self._buckets.get(source, (float(self.burst), now))
-        return min(float(self.burst), tokens + (now - when) * self.rate_per_s)
-
-    def check(self, source: str) -> None:
-        """Raise 429 (with Retry-After) if ``source`` has failed too often lately."""
-        tokens = self._tokens(source, self._clock())
-        if tokens < 1.0:
-            retry = max(1, math.ceil((1.0 - tokens) / self.rate_per_s))
-            raise Rejected(429, R_TOO_MANY_FAILURES,
-                           f"too many failed authentications from this address; retry in {retry} s",
-                           headers={"Retry-After": str(retry)})
-
-    def fail(self, source: str) -> None:
-        now = self._clock()
-        if len(self._buckets) >= FAILURE_LIMITER_PRUNE_AT:
-            self._buckets = {s: (t, w) for s, (t, w) in self._buckets.items()
-                             if t + (now - w) * self.rate_per_s < self.burst}
-        self._buckets[source] = (max(0.0, self._tokens(source, now) - 1.0), now)
-
-
-class PushRateLimiter:
-    """At most one push per node per spacing; a push in progress holds its node's turn.
-
-    ``acquire`` records the push as started (so a second concurrent push from
-    the same node is refused, and its parser cache is used by one push at a
-    time); ``release`` gives the turn back when the push is rejected, so a
-    refused payload does not cost the node its slot.
-    """
-
-    def __init__(self, *, floor_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.floor_s = floor_s
-        self._clock = clock
-        self._last: dict[int, float] = {}
-
-    def spacing(self, interval_s: int) -> float:
-        return max(self.floor_s, interval_s / 2)
-
-    def acquire(self, node_id: int, interval_s: int) -> float | None:
-        """Take the node's turn and return the previous push time's token; raises 429 if too soon."""
-        now = self._clock()
-        previous = self._last.get(node_id)
-        if previous is not None:
-            wait = previous + self.spacing(interval_s) - now
-            if wait > 0:
-                retry = max(1, math.ceil(wait))
-                raise Rejected(429, R_TOO_OFTEN,
-                               f"this node may push once every {self.spacing(interval_s):g} s; retry in {retry} s",
-                               headers={"Retry-After": str(retry)})
-        if len(self._last) >= RATE_LIMITER_PRUNE_AT:
-            self._prune(now)
-        self._last[node_id] = now
-        return previous
-
-    def release(self, node_id: int, previous: float | None) -> None:
-        """Undo ``acquire`` for a push that was refused."""
-        if previous is None:
-            self._last.pop(node_id, None)
-        else:
-            self._last[node_id] = previous
-
-    def _prune(self, now: float) -> None:
-        # Nothing older than the longest possible spacing (interval 3600 s) matters.
-        horizon = now - max(self.floor_s, 1800.0)
-        self._last = {k: t for k, t in self._last.items() if t > horizon}
-
-
-class LruDict(OrderedDict):
-    """An OrderedDict that forgets its least recently used entries past ``max_entries``."""
-
-    def __init__(self, max_entries: int) -> None:
-        super().__init__()
-        self.max_entries = max_entries
-
-    def use(self, key: Any, make: Callable[[], Any]) -> Any:
-        """The value at ``key`` (made if absent), marked most recently used."""
-        try:
-            self.move_to_end(key)
-            return self[key]
-        except KeyError:
-            value = make()
-            self.put(key, value)
-            return value
-
-    def put(self, key: Any, value: Any) -> None:
-        """Set ``key`` as the most recently used, forgetting the oldest past the bound."""
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.max_entries:
-            self.popitem(last=False)
