@@ -1,4 +1,4 @@
-"""Operators and nodes: creating them and finding them by token."""
+"""Operators and nodes: creating them, and the statements that find them by token."""
 
 from __future__ import annotations
 
@@ -80,8 +80,3 @@ def rotate_node_token(conn: psycopg.Connection, node_id: int) -> str:
         raise FleetscopeError(f"no node {node_id}")
     return token
 
-
-def node_for_token(conn: psycopg.Connection, token: str) -> int | None:
-    """The node_id whose token this is, or None."""
-    row = conn.execute(NODE_BY_TOKEN_SQL, (tokens.token_hash(token),)).fetchone()
-    return row[0] if row and tokens.matches(token, row[1]) else None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import psycopg
 
-from fleetscope.registry import create_operator, node_for_token
-from tests.collector_harness import bearer, register, rejects
+from fleetscope.registry import create_operator
+from tests.collector_harness import bearer, push, register, rejects
 
 
 async def test_a_node_is_registered_for_the_calling_operator_and_its_token_is_stored_hashed(
@@ -13,8 +13,8 @@ async def test_a_node_is_registered_for_the_calling_operator_and_its_token_is_st
     node_id, node_token = await register(client, operator_token, "  rack-7  ",
                                          scrape_url="HTTPS://rack-7.example:9835/metrics", interval_s=30, grace_s=120)
     assert node_token.startswith("fsn_")
+    assert (await push(client, node_token)).status == 204  # the token is the node's: its push is taken
     with psycopg.connect(dsn) as conn:
-        assert node_for_token(conn, node_token) == node_id
         row = conn.execute("SELECT o.name, n.name, n.scrape_url, n.interval_s, n.grace_s, n.token_hash"
                            " FROM nodes n JOIN operators o USING (operator_id) WHERE node_id = %s",
                            (node_id,)).fetchone()

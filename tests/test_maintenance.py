@@ -19,7 +19,8 @@ def test_one_round_materialises_closed_hours_and_prunes_old_write_records(dsn):
         conn.execute("INSERT INTO ingest_batches (batch_id, rows, written_at) VALUES ('old', 1, %s), ('new', 1, %s)",
                      (T0 - timedelta(days=8), T0 - timedelta(hours=1)))
         conn.execute("INSERT INTO fleet_snapshots (as_of, versions, sha256, body) VALUES"
-                     " (%s, 'v', 'old', '{}'), (%s, 'v', 'new', '{}')", (T0 - timedelta(days=3), T0 - timedelta(hours=1)))
+                     " (%s, 'v', 'old', '{}'), (%s, 'v', 'new', '{}')",
+                     (T0 - timedelta(days=3), T0 - timedelta(hours=1)))
     done = run_once(dsn, now=T0 + timedelta(minutes=10))
     assert done == {"rollup_watermark": T0, "rollup_rows": 2, "ingest_records_pruned": 1, "snapshots_pruned": 1}
     with psycopg.connect(dsn) as conn:
