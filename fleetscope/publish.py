@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fleetscope import bundle, slot_runs, verify
-from fleetscope.snapshot import canonical_json, fleet_snapshot
+from fleetscope.snapshot import canonical_json, fleet_snapshot, stored_snapshot
 from fleetscope.times import format_time
 
 if TYPE_CHECKING:
@@ -77,7 +77,10 @@ def bundle_name(as_of: datetime, sha256: str) -> str:
 def build(conn: psycopg.Connection, *, as_of: datetime, prev_sha256: str | None) -> dict[str, bytes]:
     """Every file of the bundle as of ``as_of``, verified; raises RuntimeError if it never verifies."""
     for attempt in range(1, ATTEMPTS + 1):
-        snap = fleet_snapshot(conn, as_of=as_of)
+        # First the tick's stored snapshot (what every surface showed); if rows
+        # landed since (a job posted late), the bundle does not verify with it,
+        # and the snapshot is computed afresh from what the bundle holds.
+        snap = stored_snapshot(conn, as_of=as_of) if attempt == 1 else fleet_snapshot(conn, as_of=as_of)
         files = bundle.export(conn, at=as_of)
         files[bundle.SNAPSHOT] = canonical_json(snap.as_dict())
         # The per-node numbers are computed from the same rows the bundle carries
