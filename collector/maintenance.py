@@ -22,7 +22,6 @@ one long statement and must not hold the event loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from datetime import datetime, timedelta, timezone
@@ -92,17 +91,16 @@ class Maintenance(BackgroundLoop):
     The integrity checks run every ``integrity_interval_s`` (0: never), and
     a snapshot is published every ``publish_interval_s`` into ``bundle_dir``
     (0 or no directory: never). With ``snapshot_ticks``, each snapshot tick
-    is stored as it settles (``store_ticks``), on a task of its own.
+    is stored as it settles (``SnapshotTicks``), on a task of its own.
     """
 
     TASK_NAME = "fleetscope-maintenance"
-    _ticks_task: asyncio.Task | None = None
 
     def __init__(self, dsn: str, *, interval_s: float = INTERVAL_S, integrity_interval_s: float = 0,
                  checks: IntegritySettings | None = None, publish_interval_s: int = 0,
                  bundle_dir: Path | None = None, snapshot_ticks: bool = True) -> None:
         self.dsn = dsn
-        self.snapshot_ticks = snapshot_ticks
+        self._ticks = SnapshotTicks(dsn) if snapshot_ticks else None
         self.interval_s = interval_s
         self.integrity_interval_s = integrity_interval_s
         self.checks = checks or IntegritySettings.from_env() if integrity_interval_s else None
@@ -124,31 +122,35 @@ class Maintenance(BackgroundLoop):
             await asyncio.sleep(self.interval_s)
 
     async def __aenter__(self) -> Maintenance:
-        await super().__aenter__()
-        if self.snapshot_ticks:
-            self._ticks_task = asyncio.create_task(store_ticks(self.dsn), name="fleetscope-snapshot-ticks")
-        return self
+        if self._ticks is not None:
+            await self._ticks.__aenter__()
+        return await super().__aenter__()
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._ticks_task is not None:
-            self._ticks_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticks_task
         await super().__aexit__(*exc)
+        if self._ticks is not None:
+            await self._ticks.__aexit__(*exc)
 
 
-async def store_ticks(dsn: str) -> None:
-    """Store each snapshot tick's fleet snapshot as soon as it settles, until cancelled.
+class SnapshotTicks(BackgroundLoop):
+    """Stores each snapshot tick's fleet snapshot as soon as it settles. ``async with SnapshotTicks(dsn):``.
 
     Readers then find the tick stored and never wait for its computation;
     with several collector replicas, one computes each tick and the others
     find it stored (fleetscope/snapshot.py, stored_snapshot).
     """
-    tick, settle = snapshot.SNAPSHOT_TICK_S, snapshot.SNAPSHOT_SETTLE_S
-    while True:
-        try:
-            await asyncio.to_thread(snapshot.stored_snapshot_from_dsn, dsn)
-        except (psycopg.Error, OSError, FleetscopeError) as err:  # the database is away: the next tick
-            log.warning("storing the snapshot tick failed: %s", str(err).strip())
-        now = time.time()
-        await asyncio.sleep(((now - settle) // tick + 1) * tick + settle - now)
+
+    TASK_NAME = "fleetscope-snapshot-ticks"
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+
+    async def _loop(self) -> None:
+        tick, settle = snapshot.SNAPSHOT_TICK_S, snapshot.SNAPSHOT_SETTLE_S
+        while True:
+            try:
+                await asyncio.to_thread(snapshot.stored_snapshot_from_dsn, self.dsn)
+            except (psycopg.Error, OSError, FleetscopeError) as err:  # the database is away: the next tick
+                log.warning("storing the snapshot tick failed: %s", str(err).strip())
+            now = time.time()
+            await asyncio.sleep(((now - settle) // tick + 1) * tick + settle - now)
