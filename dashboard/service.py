@@ -22,7 +22,7 @@ from typing import Any
 from fleetscope import __version__, explorer, proof, snapshot, states
 from fleetscope.migrate import database_mode
 from fleetscope.reputation import FORMULA_VERSION, node_reputation
-from fleetscope.times import format_time
+from fleetscope.times import format_time, parse_time
 
 from dashboard.cache import SharedCache
 from dashboard.tables import TableSpec, haystacks
@@ -335,7 +335,7 @@ def node_proofs(gpus: list[dict[str, Any]], latest: dict[str, dict[str, Any]], *
         item = {k: v for k, v in item.items() if k not in ("node_id", "node_name", "gpu_uuid")}
         item["valid_until"] = None
         if item["verdict"] == "passed":
-            decided = datetime.fromisoformat(item["decided_at"].replace("Z", "+00:00"))
+            decided = parse_time(item["decided_at"])
             item["valid_until"] = format_time(decided + proof.VERIFIED_FOR)
         out[uuid] = item
     return out
