@@ -88,7 +88,7 @@ class Registration:
                                   "interval_s": interval_s, "grace_s": grace_s}, status=201)
 
     async def patch(self, request: web.Request) -> web.Response:
-        """``{"paused": true|false}``: pause or resume the caller's node (fleetscope.registry.set_paused says what that means).
+        """``{"paused": true|false}``: pause or resume the caller's node (the meaning: registry.set_paused).
 
         Another operator's node is a 404, exactly as a node that does not exist.
         """

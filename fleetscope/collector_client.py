@@ -151,5 +151,6 @@ def _refusal(err: urllib.error.HTTPError) -> CollectorError:
     if err.code == 401:
         text = f"the collector refused the operator token ({message or 'not valid'})"
     else:
-        text = f"the collector refused the request: {message or err.reason} (HTTP {err.code}{', ' + reason if reason else ''})"
+        code = f"HTTP {err.code}, {reason}" if reason else f"HTTP {err.code}"
+        text = f"the collector refused the request: {message or err.reason} ({code})"
     return CollectorError(text, status=err.code, reason=reason)

@@ -21,6 +21,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import psycopg
 
+# 2: slots count from the node's first report, not from its registration (issue 16).
+UPTIME_VERSION = 2
+
 
 @dataclass(frozen=True)
 class Uptime:

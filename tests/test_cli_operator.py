@@ -1,4 +1,4 @@
-"""An operator's CLI end to end: node add/list/pause/resume and channel add/list/test/remove against a real collector."""
+"""An operator's CLI end to end against a real collector: node add/list/pause/resume, channel add/list/test/remove."""
 
 from __future__ import annotations
 

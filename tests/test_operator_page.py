@@ -1,4 +1,4 @@
-"""/operator's actions with a real database and a real collector: register, channels, pause; wrong tokens change nothing.
+"""/operator's actions with a real database and collector: register, channels, pause; wrong tokens change nothing.
 
 The page's callbacks call these functions (dashboard/pages/operator.py); here
 they run inside the dashboard's Flask app, as a callback request would, with
@@ -107,8 +107,8 @@ def test_a_wrong_or_another_operators_token_reads_and_changes_nothing(dsn, page_
     assert not ok and "you already have a node named 'rig-1'" in message
 
 
-def test_the_view_is_read_at_the_current_time_as_the_alert_loop_judges_not_at_the_snapshot_tick(dsn, page_app,
-                                                                                                 tokens, explorer):  # noqa: F811
+def test_the_view_is_read_at_the_current_time_as_the_alert_loop_judges_not_at_the_snapshot_tick(
+        dsn, page_app, tokens, explorer):  # noqa: F811 - the fixture
     from dashboard.pages.operator import view
     from fleetscope.registry import operator_for_token
 

@@ -72,9 +72,11 @@ def layout(**_kwargs):
                 html.H2("Register a node"),
                 dcc.Input(id="operator-node-name", placeholder="name, e.g. rig-7", maxLength=200,
                           autoComplete="off", className="op-input"),
-                dcc.Input(id="operator-node-scrape-url", placeholder="scrape URL (optional; empty: the node pushes)",
+                dcc.Input(id="operator-node-scrape-url", placeholder="scrape URL (optional)",
                           maxLength=2000, autoComplete="off", className="op-input wide"),
                 html.Button("Register", id="operator-register", n_clicks=0, className="button"),
+                html.Span("Leave the scrape URL empty for a node that pushes (fleetscope-exporter --push).",
+                          className="note"),
             ], className="op-form"),
             html.Div([
                 html.H2("Add an alert channel"),
@@ -193,7 +195,9 @@ def body(v: dict[str, Any]) -> html.Div:
     return html.Div([
         html.H2(f"{v['operator']}: {len(nodes)} node{'' if len(nodes) == 1 else 's'}, "
                 f"as of {fmt.when(v['as_of'])}", id="operator-name"),
-        dag.AgGrid(id="operator-nodes", rowData=nodes, className="ag-theme-alpine",
+        html.P("No nodes yet: register one above or with 'fleetscope node add'.", id="operator-no-nodes",
+               className="note") if not nodes else
+        dag.AgGrid(id="operator-nodes", rowData=nodes, className="ag-theme-alpine op-grid",
                    columnDefs=[{"field": "link", "headerName": "Node", "cellRenderer": "markdown", "flex": 2,
                                 "minWidth": 140},
                                {"field": "state", "headerName": "State", "minWidth": 120, "flex": 1},
@@ -204,14 +208,14 @@ def body(v: dict[str, Any]) -> html.Div:
                                {"field": "paused", "headerName": "Paused", "minWidth": 90, "flex": 1}],
                    defaultColDef={"sortable": True, "resizable": True},
                    dashGridOptions={"domLayout": "autoHeight", "pagination": len(nodes) > 50,
-                                    "paginationPageSize": 50, "overlayNoRowsTemplate": "No nodes yet: register one "
-                                    "above or with 'fleetscope node add'."}),
+                                    "paginationPageSize": 50}),
         html.H2(f"Alert channels ({len(channels)})"),
         html.Ul(channels or [html.Li("None yet: add one above or with 'fleetscope channel add'.", className="note")],
                 id="operator-channels", className="op-channels"),
         html.H2(f"Alerts sent (latest {len(v['alerts'])})"),
+        html.P("No alert sent yet.", id="operator-no-alerts", className="note") if not v["alerts"] else
         dag.AgGrid(id="operator-alerts", rowData=[dict(a, attempted_at=fmt.when(a["attempted_at"]))
-                                                   for a in v["alerts"]], className="ag-theme-alpine",
+                                                   for a in v["alerts"]], className="ag-theme-alpine op-grid",
                    columnDefs=[{"field": "attempted_at", "headerName": "Sent", "minWidth": 170, "flex": 2},
                                {"field": "name", "headerName": "Node", "minWidth": 120, "flex": 1},
                                {"field": "event", "headerName": "Event", "minWidth": 110},
@@ -219,7 +223,7 @@ def body(v: dict[str, Any]) -> html.Div:
                                {"field": "attempt", "headerName": "Attempt", "minWidth": 90},
                                {"field": "ok", "headerName": "Delivered", "minWidth": 100},
                                {"field": "error", "headerName": "Error", "minWidth": 160, "flex": 2}],
-                   dashGridOptions={"domLayout": "autoHeight", "overlayNoRowsTemplate": "No alert sent yet."}),
+                   dashGridOptions={"domLayout": "autoHeight"}),
     ])
 
 
