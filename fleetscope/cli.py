@@ -187,11 +187,11 @@ def _operator_command(args: argparse.Namespace) -> int:
             print(node["node_token"])
         elif args.node_command == "list":
             nodes = client.view()["nodes"]
-            print(f"{'node_id':>8}  {'state':<6} {'paused':<6} {'uptime_24h':>10}  {'last report':<24} name")
+            print(f"{'node_id':>8}  {'state':<6} {'paused':<6} {'uptime_24h':>10}  {'last report':<28} name")
             for n in nodes:
                 up = "-" if n["uptime_24h"] is None else f"{100 * n['uptime_24h']:.2f}%"
                 print(f"{n['node_id']:>8}  {n['state']:<6} {'yes' if n['paused'] else 'no':<6} {up:>10}  "
-                      f"{n['last_ok_at'] or 'never':<24} {n['name']}")
+                      f"{n['last_ok_at'] or 'never':<28} {n['name']}")
         else:
             node = client.set_paused(args.node_id, args.node_command == "pause")
             print(f"node {node['node_id']} {node['name']!r} {'paused' if node['paused'] else 'resumed'}")

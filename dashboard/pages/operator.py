@@ -179,7 +179,8 @@ def state_label(node: dict[str, Any]) -> str:
 
 def body(v: dict[str, Any]) -> html.Div:
     nodes = [dict(n, state=state_label(n), uptime_24h=fmt.percent(n["uptime_24h"]),
-                  uptime_7d=fmt.percent(n["uptime_7d"]), last_ok_at=fmt.when(n["last_ok_at"]),
+                  uptime_7d=fmt.percent(n["uptime_7d"]),
+                  last_ok_at=fmt.when(n["last_ok_at"]) if n["last_ok_at"] else "never",
                   paused="yes" if n["paused"] else "no", alert_status=n["alert_status"] or "-",
                   link=f"[{fmt.markdown_text(n['name'])}](/nodes/{n['node_id']})")
              for n in v["nodes"]]
