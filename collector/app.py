@@ -80,7 +80,7 @@ DATABASE_RETRY_AFTER_S = 5
 # Routes whose whole handler is short database work: answered 503 at
 # --db-timeout-s, never hung (issue 15). A push's token lookup has the same
 # deadline (collector/auth.py); /healthz has its own; proof long-polls none.
-DEADLINE_ROUTES = frozenset({"/api/v1/nodes", "/api/v1/jobs", "/api/v1/channels",
+DEADLINE_ROUTES = frozenset({"/api/v1/nodes", "/api/v1/nodes/{node_id}", "/api/v1/jobs", "/api/v1/channels",
                              "/api/v1/channels/{channel_id}", "/api/v1/operator", "/metrics",
                              # The proof of GPU's steps (not the long-poll, which waits on purpose).
                              "/api/v1/proof/start", "/api/v1/proof/commit", "/api/v1/proof/open"})
@@ -130,11 +130,14 @@ def make_app(settings: CollectorSettings, *, appendable: Appendable | None = Non
         app.cleanup_ctx.append(_component_ctx(component))
 
     app.router.add_post("/api/v1/nodes", _delegate(REGISTRATION, "post"))
+    app.router.add_patch("/api/v1/nodes/{node_id}", _delegate(REGISTRATION, "patch"))
     app.router.add_post("/api/v1/push", _delegate(PUSH, "post"))
     app.router.add_post("/api/v1/jobs", _delegate(JOBS, "post"))
     app.router.add_post("/api/v1/channels", _delegate(CHANNELS, "post"))
     app.router.add_get("/api/v1/channels", _delegate(CHANNELS, "get"))
     app.router.add_delete("/api/v1/channels/{channel_id}", _delegate(CHANNELS, "delete"))
+    # Not under the database deadline: the send has the alert timeout of its own.
+    app.router.add_post("/api/v1/channels/{channel_id}/test", _delegate(CHANNELS, "test"))
     app.router.add_get("/api/v1/operator", _operator_view)
     # Proof of GPU (issue 14, docs/proof.md): long-polls are answered at shutdown, not waited out.
     app.router.add_get("/api/v1/proof/challenge", _delegate(PROOFS, "challenge"))
@@ -208,16 +211,23 @@ async def _handlers_ctx(app: web.Application) -> AsyncIterator[None]:
     app[REGISTRATION] = Registration(pool=pool, auth=auth, max_json_bytes=settings.max_json_bytes,
                                      addresses=addresses)
     app[JOBS] = JobLedger(pool=pool, auth=auth, max_json_bytes=settings.max_json_bytes)
+    from collector.delivery import Sender, SmtpSettings
+
+    # The "test this channel" sender (issue 16): the deliverer's formats and SSRF guard.
+    sender = Sender(timeout_s=settings.alert_timeout_s, smtp=SmtpSettings.from_settings(settings),
+                    addresses=addresses)
     app[CHANNELS] = AlertChannels(pool=pool, auth=auth, max_json_bytes=settings.max_json_bytes,
-                                  addresses=addresses)
+                                  addresses=addresses, sender=sender)
     app[PROOFS] = Proofs(pool=pool, auth=auth, settings=settings, registry=metrics.registry)
     gauges = FleetSnapshotGauges(settings.dsn, on_error=metrics.snapshot_errors.inc)
     metrics.registry.register(gauges)
     app[SNAPSHOT_GAUGES] = gauges
+    await sender.__aenter__()
     try:
         yield
     finally:
         metrics.registry.unregister(gauges)
+        await sender.__aexit__(None, None, None)
 
 
 def _component_ctx(component: Component) -> Callable[[web.Application], AsyncIterator[None]]:

@@ -125,6 +125,11 @@ class SmtpSettings:
     user: str | None
     password: str | None
 
+    @classmethod
+    def from_settings(cls, settings: CollectorSettings) -> SmtpSettings:
+        return cls(host=settings.smtp_host, port=settings.smtp_port, security=settings.smtp_security,
+                   sender=settings.smtp_from, user=settings.smtp_user, password=settings.smtp_password)
+
 
 class Deliverer:
     """Sends due outbox messages until closed. ``async with Deliverer(pool, settings=...)``."""
@@ -140,12 +145,11 @@ class Deliverer:
         self._timeout_s = timeout_s
         self._max_attempts = max_attempts
         self._retry_base_s = retry_base_s
-        self._smtp = smtp
+        self._sender = Sender(timeout_s=timeout_s, smtp=smtp, addresses=self._addresses)
         self._clock = clock
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self._sending: set[asyncio.Task] = set()
-        self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task | None = None
         # Its own registry when none is given: never prometheus_client's global one.
         kw = {"registry": registry if registry is not None else CollectorRegistry()}
@@ -157,20 +161,16 @@ class Deliverer:
     @classmethod
     def from_settings(cls, pool: AsyncConnectionPool, settings: CollectorSettings, *,
                       registry: CollectorRegistry | None = None) -> Deliverer:
-        smtp = SmtpSettings(host=settings.smtp_host, port=settings.smtp_port, security=settings.smtp_security,
-                            sender=settings.smtp_from, user=settings.smtp_user, password=settings.smtp_password)
         return cls(pool, timeout_s=settings.alert_timeout_s, max_attempts=settings.alert_max_attempts,
-                   retry_base_s=settings.alert_retry_base_s, smtp=smtp, registry=registry,
-                   addresses=AddressPolicy(allow_private=settings.allow_private_targets))
+                   retry_base_s=settings.alert_retry_base_s, smtp=SmtpSettings.from_settings(settings),
+                   registry=registry, addresses=AddressPolicy(allow_private=settings.allow_private_targets))
 
     def wake(self) -> None:
         """Look for due messages now (evaluation just queued some)."""
         self._wake.set()
 
     async def __aenter__(self) -> Deliverer:
-        self._session = aiohttp.ClientSession(
-            connector=GuardedConnector(self._addresses),
-            timeout=aiohttp.ClientTimeout(total=self._timeout_s), headers={"User-Agent": USER_AGENT})
+        await self._sender.__aenter__()
         self._task = asyncio.create_task(self._loop(), name="fleetscope-alert-delivery")
         return self
 
@@ -179,8 +179,7 @@ class Deliverer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)  # a cancelled send's lease expires; it is retried
-        if self._session is not None:
-            await self._session.close()
+        await self._sender.__aexit__(*exc)
 
     async def _loop(self) -> None:
         while True:
@@ -212,20 +211,7 @@ class Deliverer:
         async with self._slots:
             self.in_flight.inc()
             try:
-                error: DeliveryError | None = None
-                try:
-                    async with asyncio.timeout(self._timeout_s):
-                        await self._send(message)
-                except DeliveryError as exc:
-                    error = exc
-                except TimeoutError:
-                    error = DeliveryError(f"no answer within {self._timeout_s:g} s")
-                except (aiohttp.ClientError, OSError, smtplib.SMTPException, ssl.SSLError) as exc:
-                    error = DeliveryError(f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_LEN])
-                except Exception as exc:  # a bug of ours: recorded and final, never a silent retry loop
-                    log.exception("alert delivery %d failed", message.outbox_id)
-                    error = DeliveryError(f"internal error: {type(exc).__name__}: {exc}"[:ERROR_TEXT_LEN],
-                                          final=True)
+                error = await self._sender.attempt(message.kind, message.target, message.payload)
                 await self._record(message, error)
             finally:
                 self.in_flight.dec()
@@ -253,16 +239,57 @@ class Deliverer:
             # The lease expires and the message is sent again: at least once.
             log.warning("could not record alert delivery %d: %s", message.outbox_id, str(err).strip())
 
+
+class Sender:
+    """Sends one message to one channel, within a time limit; ``async with Sender(...)``.
+
+    The deliverer's sends and an operator's "test this channel" (collector/channels.py)
+    both go through here: the same formats, the same SSRF guard on every
+    connection (GuardedConnector, issue 15) and the same error texts.
+    """
+
+    def __init__(self, *, timeout_s: float, smtp: SmtpSettings, addresses: AddressPolicy) -> None:
+        self._timeout_s = timeout_s
+        self._smtp = smtp
+        self._addresses = addresses
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Sender:
+        self._session = aiohttp.ClientSession(
+            connector=GuardedConnector(self._addresses),
+            timeout=aiohttp.ClientTimeout(total=self._timeout_s), headers={"User-Agent": USER_AGENT})
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def attempt(self, kind: str, target: str, payload: dict[str, Any]) -> DeliveryError | None:
+        """Send once; None when delivered, else the error (never raises for a failed delivery)."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._send(kind, target, payload)
+        except DeliveryError as exc:
+            return exc
+        except TimeoutError:
+            return DeliveryError(f"no answer within {self._timeout_s:g} s")
+        except (aiohttp.ClientError, OSError, smtplib.SMTPException, ssl.SSLError) as exc:
+            return DeliveryError(f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_LEN])
+        except Exception as exc:  # a bug of ours: recorded and final, never a silent retry loop
+            log.exception("alert delivery to a %s channel failed", kind)
+            return DeliveryError(f"internal error: {type(exc).__name__}: {exc}"[:ERROR_TEXT_LEN], final=True)
+        return None
+
     # -- channel kinds -------------------------------------------------------------
 
-    async def _send(self, message: Message) -> None:
-        if message.kind == "email":
-            await self._send_email(message)
+    async def _send(self, kind: str, target: str, payload: dict[str, Any]) -> None:
+        if kind == "email":
+            await self._send_email(target, payload)
             return
         body = {"webhook": messages.webhook_body, "slack": messages.slack_body,
-                "discord": messages.discord_body}[message.kind](message.payload)
+                "discord": messages.discord_body}[kind](payload)
         assert self._session is not None
-        async with self._session.post(message.target, data=json.dumps(body),
+        async with self._session.post(target, data=json.dumps(body),
                                       headers={"Content-Type": "application/json"},
                                       allow_redirects=False) as response:
             if 200 <= response.status < 300:
@@ -273,12 +300,12 @@ class Deliverer:
             final = 400 <= response.status < 500 and response.status not in RETRYABLE_4XX
             raise DeliveryError(f"HTTP {response.status} {response.reason or ''}".strip(), final=final)
 
-    async def _send_email(self, message: Message) -> None:
+    async def _send_email(self, target: str, payload: dict[str, Any]) -> None:
         smtp = self._smtp
         if not smtp.host or not smtp.sender:
             raise DeliveryError("email alerts are not configured on this collector (FLEETSCOPE_SMTP_HOST, "
                                 "FLEETSCOPE_SMTP_FROM)", final=True)
-        email = messages.email_message(message.payload, sender=smtp.sender, to=message.target)
+        email = messages.email_message(payload, sender=smtp.sender, to=target)
         # smtplib blocks: a thread, bounded by the socket timeout and by the
         # caller's asyncio.timeout (which stops waiting for it).
         await asyncio.to_thread(_smtp_send, smtp, email, self._timeout_s)

@@ -102,7 +102,7 @@ async def run(args: argparse.Namespace) -> int:
             provers = start_provers(fleet, base, node_tokens, node_ids=node_ids)
             # Before the dashboard computes its first snapshot: ending them changes the past.
             await _end_stale_jobs(dsn, base, admin_token, cutoff=started)
-            dashboard = await _start_dashboard(dsn, args.host, args.dashboard_port)
+            dashboard = await _start_dashboard(dsn, args.host, args.dashboard_port, collector_url=base)
             explorer_url = f"http://{args.host}:{args.dashboard_port}/"
             print(f"""
 fleetscope demo is running ({result.mode} mode, database {db.describe_dsn(dsn)})
@@ -135,12 +135,14 @@ Press Ctrl-C to stop.""", flush=True)
     return 0
 
 
-async def _start_dashboard(dsn: str, host: str, port: int) -> subprocess.Popen:
+async def _start_dashboard(dsn: str, host: str, port: int, *, collector_url: str) -> subprocess.Popen:
     """``fleetscope dashboard`` (gunicorn) in a child process, once it answers."""
     # The DSN (with the embedded server's password) goes in the environment,
     # never on a command line every local user can read in ps.
+    # /operator's changes go to this demo's collector (issue 16).
     proc = subprocess.Popen([sys.executable, "-m", "fleetscope.cli", "dashboard", "--host", host,
-                             "--port", str(port)], stdout=subprocess.DEVNULL, env={**os.environ, "FLEETSCOPE_DSN": dsn})
+                             "--port", str(port)], stdout=subprocess.DEVNULL,
+                            env={**os.environ, "FLEETSCOPE_DSN": dsn, "FLEETSCOPE_COLLECTOR_URL": collector_url})
     try:
         async with aiohttp.ClientSession() as session:
             for _ in range(300):

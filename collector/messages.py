@@ -12,13 +12,31 @@ from __future__ import annotations
 from email.message import EmailMessage
 from typing import Any
 
-# Slack's attachment colours and Discord's embed colours: red for down, green for up.
-COLOURS = {"node_down": "#d92d20", "node_up": "#12b76a"}
-TITLES = {"node_down": "DOWN", "node_up": "UP"}
+# Slack's attachment colours and Discord's embed colours: red for down, green
+# for up, blue for a test an operator asked for.
+COLOURS = {"node_down": "#d92d20", "node_up": "#12b76a", "test": "#2e90fa"}
+TITLES = {"node_down": "DOWN", "node_up": "UP", "test": "a test"}
+EVENT_TEST = "test"
+
+
+def test_payload(*, operator_id: int, channel_id: int, at: str) -> dict[str, Any]:
+    """A test message (issue 16: "test this channel" on /operator and ``fleetscope channel test``).
+
+    The same fields as a node event, so a receiver that parses one parses
+    this; ``event`` is "test" and ``node_id`` null, so none mistakes it for one.
+    """
+    return {
+        "event": EVENT_TEST, "node_id": None, "name": "test", "since": at, "status": "test",
+        "last_ok_at": None, "interval_s": None, "grace_s": None, "operator_id": operator_id,
+        "channel_id": channel_id, "flapping": False, "suppressed_changes": 0,
+        "reason": "a test message sent on your request: alerts for your nodes reach this channel",
+    }
 
 
 def headline(payload: dict[str, Any]) -> str:
     """One line: which node, what happened, since when."""
+    if payload["event"] == EVENT_TEST:
+        return f"[fleetscope] test message for channel {payload['channel_id']} at {payload['since']}"
     what = TITLES[payload["event"]]
     line = f"[fleetscope] {payload['name']} (node {payload['node_id']}) is {what} since {payload['since']}"
     if payload.get("flapping"):
@@ -28,6 +46,8 @@ def headline(payload: dict[str, Any]) -> str:
 
 def details(payload: dict[str, Any]) -> list[str]:
     """The facts behind the headline, one per line."""
+    if payload["event"] == EVENT_TEST:
+        return [payload["reason"]]
     return [
         f"state: {payload['status']}",
         f"last successful observation: {payload['last_ok_at'] or 'never'}",

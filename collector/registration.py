@@ -1,4 +1,4 @@
-"""Node registration: ``POST /api/v1/nodes`` with an operator token.
+"""Node registration: ``POST /api/v1/nodes`` with an operator token; pausing: ``PATCH /api/v1/nodes/{node_id}``.
 
 The node is created for the operator whose token signed the request; its
 token is returned once and only its SHA-256 is stored (fleetscope/tokens.py).
@@ -16,9 +16,18 @@ import psycopg
 from aiohttp import web
 
 from collector.addresses import R_REFUSED_TARGET, AddressPolicy
-from collector.requests import R_CONFLICT, Rejected, bad_field, http_url, int_field, read_json_object, str_field
+from collector.requests import (
+    R_CONFLICT,
+    R_NOT_FOUND,
+    Rejected,
+    bad_field,
+    http_url,
+    int_field,
+    read_json_object,
+    str_field,
+)
 from fleetscope import states, tokens
-from fleetscope.registry import REGISTER_NODE_SQL
+from fleetscope.registry import REGISTER_NODE_SQL, SET_PAUSED_SQL
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -77,3 +86,24 @@ class Registration:
             raise Rejected(409, R_CONFLICT, f"you already have a node named {name!r}") from None
         return web.json_response({"node_id": node_id, "node_token": token, "name": name,
                                   "interval_s": interval_s, "grace_s": grace_s}, status=201)
+
+    async def patch(self, request: web.Request) -> web.Response:
+        """``{"paused": true|false}``: pause or resume the caller's node (the meaning: registry.set_paused).
+
+        Another operator's node is a 404, exactly as a node that does not exist.
+        """
+        operator_id = await self._auth.operator(request)
+        raw = request.match_info["node_id"]
+        node_id = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
+        body = await read_json_object(request, max_bytes=self._max_json_bytes)
+        paused = body.get("paused")
+        if not isinstance(paused, bool):
+            raise bad_field("paused", "must be true or false")
+        row = None
+        if node_id is not None:
+            async with self._pool.connection() as conn:
+                row = await (await conn.execute(SET_PAUSED_SQL, {"paused": paused, "node_id": node_id,
+                                                                 "operator_id": operator_id})).fetchone()
+        if row is None:
+            raise Rejected(404, R_NOT_FOUND, f"no node {raw[:40]!r} among this operator's nodes")
+        return web.json_response({"node_id": row[0], "name": row[1], "paused": row[2]})

@@ -18,6 +18,8 @@ DEFAULT_PORT = 8050
 # hundreds of visitors while the snapshot is computed once for all of them.
 DEFAULT_WORKERS = 2
 DEFAULT_THREADS = 8
+# The Flask config key holding the collector URL /operator sends changes to.
+COLLECTOR_URL_KEY = "FLEETSCOPE_COLLECTOR_URL"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,18 +30,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"(default $FLEETSCOPE_DASHBOARD_WORKERS, else {DEFAULT_WORKERS})")
     parser.add_argument("--threads", type=int, help=f"threads per worker (default $FLEETSCOPE_DASHBOARD_THREADS, "
                         f"else {DEFAULT_THREADS})")
+    parser.add_argument("--collector-url", help="the collector whose operator API /operator's changes go to "
+                        "(default: $FLEETSCOPE_COLLECTOR_URL, else http://127.0.0.1:9300)")
     parser.add_argument("--cache-dir", default=os.environ.get("FLEETSCOPE_DASHBOARD_CACHE_DIR"),
                         help="the workers' shared cache (default: a per-database directory under the temp dir)")
 
 
-def build(dsn: str, cache_dir: str | None = None):
-    """The WSGI app (Flask) of the dashboard for ``dsn``."""
+def build(dsn: str, cache_dir: str | None = None, *, collector_url: str | None = None):
+    """The WSGI app (Flask) of the dashboard for ``dsn``; /operator's changes go to ``collector_url``."""
     from pathlib import Path
 
     from dashboard.app import create_app
     from dashboard.service import Explorer
+    from fleetscope.collector_client import collector_url as checked_url
 
     server = create_app(Explorer(dsn, cache_dir=Path(cache_dir) if cache_dir else None)).server
+    server.config[COLLECTOR_URL_KEY] = checked_url(collector_url)  # checked once, at start
     # Dash registers the JavaScript libraries it may serve while it renders
     # its first page shell; a worker that never rendered one answers 500 for
     # them. Render one here, before gunicorn forks, so every worker knows them
@@ -63,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                                                                     lo=1, hi=256)
     if not (1 <= port <= 65535 and 1 <= workers <= 64 and 1 <= threads <= 256):
         raise FleetscopeError("--port must be 1-65535, --workers 1-64 and --threads 1-256")
-    wsgi = build(dsn, args.cache_dir)
+    wsgi = build(dsn, args.cache_dir, collector_url=args.collector_url)
     from gunicorn.app.base import BaseApplication
 
     class Gunicorn(BaseApplication):

@@ -267,8 +267,7 @@ class Explorer:
         mode = self.mode()  # before taking a connection: it takes one of its own the first time
         with self.pool().connection() as conn:
             return explorer.node_hourly(conn, node_id, at=at, hours=NODE_HISTORY_HOURS, mode=mode,
-                                        interval_s=row[NODES.index("interval_s")],
-                                        registered_at=row[NODES.index("registered_at")])
+                                        interval_s=row[NODES.index("interval_s")])
 
     def node_telemetry(self, node_id: int, *, as_of: datetime | None = None) -> dict[str, Any]:
         at = as_of or self.tick()

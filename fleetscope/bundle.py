@@ -31,20 +31,22 @@ from fleetscope import proof, slot_runs
 from fleetscope.reputation import U7_WINDOW
 from fleetscope.snapshot import canonical_json
 from fleetscope.times import format_time, parse_time
+from fleetscope.uptime import FIRST_REPORT_SQL
 
 if TYPE_CHECKING:
     import psycopg
 
 BUNDLE_FORMAT = "fleetscope-bundle"
 # 2: proofs of GPU (issue 14): proof_rounds.csv, proofs.csv; gpus.csv without checked_at.
-BUNDLE_VERSION = 2
+# 3: nodes.csv first_report: uptime counts from a node's first report, not its registration (issue 16).
+BUNDLE_VERSION = 3
 MANIFEST = "manifest.json"
 PUBLISHED = "published.json"
 SNAPSHOT = "snapshot.json"
 NUMBERS = "numbers.json"
 # The data members, in the order they are written; each is (name, header).
 TABLES: dict[str, tuple[str, ...]] = {
-    "nodes.csv": ("node_id", "registered_at", "interval_s", "grace_s", "last_ok"),
+    "nodes.csv": ("node_id", "registered_at", "interval_s", "grace_s", "last_ok", "first_report"),
     "gpu_sets.csv": ("node_id", "since", "healthy", "lost"),
     "gpus.csv": ("node_id", "gpu_uuid", "model", "first_seen", "virtualization_mode",
                  "memory_total_bytes", "sm_count", "max_sm_clock_mhz"),
@@ -69,12 +71,14 @@ PROOF_HISTORY = proof.VERIFIED_FOR
 PROOF_DETAIL = timedelta(hours=1)
 
 # Every node registered by %(at)s with its latest successful observation at
-# or before it (the node-state definition's input: fleetscope/states.py).
+# or before it (the node-state definition's input: fleetscope/states.py) and
+# its first report if made by then (where its uptime starts: fleetscope/uptime.py).
 NODES_SQL = """
 SELECT n.node_id, n.registered_at, n.interval_s, n.grace_s,
-       (SELECT max(o.time) FROM observations o WHERE o.node_id = n.node_id AND o.ok AND o.time <= %(at)s)
+       (SELECT max(o.time) FROM observations o WHERE o.node_id = n.node_id AND o.ok AND o.time <= %(at)s),
+       (SELECT fr.t FROM (SELECT {first_report} AS t) fr WHERE fr.t <= %(at)s)
   FROM nodes n WHERE n.registered_at <= %(at)s ORDER BY n.node_id
-"""
+""".format(first_report=FIRST_REPORT_SQL.format(node_id="n.node_id"))
 # The GPU set in force at each node's latest successful observation.
 SETS_SQL = """
 WITH latest AS ({nodes})
@@ -227,6 +231,7 @@ class Node:
     interval_s: int
     grace_s: int
     last_ok: datetime | None
+    first_report: datetime | None  # the node's first successful observation, if by the bundle's time
     healthy: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
     runs: list[tuple[int, int]] = field(default_factory=list)  # ok slot runs, ascending
@@ -345,7 +350,7 @@ def parse(members: dict[str, bytes]) -> BundleData:
     nodes = {}
     for r in _rows(members["nodes.csv"]):
         n = Node(node_id=int(r["node_id"]), registered_at=_time(r["registered_at"]), interval_s=int(r["interval_s"]),
-                 grace_s=int(r["grace_s"]), last_ok=_time(r["last_ok"]))
+                 grace_s=int(r["grace_s"]), last_ok=_time(r["last_ok"]), first_report=_time(r["first_report"]))
         nodes[n.node_id] = n
     for r in _rows(members["gpu_sets.csv"]):
         node = nodes[int(r["node_id"])]

@@ -17,6 +17,7 @@ from fleetscope import accounting, proof, states
 from fleetscope.rollups import floor_bucket, node_hourly_sql
 from fleetscope.snapshot import OPEN_FINDINGS_SQL, RUNNING_JOBS_SQL, fleet_counts, snapshot_transaction
 from fleetscope.times import format_time
+from fleetscope.uptime import FIRST_REPORT_SQL
 
 if TYPE_CHECKING:
     import psycopg
@@ -192,13 +193,16 @@ def daily_accrual(conn: psycopg.Connection, *, at: datetime, days: int) -> list[
 
 
 def node_hourly(conn: psycopg.Connection, node_id: int, *, at: datetime, hours: int, mode: str,
-                interval_s: int, registered_at: datetime | None = None) -> list[dict[str, Any]]:
+                interval_s: int) -> list[dict[str, Any]]:
     """The node's hourly rollup over the last ``hours`` hours up to ``at``: slots seen ok of slots.
 
     The current hour is included with the slots elapsed so far as its
-    denominator (its rows may run a few seconds past ``at``), and the hour the
-    node registered in with the slots from its registration slot on.
+    denominator (its rows may run a few seconds past ``at``), and the hour of
+    the node's first report with the slots from that report's slot on
+    (fleetscope/uptime.py: uptime counts from the first report).
     """
+    first_report = conn.execute("SELECT " + FIRST_REPORT_SQL.format(node_id="%(node_id)s"),
+                                {"node_id": node_id}).fetchone()[0]
     current = floor_bucket(at)
     we = current + timedelta(hours=1)
     ws = current - timedelta(hours=hours - 1)
@@ -207,7 +211,7 @@ def node_hourly(conn: psycopg.Connection, node_id: int, *, at: datetime, hours: 
                         {"ws": ws, "we": we, "node_id": node_id}).fetchall()
     per_hour = 3600 // interval_s
     def slots(bucket: datetime) -> int:
-        start = max(bucket, floor_slot(registered_at, interval_s)) if registered_at else bucket
+        start = max(bucket, floor_slot(first_report, interval_s)) if first_report else bucket
         end = min(bucket + timedelta(hours=1), at + timedelta(seconds=interval_s)) if bucket == current \
             else bucket + timedelta(hours=1)
         return max(1, min(per_hour, int((end - start).total_seconds()) // interval_s))

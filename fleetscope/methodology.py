@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from fleetscope import accounting, explorer, proof, reputation, snapshot, states, uptime
+from fleetscope import accounting, explorer, proof, registry, reputation, snapshot, states, uptime
 from fleetscope import gpu_models, integrity
 from fleetscope.integrity import (cloned_telemetry, duplicate_uuid, fleet_jump, identity_change, spec_mismatch,
                                   virtualized)
@@ -35,7 +35,9 @@ def _sql(**statements: str) -> list[dict[str, str]]:
 VERIFICATION_TEXT = (
     "**Verification.** A GPU claim is **verified** when it passed a proof of GPU (see *Proof of GPU*) in the "
     "last 24 hours and nothing flags it; **flagged** when an open integrity finding names its UUID (on any node) "
-    "or its whole node, including **proof_failed**, which is opened when the GPU's latest proof failed and closed "
+    "or its whole node (a node that reports a UUID another node claimed first gets a node-wide duplicate_uuid "
+    "finding: the first claimant keeps its standing, the cloner is flagged), including **proof_failed**, "
+    "which is opened when the GPU's latest proof failed and closed "
     "by its next pass; **unverified** otherwise: never challenged (a host scraped only, or running plain "
     "dcgm-exporter, has no prover; a model missing from the reference table is not challenged), no answer, or "
     "its latest pass is more than 24 hours old. What a host reports about itself (model, memory, UUID) never "
@@ -149,12 +151,22 @@ def definitions() -> list[dict[str, Any]]:
         },
         proof_of_gpu(),
         {
-            "id": "uptime", "title": "Uptime over a window", "version": states.DEFINITION_VERSION,
-            "text": _doc(uptime),
-            "formula": "uptime = ok slots / observed slots (slots after registration, while fleetscope observed)",
-            "constants": {},
+            "id": "uptime", "title": "Uptime over a window", "version": uptime.UPTIME_VERSION,
+            "text": "\n\n".join([_doc(uptime), _doc(uptime.slot_range)]),
+            "formula": "uptime = ok slots / observed slots (slots from the node's first report on, while "
+                       "fleetscope observed)",
+            "constants": {"FIRST_REPORT": "the node's earliest successful observation"},
             "code": _code(uptime.slot_of, uptime.slot_range, uptime.Uptime),
-            "sql": _sql(UPTIME_SQL=uptime.UPTIME_SQL),
+            "sql": _sql(FIRST_REPORT_SQL=uptime.FIRST_REPORT_SQL, UPTIME_SQL=uptime.UPTIME_SQL),
+        },
+        {
+            "id": "pause", "title": "Paused nodes", "version": states.DEFINITION_VERSION,
+            # set_paused's docstring past its first line (what the call returns): what a pause means.
+            "text": _doc(registry.set_paused).split("\n\n", 1)[1],
+            "formula": "paused: no alert deadline; counts, uptime and reputation unchanged",
+            "constants": {},
+            "code": [],
+            "sql": _sql(SET_PAUSED_SQL=registry.SET_PAUSED_SQL),
         },
         {
             "id": "accounting", "title": "GPU-hours and accrued revenue", "version": states.DEFINITION_VERSION,

@@ -7,6 +7,12 @@ definition) on each node's latest ok observation at ``at``
 (``states.LAST_OK_SQL``, as the explorer's "last seen"), and uptime is
 ``fleetscope.uptime.uptime``. Only the given operator's rows are read; the
 caller establishes who the operator is (a token), never a request parameter.
+
+Both callers (the collector's endpoint and /operator) pass the current time,
+not the explorer's snapshot tick: the state is then what the alert loop
+judges by (the same ``node_status`` on the node's latest report), so the view
+never lags an alert already sent (issue 16). ``paused`` silences alerts only
+(``fleetscope.registry.set_paused``): it changes no state, count or uptime.
 """
 
 from __future__ import annotations

@@ -21,6 +21,17 @@ REGISTER_NODE_SQL = (
     "INSERT INTO nodes (operator_id, name, scrape_url, interval_s, grace_s, token_hash, registered_at)"
     " VALUES (%s, %s, %s, %s, %s, %s, coalesce(%s, now())) RETURNING node_id"
 )
+# Pausing a node (issue 16), scoped by operator: another operator's node is
+# "not found", as a node that does not exist. What a pause means is
+# ``set_paused``'s docstring (shown on /methodology).
+SET_PAUSED_SQL = """
+UPDATE nodes
+   SET paused = %(paused)s,
+       alert_after = CASE WHEN %(paused)s OR last_ok_at IS NULL THEN NULL
+                          ELSE last_ok_at + make_interval(secs => grace_s) END
+ WHERE node_id = %(node_id)s AND operator_id = %(operator_id)s
+RETURNING node_id, name, paused
+"""
 OPERATOR_BY_TOKEN_SQL = "SELECT operator_id, token_hash FROM operators WHERE token_hash = %s"
 NODE_BY_TOKEN_SQL = "SELECT node_id, token_hash, interval_s FROM nodes WHERE token_hash = %s"
 
@@ -66,6 +77,25 @@ def register_node(conn: psycopg.Connection, *, operator_id: int, name: str, scra
         row = conn.execute(REGISTER_NODE_SQL, (operator_id, name, scrape_url, interval_s, grace,
                                                tokens.token_hash(token), registered_at)).fetchone()
     return NewNode(node_id=row[0], node_token=token)
+
+
+def set_paused(conn: psycopg.Connection, *, operator_id: int, node_id: int, paused: bool) -> bool:
+    """Pause or resume ``node_id`` of ``operator_id``; False when the operator has no such node.
+
+    A pause silences the node's alerts and nothing else. A paused node gets no
+    alert deadline (collector/alerts.py): going down, coming back or flapping
+    sends no message, though its alert state is still kept. Every public
+    number ignores the flag: a paused node that does not report is offline in
+    the counts, and its uptime and reputation count those slots as down, as
+    for any node, so a pause can never hide downtime. Pages show the flag
+    beside the state ("down · paused"). Resuming sets the deadline from the
+    node's latest report again: a node that is down when resumed and had not
+    been announced as down is announced at the next evaluation round.
+    """
+    with conn.transaction():
+        row = conn.execute(SET_PAUSED_SQL, {"paused": paused, "node_id": node_id,
+                                            "operator_id": operator_id}).fetchone()
+    return row is not None
 
 
 def rotate_node_token(conn: psycopg.Connection, node_id: int) -> str:

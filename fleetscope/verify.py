@@ -154,9 +154,9 @@ def _overlap(xs: list[tuple[int, int]], ys: list[tuple[int, int]]) -> int:
 
 
 def uptime_from_slots(*, runs: list[tuple[int, int]], observed: list[tuple[int, int]], interval_s: int,
-                      registered_at: datetime, start: datetime, end: datetime) -> Uptime:
+                      first_report_at: datetime | None, start: datetime, end: datetime) -> Uptime:
     """Uptime over [start, end) from ok-slot runs and observed-slot ranges (fleetscope/uptime.py's definition)."""
-    k0, k1 = slot_range(start=start, end=end, interval_s=interval_s, registered_at=registered_at)
+    k0, k1 = slot_range(start=start, end=end, interval_s=interval_s, first_report_at=first_report_at)
     if k1 < k0:
         return Uptime(window_slots=0, observed_slots=0, ok_slots=0)
     seen = _clip(observed, k0, k1)
@@ -208,7 +208,7 @@ def node_reputations(data: bundle.BundleData) -> dict[int, reputation.Reputation
         if node.interval_s not in observed:
             observed[node.interval_s] = _observed_ranges(data.periods, node.interval_s)
         ups = {w: uptime_from_slots(runs=node.runs, observed=observed[node.interval_s], interval_s=node.interval_s,
-                                    registered_at=node.registered_at, start=at - w, end=at)
+                                    first_report_at=node.first_report, start=at - w, end=at)
                for w in (reputation.U7_WINDOW, reputation.U1_WINDOW)}
         verified, unverified, flagged = gpu_counts[node.node_id]
         succeeded, finished = jobs[node.node_id]

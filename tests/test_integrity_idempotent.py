@@ -15,12 +15,12 @@ def test_rerunning_the_checks_opens_nothing_new_and_refreshes_last_seen(conn):
     fleet.gpus(b, ["GPU-shared"], since=T0 - timedelta(minutes=5))
     conn.execute("UPDATE gpus SET virtualization_mode = 'vgpu' WHERE gpu_uuid = 'GPU-a1'")
     first = run_checks(conn, at=T0)
-    assert first["duplicate_uuid"].opened == 2 and first["virtualized"].opened == 1
+    assert first["duplicate_uuid"].opened == 1 and first["virtualized"].opened == 1
     rows = conn.execute("SELECT finding_id, kind, first_seen FROM integrity_findings ORDER BY 1").fetchall()
     for minutes in (1, 2, 3):
         again = run_checks(conn, at=T0 + timedelta(minutes=minutes))
         assert all(r.opened == 0 and r.resolved == 0 for r in again.values())
-        assert again["duplicate_uuid"].refreshed == 2
+        assert again["duplicate_uuid"].refreshed == 1
     assert conn.execute("SELECT finding_id, kind, first_seen FROM integrity_findings ORDER BY 1").fetchall() == rows
     assert {r[0] for r in conn.execute("SELECT last_seen FROM integrity_findings")} == {T0 + timedelta(minutes=3)}
 

@@ -15,14 +15,14 @@ def test_a_duplicated_uuid_that_stops_being_duplicated_resolves(conn):
     fleet.gpus(b, ["GPU-x"], since=T0 - timedelta(minutes=5))
     conn.execute("UPDATE gpus SET last_seen = %s", (T0,))
     run_checks(conn, at=T0)
-    assert conn.execute("SELECT count(*) FROM integrity_findings WHERE resolved_at IS NULL").fetchone()[0] == 2
+    assert conn.execute("SELECT count(*) FROM integrity_findings WHERE resolved_at IS NULL").fetchone()[0] == 1
     # Node b stops reporting it; node a goes on.
     conn.execute("UPDATE gpus SET last_seen = %s WHERE node_id = %s", (T0 + timedelta(hours=1), a))
     later = T0 + timedelta(hours=1)
     done = run_checks(conn, at=later)
-    assert done["duplicate_uuid"].resolved == 2
-    rows = conn.execute("SELECT resolved_at, resolution FROM integrity_findings").fetchall()
-    assert rows == [(later, "the UUID is no longer reported by more than one node")] * 2
+    assert done["duplicate_uuid"].resolved == 1
+    rows = conn.execute("SELECT node_id, resolved_at, resolution FROM integrity_findings").fetchall()
+    assert rows == [(b, later, "the UUID is no longer reported by more than one node")]
 
 
 def test_a_virtualised_gpu_that_reports_bare_metal_again_resolves_and_a_new_one_opens_a_new_finding(conn):

@@ -37,8 +37,10 @@ def _healthy_node(fleet: Fleet, *, checked: bool) -> int:
     node = fleet.node(interval_s=60, registered_at=T0 - timedelta(days=10))
     fleet.observing(T0 - timedelta(days=8), T0 + timedelta(hours=1))
     fleet.gpus(node, ["GPU-a", "GPU-b"], checked=checked, since=T0 - timedelta(days=10))
-    # Seen in every slot of the last 24 h and in the first half of each
-    # earlier day of the week: U1 = 1, U7 = (1440 + 6 x 720) / 10080.
+    # First reported 9 days ago (uptime counts from there: the whole week is
+    # judged), then seen in every slot of the last 24 h and in the first half
+    # of each earlier day of the week: U1 = 1, U7 = (1440 + 6 x 720) / 10080.
+    fleet.observe(node, T0 - timedelta(days=9))
     for minute in range(0, 7 * 1440):
         t = T0 - timedelta(minutes=minute + 1) + timedelta(seconds=5)
         if minute < 1440 or (minute % 1440) < 720:

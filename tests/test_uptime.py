@@ -1,4 +1,4 @@
-"""Uptime on the slot grid: whole slots in the window, after registration, while we observed."""
+"""Uptime on the slot grid: whole slots in the window, from the node's first report, while we observed."""
 
 from __future__ import annotations
 
@@ -24,19 +24,46 @@ def test_uptime_counts_slots_with_a_successful_observation(conn):
     assert result.ratio == 0.1
 
 
-def test_a_node_registered_mid_window_is_judged_from_its_registration_slot(conn):
+def test_a_node_is_judged_from_the_slot_of_its_first_report_not_from_its_registration(conn):
     fleet = Fleet(conn)
-    # Registered at 12:02:07, inside slot [12:02:00, 12:02:15): that slot and
-    # the 31 after it, up to 12:10:00, are counted: 32 slots.
-    node = fleet.node(interval_s=15, registered_at=at(127))
+    # Registered at 11:00, an hour before the window; its exporter first
+    # reported at 12:02:07, inside slot [12:02:00, 12:02:15): that slot and
+    # the 31 after it, up to 12:10:00, are counted: 32 slots, all up. The
+    # failed scrapes before the first report are setup, not downtime.
+    node = fleet.node(interval_s=15, registered_at=at(-3600))
     fleet.observing(at(-3600), at(3600))
-    for seconds in range(130, 600, 15):  # one observation in each of those 32 slots
+    for seconds in range(-3600, 127, 15):
+        fleet.observe(node, at(seconds), ok=False)
+    for seconds in range(127, 600, 15):  # one observation in each of those 32 slots
         fleet.observe(node, at(seconds))
     result = uptime(conn, node, start=at(0), end=at(600))
     assert result == Uptime(window_slots=32, observed_slots=32, ok_slots=32)
     assert result.ratio == 1.0
-    assert slot_range(start=at(0), end=at(600), interval_s=15, registered_at=at(127)) == (
+    assert slot_range(start=at(0), end=at(600), interval_s=15, first_report_at=at(127)) == (
         int(at(120).timestamp()) // 15, int(at(585).timestamp()) // 15)
+
+
+def test_once_a_node_has_reported_every_later_slot_counts_down_or_not(conn):
+    fleet = Fleet(conn)
+    node = fleet.node(interval_s=15, registered_at=at(-86400))
+    fleet.observing(at(-86400), at(3600))
+    fleet.observe(node, at(-30))  # one report, then silence for the whole window
+    result = uptime(conn, node, start=at(0), end=at(600))
+    assert result == Uptime(window_slots=40, observed_slots=40, ok_slots=0) and result.ratio == 0.0
+
+
+def test_a_node_that_never_reported_has_no_uptime_to_judge(conn):
+    fleet = Fleet(conn)
+    node = fleet.node(interval_s=15, registered_at=at(-86400))
+    fleet.observing(at(-86400), at(3600))
+    fleet.observe(node, at(10), ok=False)
+    result = uptime(conn, node, start=at(0), end=at(600))
+    assert result == Uptime(window_slots=0, observed_slots=0, ok_slots=0) and result.ratio is None
+    # A first report after the window's end does not reach back into it.
+    fleet.observe(node, at(900))
+    assert uptime(conn, node, start=at(0), end=at(600)).window_slots == 0
+    assert slot_range(start=at(0), end=at(600), interval_s=15, first_report_at=None) == (
+        int(at(600).timestamp()) // 15, int(at(585).timestamp()) // 15)
 
 
 def test_slots_when_fleetscope_was_not_observing_are_left_out(conn):
