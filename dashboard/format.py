@@ -37,13 +37,17 @@ def percent(ratio: float | None) -> str:
     return "no data" if ratio is None else f"{100 * ratio:.2f} %"
 
 
-def when(value: str | datetime | None) -> str:
-    """A time as the pages print it: UTC, to the second."""
+def when(value: str | datetime | None, *, zone: bool = True) -> str:
+    """A time as the pages print it: UTC, to the second, "2026-12-03 15:10:56 UTC".
+
+    ``zone=False`` leaves out " UTC" (grids say it once, in the header).
+    """
     if value is None:
         return "never"
     if isinstance(value, datetime):
         value = format_time(value.replace(microsecond=0))
-    return value.split(".")[0].rstrip("Z").replace("T", " ") + " UTC"
+    return value.split(".")[0].rstrip("Z").replace("T", " ") + (" UTC" if zone else "")
+
 
 
 def number(element_id: str, value: Any, text: str, **kwargs) -> html.Span:
