@@ -30,13 +30,15 @@ DEFAULT_PAGE_SIZE = 50
 # column needs only its longest header word, and "Uptime 24\u00a0h" keeps
 # its number and unit together.
 CHAR_PX = 7.1
-HEADER_CHAR_PX = 8.0
-CELL_PADDING_PX = 28
-HEADER_PADDING_PX = 44
+HEADER_CHAR_PX = 7.6
+CELL_PADDING_PX = 26
+HEADER_PADDING_PX = 30
 MAX_COLUMN_PX = 520
 TEXT_FILTER = {"filter": "agTextColumnFilter",
                "filterParams": {"filterOptions": ["contains"], "maxNumConditions": 1}}
 NUMBER = {"type": "rightAligned"}
+# Free text (reasons, evidence) wraps onto as many lines as it needs instead of ending in "…".
+WRAP = {"wrapText": True, "autoHeight": True, "cellClass": "wrap"}
 
 
 def fit(texts: Iterable[Any], header: str, *, lo: int = 60, hi: int = MAX_COLUMN_PX) -> int:

@@ -12,7 +12,7 @@ from fleetscope.snapshot import SNAPSHOT_TICK_S
 
 from dashboard import format as fmt
 from dashboard.app import explorer
-from dashboard.grids import NUMBER, column, grid
+from dashboard.grids import NUMBER, WRAP, column, grid
 from dashboard.pages.overview import checks
 
 
@@ -119,10 +119,9 @@ def _finding_columns(rows) -> list[dict]:
         column("open", "Status", ["resolved"], filter=True),
         column("node", "Node", [r["node_name"] for r in rows], lo=80, hi=280, cellRenderer="markdown"),
         column("gpu_uuid", "GPU", [r["gpu_uuid"] for r in rows], lo=120, filter=True),
+        column("evidence", "Evidence (click a row for all of it)", [], lo=220, flex=1, **WRAP),
         column("first_seen", "First seen (UTC)", [r["first_seen"] for r in rows[:1]]),
         column("last_seen", "Last seen (UTC)", [r["last_seen"] for r in rows[:1]]),
-        column("resolution", "Resolution", [r["resolution"] for r in rows], hi=200),
-        column("evidence", "Evidence (click a row for all of it)", [], lo=280, flex=1, tooltipField="evidence"),
     ]
 
 
@@ -132,11 +131,11 @@ def _proof_columns(rows) -> list[dict]:
         column("node", "Node", [r["node_name"] for r in rows], lo=80, hi=280, cellRenderer="markdown"),
         column("gpu_uuid", "GPU", [r["gpu_uuid"] for r in rows], lo=120, filter=True),
         column("verdict", "Verdict", ["no answer"], filter=True),
-        column("reason", "Reason", [], lo=200, flex=1, tooltipField="reason"),
+        column("decided_at", "Decided (UTC)", [r["decided_at"] for r in rows[:1]]),
         column("seconds", "Seconds", [r["seconds"] for r in rows], **NUMBER),
         column("tflops", "TFLOPS", [r["tflops"] for r in rows], **NUMBER),
         column("round_id", "Round", [r["round_id"] for r in rows], **NUMBER),
-        column("decided_at", "Decided (UTC)", [r["decided_at"] for r in rows[:1]]),
+        column("reason", "Reason", [], lo=180, flex=1, **WRAP),
     ]
 
 
@@ -147,7 +146,8 @@ def finding_detail(selected):
     if not selected:
         return no_update
     f = selected[0]
-    return [html.Strong(f"{f['kind']} · {f['open']} · GPU {f['gpu_uuid']} · first seen {f['first_seen']} UTC"),
+    resolved = f" ({f['resolution']})" if f["resolution"] else ""
+    return [html.Strong(f"{f['kind']} · {f['open']}{resolved} · GPU {f['gpu_uuid']} · first seen {f['first_seen']} UTC"),
             html.Pre(f["detail"], id="integrity-finding-evidence", className="evidence")]
 
 

@@ -73,7 +73,7 @@ def layout(**_kwargs):
         dcc.Tabs([
             dcc.Tab(_grid("nodes-grid", node_columns(tables)), label="Nodes", value="nodes"),
             dcc.Tab(_grid("gpus-grid", gpu_columns(tables)), label="GPUs", value="gpus"),
-        ], value="nodes", id="nodes-tabs"),
+        ], value="nodes", id="nodes-tabs", mobile_breakpoint=0),
     ])
 
 
