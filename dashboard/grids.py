@@ -59,6 +59,11 @@ def column(field: str, header: str, texts: Iterable[Any] = (), *, lo: int = 60, 
     return spec
 
 
+def time_column(field: str, header: str, **options) -> dict[str, Any]:
+    """A column of times as grids print them (format.when(..., zone=False)): every one is as long as this."""
+    return column(field, header, ["2026-12-03 15:10:56"], **options)
+
+
 def grid(grid_id: str, columns: list[dict[str, Any]], *, rows: list[dict[str, Any]] | None = None,
          infinite: bool = False, page_size: int = DEFAULT_PAGE_SIZE, grid_options: dict | None = None,
          default_col: dict | None = None, **kwargs) -> dag.AgGrid:

@@ -12,7 +12,7 @@ from fleetscope.snapshot import SNAPSHOT_TICK_S
 
 from dashboard import format as fmt
 from dashboard.app import explorer
-from dashboard.grids import NUMBER, WRAP, column, grid
+from dashboard.grids import NUMBER, WRAP, column, grid, time_column
 from dashboard.pages.overview import checks
 
 
@@ -98,19 +98,8 @@ def _finding_row(f) -> dict:
             "node": f"[{fmt.markdown_text(f['node_name'])}](/nodes/{f['node_id']})" if f["node_id"] else "",
             "node_name": f["node_name"] or "", "gpu_uuid": f["gpu_uuid"] or "all of the node's",
             "first_seen": fmt.when(f["first_seen"], zone=False), "last_seen": fmt.when(f["last_seen"], zone=False),
-            "resolution": f["resolution"] or "", "evidence": evidence_summary(f["evidence"]),
+            "resolution": f["resolution"] or "", "evidence": fmt.evidence(f["evidence"]),
             "detail": json.dumps(f["evidence"], indent=2, sort_keys=True, ensure_ascii=False)}
-
-
-def evidence_summary(evidence) -> str:
-    """Evidence in one readable line: ``key: value`` pairs, nested values as compact JSON."""
-    if not isinstance(evidence, dict):
-        return json.dumps(evidence, ensure_ascii=False)
-    parts = []
-    for key, value in sorted(evidence.items()):
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
-        parts.append(f"{key.replace('_', ' ')}: {text}")
-    return " · ".join(parts)
 
 
 def _finding_columns(rows) -> list[dict]:
@@ -120,8 +109,8 @@ def _finding_columns(rows) -> list[dict]:
         column("node", "Node", [r["node_name"] for r in rows], lo=80, hi=280, cellRenderer="markdown"),
         column("gpu_uuid", "GPU", [r["gpu_uuid"] for r in rows], lo=120, filter=True),
         column("evidence", "Evidence (click a row for all of it)", [], lo=220, flex=1, **WRAP),
-        column("first_seen", "First seen (UTC)", [r["first_seen"] for r in rows[:1]]),
-        column("last_seen", "Last seen (UTC)", [r["last_seen"] for r in rows[:1]]),
+        time_column("first_seen", "First seen (UTC)"),
+        time_column("last_seen", "Last seen (UTC)"),
     ]
 
 
@@ -131,7 +120,7 @@ def _proof_columns(rows) -> list[dict]:
         column("node", "Node", [r["node_name"] for r in rows], lo=80, hi=280, cellRenderer="markdown"),
         column("gpu_uuid", "GPU", [r["gpu_uuid"] for r in rows], lo=120, filter=True),
         column("verdict", "Verdict", ["no answer"], filter=True),
-        column("decided_at", "Decided (UTC)", [r["decided_at"] for r in rows[:1]]),
+        time_column("decided_at", "Decided (UTC)"),
         column("seconds", "Seconds", [r["seconds"] for r in rows], **NUMBER),
         column("tflops", "TFLOPS", [r["tflops"] for r in rows], **NUMBER),
         column("round_id", "Round", [r["round_id"] for r in rows], **NUMBER),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import dash
@@ -131,7 +132,10 @@ def _findings(items) -> html.Div:
         return html.P("None.", id="node-findings", className="note")
     return html.Ul([html.Li([html.Span("open" if f["open"] else "resolved", className="bad" if f["open"] else "off"),
                              " ", html.Strong(f["kind"]), f" · GPU {f['gpu_uuid'] or 'all'} · first seen "
-                             f"{fmt.when(f['first_seen'])}", html.Pre(str(f["evidence"]), className="evidence")])
+                             f"{fmt.when(f['first_seen'])}", html.Div(fmt.evidence(f["evidence"]), className="detail"),
+                             html.Details([html.Summary("full evidence"),
+                                           html.Pre(json.dumps(f["evidence"], indent=2, sort_keys=True,
+                                                               ensure_ascii=False), className="evidence")])])
                     for f in items], id="node-findings", className="checks")
 
 

@@ -7,7 +7,7 @@ from dash import Input, Output, callback, dcc, html, no_update
 
 from dashboard import format as fmt
 from dashboard.app import explorer
-from dashboard.grids import NUMBER, TEXT_FILTER, column, grid
+from dashboard.grids import NUMBER, TEXT_FILTER, column, grid, time_column
 from dashboard.service import GPUS, NODES
 from dashboard.tables import BadParameter, grid_query, select
 
@@ -29,8 +29,7 @@ def node_columns(tables) -> list[dict]:
         column("reputation", "Reputation", ["100.00"], **NUMBER, **PER_NODE),
         column("uptime_24h", "Uptime 24\u00a0h", ["100.00 %"], **NUMBER, **PER_NODE),
         column("uptime_7d", "Uptime 7\u00a0d", ["100.00 %"], **NUMBER, **PER_NODE),
-        column("last_ok", "Last seen (UTC)", [fmt.when(r[i("last_ok")], zone=False) for r in rows[:1]]
-               or ["2026-01-01 00:00:00"]),
+        time_column("last_ok", "Last seen (UTC)"),
         column("gpus", "GPUs", [r[i("gpus")] for r in rows], **NUMBER),
         column("gpus_online", "Online", [r[i("gpus_online")] for r in rows], **NUMBER),
         column("gpus_hired", "Hired", [r[i("gpus_hired")] for r in rows], **NUMBER),
