@@ -22,8 +22,12 @@ VERDICT_TEXT = {"passed": "passed", "failed": "failed", "no_answer": "no answer"
 
 
 def layout(**_kwargs):
+    # The clicked finding's detail sits under the findings grid (the body's
+    # last section) but outside the body, so a refresh does not close it.
     return html.Div([dcc.Interval(id="integrity-refresh", interval=SNAPSHOT_TICK_S * 1000),
-                     html.Div(render(), id="integrity-body")])
+                     html.Div(render(), id="integrity-body"),
+                     html.Div(html.P("Click a finding to see its full evidence.", className="note"),
+                              id="integrity-finding-detail", className="evidence-detail")])
 
 
 @callback(Output("integrity-body", "children"), Input("integrity-refresh", "n_intervals"), prevent_initial_call=True)
@@ -86,8 +90,6 @@ def render():
             grid("integrity-findings", _finding_columns(rows), rows=rows, page_size=25,
                  grid_options={"rowSelection": {"mode": "singleRow", "checkboxes": False,
                                                 "enableClickSelection": True}}),
-            html.Div(html.P("Click a finding to see its full evidence.", className="note"),
-                     id="integrity-finding-detail", className="evidence-detail"),
         ]),
     ])
 
@@ -136,7 +138,8 @@ def finding_detail(selected):
         return no_update
     f = selected[0]
     resolved = f" ({f['resolution']})" if f["resolution"] else ""
-    return [html.Strong(f"{f['kind']} · {f['open']}{resolved} · GPU {f['gpu_uuid']} · first seen {f['first_seen']} UTC"),
+    return [html.Strong(f"{f['kind']} · {f['open']}{resolved} · GPU {f['gpu_uuid']} · "
+                        f"first seen {f['first_seen']} UTC"),
             html.Pre(f["detail"], id="integrity-finding-evidence", className="evidence")]
 
 
