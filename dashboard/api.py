@@ -132,7 +132,16 @@ def _table(spec: TableSpec, rows_name: str, text_name: str) -> Response:
     return _json({"as_of": snap.body["as_of"], "snapshot_sha256": snap.sha256, "total": len(rows),
                   "limit": query.limit, "offset": query.offset, "sort": query.sort,
                   "order": "desc" if query.descending else "asc",
-                  "items": [as_json(spec, r) for r in rows[query.offset:query.offset + query.limit]]})
+                  "items": _scored(spec, [as_json(spec, r) for r in rows[query.offset:query.offset + query.limit]],
+                                   ex, tables.as_of)})
+
+
+def _scored(spec: TableSpec, items: list[dict[str, Any]], ex: Explorer, at) -> list[dict[str, Any]]:
+    """Node items with uptime_24h, uptime_7d and reputation: the values of /api/v1/nodes/{id} (Explorer.node_scores)."""
+    if spec is not NODES:
+        return items
+    scores = ex.node_scores([item["node_id"] for item in items], as_of=at)
+    return [{**item, **scores[item["node_id"]]} for item in items]
 
 
 def _csv(spec: TableSpec, rows: list[tuple], filename: str) -> Response:

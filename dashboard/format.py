@@ -7,6 +7,7 @@ rounded text against the exact number.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from typing import Any
@@ -37,13 +38,28 @@ def percent(ratio: float | None) -> str:
     return "no data" if ratio is None else f"{100 * ratio:.2f} %"
 
 
-def when(value: str | datetime | None) -> str:
-    """A time as the pages print it: UTC, to the second."""
+def when(value: str | datetime | None, *, zone: bool = True) -> str:
+    """A time as the pages print it: UTC, to the second, "2026-12-03 15:10:56 UTC".
+
+    ``zone=False`` leaves out " UTC" (grids say it once, in the header).
+    """
     if value is None:
         return "never"
     if isinstance(value, datetime):
         value = format_time(value.replace(microsecond=0))
-    return value.split(".")[0].rstrip("Z").replace("T", " ") + " UTC"
+    return value.split(".")[0].rstrip("Z").replace("T", " ") + (" UTC" if zone else "")
+
+
+
+def evidence(value: Any) -> str:
+    """Evidence in one readable line: ``key: value`` pairs, nested values as compact JSON."""
+    if not isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
+    parts = []
+    for key, item in sorted(value.items()):
+        text = item if isinstance(item, str) else json.dumps(item, ensure_ascii=False, separators=(", ", ": "))
+        parts.append(f"{key.replace('_', ' ')}: {text}")
+    return " · ".join(parts)
 
 
 def number(element_id: str, value: Any, text: str, **kwargs) -> html.Span:

@@ -232,10 +232,10 @@ class Explorer:
         if index is None:
             return None
 
-        rep, (total, found), latest = self._cached(
+        rep = self.reputation(node_id, as_of=at)
+        (total, found), latest = self._cached(
             f"node-{node_id}-{int(at.timestamp())}",
-            lambda conn: (node_reputation(conn, node_id, at=at),
-                          explorer.findings(conn, at=at, node_id=node_id, limit=200),
+            lambda conn: (explorer.findings(conn, at=at, node_id=node_id, limit=200),
                           explorer.latest_proofs(conn, node_id, at=at)))
         if rep is None:  # removed since the tick's tables were computed
             return None
@@ -259,6 +259,31 @@ class Explorer:
             "findings": {"total": total, "items": found},
             "proofs": node_proofs(gpus, latest, at=at),
         }
+
+    def reputation(self, node_id: int, *, as_of: datetime | None = None):
+        """The node's reputation with its uptimes (fleetscope.reputation.node_reputation), once per node and tick.
+
+        The node page, /api/v1/nodes/{id}, the /nodes grid and /api/v1/nodes
+        all read this one cached value, so they cannot disagree.
+        """
+        at = as_of or self.tick()
+        return self._cached(f"reputation-{node_id}-{int(at.timestamp())}",
+                            lambda conn: node_reputation(conn, node_id, at=at))
+
+    def node_scores(self, node_ids, *, as_of: datetime | None = None) -> dict[int, dict[str, Any]]:
+        """Per node: ``uptime_24h``, ``uptime_7d`` (ratios) and ``reputation`` (score), as the node's detail has them.
+
+        Computed for the nodes asked for (a page of a table), not the whole
+        fleet: each is a node_reputation query of its own.
+        """
+        at = as_of or self.tick()
+        out = {}
+        for node_id in node_ids:
+            rep = self.reputation(node_id, as_of=at)
+            out[node_id] = ({"uptime_24h": rep.uptime_24h.ratio, "uptime_7d": rep.uptime_7d.ratio,
+                             "reputation": rep.score} if rep is not None
+                            else {"uptime_24h": None, "uptime_7d": None, "reputation": None})
+        return out
 
     def node_history(self, node_id: int, *, as_of: datetime | None = None) -> list[dict[str, Any]]:
         at = as_of or self.tick()

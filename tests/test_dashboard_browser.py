@@ -53,17 +53,26 @@ def production_url(dsn, live_fleet, tmp_path):
 
 
 @pytest.fixture
-def page():
+def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM,
                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        # The machine may be busy (a shared 2-core runner): generous, not flaky.
-        page.set_default_timeout(90_000)
-        yield page
+        yield browser
         browser.close()
+
+
+def _page(browser, width: int):
+    page = browser.new_page(viewport={"width": width, "height": 1000})
+    # The machine may be busy (a shared 2-core runner): generous, not flaky.
+    page.set_default_timeout(90_000)
+    return page
+
+
+@pytest.fixture
+def page(browser):
+    return _page(browser, 1400)
 
 
 def _number_text(value) -> str:
@@ -153,3 +162,147 @@ def test_the_operator_view_shows_only_the_operators_own_nodes(dsn, production_ur
     assert [s.strip() for s in shown] == ["acme-rig-1"]
     assert "acme-gpu" in page.inner_text("#operator-name")
     assert token not in page.url
+
+
+# Issue 16: every page at a desktop width and at a phone's.
+WIDTHS = (1400, 400)
+NAV = {"Overview": "/", "Nodes & GPUs": "/nodes", "Integrity": "/integrity", "Methodology": "/methodology",
+       "Operators": "/operator"}
+# Columns whose text must never be cut ("2026-12-…", "NVIDIA A100-SXM…").
+WHOLE = ("model", "models", "last_ok", "first_seen", "last_seen", "decided_at", "gpu_uuid", "name", "node_name",
+         "node")
+FIT_JS = """grid => [...grid.querySelectorAll('.ag-center-cols-container .ag-cell')]
+    .filter(c => WHOLE.includes(c.getAttribute('col-id')) && c.innerText.trim())
+    .filter(c => c.scrollWidth > c.clientWidth + 1)
+    .map(c => c.getAttribute('col-id') + ': ' + c.innerText)""".replace("WHOLE", str(list(WHOLE)))
+
+
+def _layout_holds(page, width: int) -> None:
+    """At this width: no sideways scrolling of the page, every nav link on screen, every grid readable."""
+    inner = page.evaluate("innerWidth")
+    assert page.evaluate("document.documentElement.scrollWidth") <= inner, f"the page scrolls sideways at {width} px"
+    for label in NAV:
+        link = page.locator(f".topbar nav a:text-is('{label}')")
+        box = link.bounding_box()
+        assert link.is_visible() and box and box["x"] >= 0 and box["x"] + box["width"] <= inner, label
+    for grid in page.locator(".ag-root-wrapper").all():
+        headers = [h.strip() for h in grid.locator(".ag-header-cell-text").all_inner_texts() if h.strip()]
+        assert headers, "a grid without headers"
+        for header in headers:
+            assert "_" not in header and (header[0].isupper() or header == "#"), f"raw header {header!r}"
+        assert grid.evaluate(FIT_JS) == [], "cut-off cells"
+        # The grid scrolls inside its own box, never wider than the page.
+        assert grid.bounding_box()["x"] + grid.bounding_box()["width"] <= inner + 1
+
+
+def _nav(page, label: str) -> None:
+    page.click(f".topbar nav a:text-is('{label}')")
+    page.wait_for_url(f"**{NAV[label]}")
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_every_page_reads_at_a_desktop_and_a_phone_width(production_url, browser, live_fleet, width, tmp_path):
+    page = _page(browser, width)
+    page.goto(f"{production_url}/", wait_until="networkidle")
+    page.wait_for_selector("#fleet-snapshot_sha256")
+    _, fleet, _ = get(f"{production_url}/api/v1/fleet")
+    if page.get_attribute("#fleet-as_of", "data-value") == fleet["as_of"]:
+        assert page.get_attribute("#fleet-gpus-registered", "data-value") == str(fleet["gpus"]["registered"])
+    _layout_holds(page, width)
+    page.screenshot(path=str(tmp_path / f"overview-{width}.png"), full_page=True)
+
+    _nav(page, "Nodes & GPUs")
+    page.wait_for_selector("#nodes-grid .ag-row [col-id=name] a")
+    page.wait_for_selector("#nodes-grid .ag-row [col-id=last_ok]:not(:empty)")
+    _layout_holds(page, width)
+    headers = page.locator("#nodes-grid .ag-header-cell-text").all_inner_texts()
+    assert "Reputation" in headers and "Last seen (UTC)" in headers
+    page.screenshot(path=str(tmp_path / f"nodes-{width}.png"), full_page=True)
+
+    page.click("#nodes-grid a:text-is('bravo')")
+    page.wait_for_selector("#node-reputation")
+    page.wait_for_selector("#node-gpus .ag-row")
+    _layout_holds(page, width)
+    for _ in range(3):  # a tick may turn between the page and the API call: try again
+        _, node, _ = get(f"{production_url}/api/v1/nodes/{live_fleet['bravo']}")
+        if page.get_attribute("#node-reputation", "data-value") == str(node["reputation"]["score"]):
+            break
+        page.reload(wait_until="networkidle")
+        page.wait_for_selector("#node-gpus .ag-row")
+    assert page.get_attribute("#node-reputation", "data-value") == str(node["reputation"]["score"])
+    models = page.locator("#node-gpus .ag-row [col-id=model]").all_inner_texts()
+    assert sorted(m.strip() for m in models) == sorted(g["model"] for g in node["gpus"])
+    page.screenshot(path=str(tmp_path / f"node-{width}.png"), full_page=True)
+
+    _nav(page, "Integrity")
+    page.wait_for_selector("#integrity-findings .ag-row")
+    _layout_holds(page, width)
+    page.screenshot(path=str(tmp_path / f"integrity-{width}.png"), full_page=True)
+
+    _nav(page, "Methodology")
+    page.wait_for_selector("#definition-reputation")
+    _layout_holds(page, width)
+
+    _nav(page, "Operators")
+    page.wait_for_selector("#operator-token")
+    _layout_holds(page, width)
+    page.close()
+
+
+def test_the_nodes_grid_shows_the_apis_uptime_and_reputation(production_url, page, live_fleet):
+    from dashboard import format as fmt
+
+    for _ in range(3):  # a tick may turn between the grid's block and the API call: try again
+        page.goto(f"{production_url}/nodes", wait_until="networkidle")
+        page.wait_for_selector("#nodes-grid .ag-row [col-id=reputation]:not(:empty)")
+        # Rows past the last are placeholders until the server says how many there are.
+        page.wait_for_function(f"document.querySelectorAll('#nodes-grid .ag-center-cols-container .ag-row')"
+                               f".length == {len(live_fleet)}")
+        page.wait_for_timeout(500)
+        rows = page.evaluate("""[...document.querySelectorAll('#nodes-grid .ag-center-cols-container .ag-row')]
+            .map(r => Object.fromEntries(['node_id', 'uptime_24h', 'uptime_7d', 'reputation']
+                .map(c => [c, r.querySelector(`[col-id=${c}]`).innerText.trim()])))""")
+        shown = {int(r.pop("node_id")): r for r in rows if r["node_id"]}
+        _, api, _ = get(f"{production_url}/api/v1/nodes?limit=1000")
+        expected = {item["node_id"]: {"uptime_24h": fmt.percent(item["uptime_24h"]),
+                                      "uptime_7d": fmt.percent(item["uptime_7d"]),
+                                      "reputation": f"{item['reputation']:.2f}"} for item in api["items"]}
+        if shown == expected:
+            break
+    assert shown == expected
+    assert sorted(shown) == sorted(live_fleet.values())
+    # The list's numbers are the node detail's own.
+    for node_id in live_fleet.values():
+        _, detail, _ = get(f"{production_url}/api/v1/nodes/{node_id}")
+        item = next(i for i in api["items"] if i["node_id"] == node_id)
+        if detail["as_of"] == api["as_of"]:
+            assert item["reputation"] == detail["reputation"]["score"]
+            assert item["uptime_24h"] == detail["uptime_24h"]["ratio"]
+            assert item["uptime_7d"] == detail["uptime_7d"]["ratio"]
+
+
+def test_a_findings_evidence_opens_in_full_on_click(production_url, page):
+    import json
+
+    page.goto(f"{production_url}/integrity", wait_until="networkidle")
+    page.wait_for_selector("#integrity-findings .ag-row [col-id=evidence]")
+    _, api, _ = get(f"{production_url}/api/v1/integrity")
+    first = page.locator("#integrity-findings .ag-center-cols-container .ag-row[row-index='0']")
+    first.locator("[col-id=evidence]").click()
+    page.wait_for_selector("#integrity-finding-evidence")
+    shown = json.loads(page.inner_text("#integrity-finding-evidence"))
+    kind = first.locator("[col-id=kind]").inner_text().strip()
+    assert shown in [f["evidence"] for f in api["items"] if f["kind"] == kind]
+
+
+def test_the_page_size_selector_offers_sizes_and_changes_the_page(production_url, page, live_fleet):
+    page.goto(f"{production_url}/nodes", wait_until="networkidle")
+    page.click("#nodes-tabs .tab >> text=GPUs")
+    page.wait_for_selector("#gpus-grid .ag-row [col-id=node_name] a")
+    selector = page.locator("#gpus-grid .ag-paging-page-size")
+    assert selector.locator(".ag-picker-field-display").inner_text().strip() == "50"
+    selector.locator(".ag-picker-field-wrapper").click()
+    options = [o.strip() for o in page.locator(".ag-select-list-item").all_inner_texts()]
+    assert options == ["25", "50", "100"]
+    page.locator(".ag-select-list-item").filter(has_text="25").first.click()
+    assert selector.locator(".ag-picker-field-display").inner_text().strip() == "25"

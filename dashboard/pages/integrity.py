@@ -6,13 +6,13 @@ import json
 from datetime import datetime
 
 import dash
-import dash_ag_grid as dag
-from dash import Input, Output, callback, dcc, html
+from dash import Input, Output, callback, dcc, html, no_update
 
 from fleetscope.snapshot import SNAPSHOT_TICK_S
 
 from dashboard import format as fmt
 from dashboard.app import explorer
+from dashboard.grids import NUMBER, WRAP, column, grid, time_column
 from dashboard.pages.overview import checks
 
 
@@ -22,8 +22,12 @@ VERDICT_TEXT = {"passed": "passed", "failed": "failed", "no_answer": "no answer"
 
 
 def layout(**_kwargs):
+    # The clicked finding's detail sits under the findings grid (the body's
+    # last section) but outside the body, so a refresh does not close it.
     return html.Div([dcc.Interval(id="integrity-refresh", interval=SNAPSHOT_TICK_S * 1000),
-                     html.Div(render(), id="integrity-body")])
+                     html.Div(render(), id="integrity-body"),
+                     html.Div(html.P("Click a finding to see its full evidence.", className="note"),
+                              id="integrity-finding-detail", className="evidence-detail")])
 
 
 @callback(Output("integrity-body", "children"), Input("integrity-refresh", "n_intervals"), prevent_initial_call=True)
@@ -35,9 +39,7 @@ def render():
     ex = explorer()
     body = ex.integrity(kind=None, open_only=False, limit=SHOWN, offset=0)
     published = ex.published()
-    rows = [dict(f, evidence=json.dumps(f["evidence"], sort_keys=True),
-                 node=f"[{fmt.markdown_text(f['node_name'])}](/nodes/{f['node_id']})" if f["node_id"] else "")
-            for f in body["items"]]
+    rows = [_finding_row(f) for f in body["items"]]
     g = body["gpus"]
     proofs = ex.proofs(node_id=None, verdict=None, limit=PROOFS_SHOWN, offset=0, as_of=_as_of(body))
     return html.Div([
@@ -85,19 +87,60 @@ def render():
         ]),
         html.Section([
             html.H2(f"Findings ({body['total']:,}{', newest ' + str(SHOWN) + ' shown' if body['total'] > SHOWN else ''})"),
-            dag.AgGrid(id="integrity-findings", rowData=rows, className="ag-theme-alpine",
-                       columnDefs=[{"field": "kind", "filter": True, "width": 150},
-                                   {"field": "open", "width": 80},
-                                   {"field": "node", "cellRenderer": "markdown", "flex": 1},
-                                   {"field": "gpu_uuid", "headerName": "GPU", "flex": 2, "filter": True},
-                                   {"field": "first_seen", "flex": 1}, {"field": "last_seen", "flex": 1},
-                                   {"field": "resolution", "flex": 1},
-                                   {"field": "evidence", "flex": 3, "tooltipField": "evidence"}],
-                       defaultColDef={"sortable": True, "resizable": True},
-                       dashGridOptions={"pagination": True, "paginationPageSize": 25,
-                                    "paginationPageSizeSelector": [25, 100, 500], "domLayout": "autoHeight"}),
+            grid("integrity-findings", _finding_columns(rows), rows=rows, page_size=25,
+                 grid_options={"rowSelection": {"mode": "singleRow", "checkboxes": False,
+                                                "enableClickSelection": True}}),
         ]),
     ])
+
+
+def _finding_row(f) -> dict:
+    """A finding as the grid shows it: times in the grids' format, evidence summed up in one line, in full on click."""
+    return {"finding_id": f["finding_id"], "kind": f["kind"], "open": "open" if f["open"] else "resolved",
+            "node": f"[{fmt.markdown_text(f['node_name'])}](/nodes/{f['node_id']})" if f["node_id"] else "",
+            "node_name": f["node_name"] or "", "gpu_uuid": f["gpu_uuid"] or "all of the node's",
+            "first_seen": fmt.when(f["first_seen"], zone=False), "last_seen": fmt.when(f["last_seen"], zone=False),
+            "resolution": f["resolution"] or "", "evidence": fmt.evidence(f["evidence"]),
+            "detail": json.dumps(f["evidence"], indent=2, sort_keys=True, ensure_ascii=False)}
+
+
+def _finding_columns(rows) -> list[dict]:
+    return [
+        column("kind", "Kind", [r["kind"] for r in rows] or ["identity_change"], filter=True),
+        column("open", "Status", ["resolved"], filter=True),
+        column("node", "Node", [r["node_name"] for r in rows], lo=80, hi=280, cellRenderer="markdown"),
+        column("gpu_uuid", "GPU", [r["gpu_uuid"] for r in rows], lo=120, filter=True),
+        column("evidence", "Evidence (click a row for all of it)", [], lo=220, flex=1, **WRAP),
+        time_column("first_seen", "First seen (UTC)"),
+        time_column("last_seen", "Last seen (UTC)"),
+    ]
+
+
+def _proof_columns(rows) -> list[dict]:
+    return [
+        column("model", "Model", [r["model"] for r in rows], lo=100, filter=True),
+        column("node", "Node", [r["node_name"] for r in rows], lo=80, hi=280, cellRenderer="markdown"),
+        column("gpu_uuid", "GPU", [r["gpu_uuid"] for r in rows], lo=120, filter=True),
+        column("verdict", "Verdict", ["no answer"], filter=True),
+        time_column("decided_at", "Decided (UTC)"),
+        column("seconds", "Seconds", [r["seconds"] for r in rows], **NUMBER),
+        column("tflops", "TFLOPS", [r["tflops"] for r in rows], **NUMBER),
+        column("round_id", "Round", [r["round_id"] for r in rows], **NUMBER),
+        column("reason", "Reason", [], lo=180, flex=1, **WRAP),
+    ]
+
+
+@callback(Output("integrity-finding-detail", "children"), Input("integrity-findings", "selectedRows"),
+          prevent_initial_call=True)
+def finding_detail(selected):
+    """The clicked finding's whole evidence; kept when a refresh clears the selection."""
+    if not selected:
+        return no_update
+    f = selected[0]
+    resolved = f" ({f['resolution']})" if f["resolution"] else ""
+    return [html.Strong(f"{f['kind']} · {f['open']}{resolved} · GPU {f['gpu_uuid']} · "
+                        f"first seen {f['first_seen']} UTC"),
+            html.Pre(f["detail"], id="integrity-finding-evidence", className="evidence")]
 
 
 def _as_of(body) -> datetime:
@@ -108,10 +151,11 @@ def _proofs(page) -> html.Section:
     """The last 24 h of proofs of GPU (fleetscope.explorer.proof_summary) and the newest verdicts."""
     s = page["last_24h"]
     rows = [{"model": p["model"], "node": f"[{fmt.markdown_text(p['node_name'])}](/nodes/{p['node_id']})",
+             "node_name": p["node_name"],
              "gpu_uuid": p["gpu_uuid"], "verdict": VERDICT_TEXT[p["verdict"]], "reason": p["reason"] or "",
              "seconds": None if p["seconds"] is None else round(p["seconds"], 3),
              "tflops": None if p["tflops"] is None else float(fmt.tflops(p["tflops"]).replace(",", "")),
-             "round_id": p["round_id"], "decided_at": fmt.when(p["decided_at"])}
+             "round_id": p["round_id"], "decided_at": fmt.when(p["decided_at"], zone=False)}
             for p in page["items"]]
 
     def stat(label: str, key: str, css: str = "stat-value") -> html.Div:
@@ -141,19 +185,7 @@ def _proofs(page) -> html.Section:
         ], className="stats"),
         html.H2(f"Recent verdicts ({page['total']:,}"
                 f"{', newest ' + str(PROOFS_SHOWN) + ' shown' if page['total'] > PROOFS_SHOWN else ''})"),
-        dag.AgGrid(id="integrity-proofs", rowData=rows, className="ag-theme-alpine",
-                   columnDefs=[{"field": "model", "filter": True, "minWidth": 210, "tooltipField": "model"},
-                               {"field": "node", "cellRenderer": "markdown", "width": 110},
-                               {"field": "gpu_uuid", "headerName": "GPU", "width": 150, "filter": True},
-                               {"field": "verdict", "filter": True, "width": 120},
-                               {"field": "reason", "flex": 1, "minWidth": 160, "tooltipField": "reason"},
-                               {"field": "seconds", "width": 100, "type": "numericColumn"},
-                               {"field": "tflops", "headerName": "TFLOPS", "width": 100, "type": "numericColumn"},
-                               {"field": "round_id", "headerName": "round", "width": 90, "type": "numericColumn"},
-                               {"field": "decided_at", "headerName": "decided", "width": 200}],
-                   defaultColDef={"sortable": True, "resizable": True},
-                   dashGridOptions={"pagination": True, "paginationPageSize": 25,
-                                    "paginationPageSizeSelector": [25, 100, 500], "domLayout": "autoHeight"}),
+        grid("integrity-proofs", _proof_columns(rows), rows=rows, page_size=25),
     ], id="integrity-proof")
 
 

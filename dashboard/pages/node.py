@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import dash
-import dash_ag_grid as dag
 import plotly.graph_objects as go
 from dash import Input, Output, State, callback, dcc, html
 
@@ -13,6 +13,7 @@ from fleetscope.snapshot import SNAPSHOT_TICK_S
 
 from dashboard import format as fmt
 from dashboard.app import explorer
+from dashboard.grids import NUMBER, column, grid
 
 
 STATE_CLASS = {"up": "ok", "late": "warn", "down": "off", "new": "off"}
@@ -82,12 +83,7 @@ def body(node_id: str):
         ], className="row"),
         html.Section([
             html.H2(f"GPUs ({len(detail['gpus'])})"),
-            dag.AgGrid(id="node-gpus", rowData=detail["gpus"], columnSize="sizeToFit",
-                       columnDefs=[{"field": "gpu_index", "headerName": "#", "width": 60},
-                                   {"field": "gpu_uuid", "headerName": "UUID", "flex": 3},
-                                   {"field": "model", "flex": 2}, {"field": "memory_gib", "headerName": "GiB"},
-                                   {"field": "state"}, {"field": "verification"}, {"field": "shared"}],
-                       dashGridOptions={"domLayout": "autoHeight"}, className="ag-theme-alpine"),
+            gpu_grid(detail["gpus"]),
         ]),
         _proofs(nid, detail["gpus"], detail["proofs"], detail["as_of"]),
         html.Section([html.H2(f"Integrity findings ({detail['findings']['total']})"),
@@ -99,6 +95,20 @@ def body(node_id: str):
                       dcc.Graph(id="node-telemetry", figure=_telemetry(ex.node_telemetry(nid, as_of=at)),
                                 config={"displaylogo": False})]),
     ])
+
+
+def gpu_grid(gpus) -> html.Div:
+    """The node's GPU claims: one row each, every column as wide as its content (dashboard/grids.py)."""
+    rows = [dict(g, shared="shared" if g["shared"] else "") for g in gpus]
+    return grid("node-gpus", [
+        column("gpu_index", "#", [g["gpu_index"] for g in rows], **NUMBER),
+        column("gpu_uuid", "GPU UUID", [g["gpu_uuid"] for g in rows], lo=120),
+        column("model", "Model", [g["model"] for g in rows], lo=100, flex=1),
+        column("memory_gib", "Memory (GiB)", [g["memory_gib"] for g in rows], **NUMBER),
+        column("state", "State", [g["state"] for g in rows]),
+        column("verification", "Verification", [g["verification"] for g in rows]),
+        column("shared", "UUID shared", [g["shared"] for g in rows]),
+    ], rows=rows, page_size=25)
 
 
 def _uptime(label: str, element_id: str, u) -> html.Div:
@@ -122,7 +132,10 @@ def _findings(items) -> html.Div:
         return html.P("None.", id="node-findings", className="note")
     return html.Ul([html.Li([html.Span("open" if f["open"] else "resolved", className="bad" if f["open"] else "off"),
                              " ", html.Strong(f["kind"]), f" · GPU {f['gpu_uuid'] or 'all'} · first seen "
-                             f"{fmt.when(f['first_seen'])}", html.Pre(str(f["evidence"]), className="evidence")])
+                             f"{fmt.when(f['first_seen'])}", html.Div(fmt.evidence(f["evidence"]), className="detail"),
+                             html.Details([html.Summary("full evidence"),
+                                           html.Pre(json.dumps(f["evidence"], indent=2, sort_keys=True,
+                                                               ensure_ascii=False), className="evidence")])])
                     for f in items], id="node-findings", className="checks")
 
 
