@@ -75,7 +75,7 @@ class SharedCache:
         path = self.directory / f"{key}.pickle"
         value = self._read(path)
         if value is None:
-            with open(self.directory / f"{key}.lock", "a+b") as lock:
+            with self._open_lock(key) as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 try:
                     value = self._read(path)
@@ -90,6 +90,17 @@ class SharedCache:
             while len(self._memory) > self._memory_items:
                 self._memory.popitem(last=False)
         return value[0]
+
+    def _open_lock(self, key: str):
+        """The lock file of ``key``, the directory made again (private) if it was removed under us (a tmp
+        cleaner, or someone clearing the cache by hand): a missing directory must not turn every request into a
+        500."""
+        try:
+            return open(self.directory / f"{key}.lock", "a+b")
+        except FileNotFoundError:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _require_private(self.directory)
+            return open(self.directory / f"{key}.lock", "a+b")
 
     def local(self, key: str, compute: Callable[[], T]) -> T:
         """The value of ``key`` from this process's memory, else ``compute()`` (not shared: for rendered pages)."""

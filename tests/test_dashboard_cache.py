@@ -83,3 +83,13 @@ def test_the_log_of_computations_is_rotated_at_its_size_and_one_generation_kept(
     lines = cache.computations()
     assert [line.split()[2] for line in lines] == [f"snapshot-{i}" for i in range(60 - len(lines), 60)]
     assert 400 // 64 < len(lines) < 60, "the newest lines, not all of them"
+
+
+def test_a_cache_directory_removed_under_a_running_dashboard_is_made_again(tmp_path):
+    import shutil
+
+    cache = SharedCache(tmp_path / "cache")
+    shutil.rmtree(cache.directory)  # a tmp cleaner, or someone clearing the cache by hand
+    assert cache.get("k", lambda: 42) == 42
+    assert (cache.directory.stat().st_mode & 0o777) == 0o700
+    assert cache.computations()[-1].endswith(" k")
