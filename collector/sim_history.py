@@ -295,13 +295,16 @@ def _write_jobs(conn, fleet, ids, obs_up, out: History, rng, *, price_of, runnin
         runs = _runs(ts, up, interval_s)
         spans = hired.setdefault(i, [])
         n = 0
-        for lo, hi in runs:
+        for r, (lo, hi) in enumerate(runs):
             t = lo + rng.uniform(0, 1800)
+            last_run = r == len(runs) - 1 and hi >= end_s - interval_s
             while t < hi:
                 length = rng.uniform(*JOB_HOURS) * 3600
                 stop = t + length
                 n += 1
-                if stop >= end_s and hi >= end_s - interval_s:  # still running: the marketplace carries it on
+                if last_run and stop + JOB_GAP_MIN[1] * 60 >= end_s:
+                    # Still running at the end (one ending within a gap of it runs on):
+                    # the marketplace carries it on.
                     job_id = running_job_id(running_n)
                     running_n += 1
                     rows.append((job_id, ids[i], host.n_gpus, price, _utc(t), None, "running"))

@@ -62,7 +62,7 @@ MIN_OUTAGE = timedelta(minutes=2)
 
 def get_range(name: str | None) -> Range:
     """The range called ``name`` (None: the default); KeyError for an unknown name."""
-    return RANGES[name or DEFAULT_RANGE]
+    return RANGES[DEFAULT_RANGE if name is None else name]
 
 
 def grid(at: datetime, *, span: timedelta, step: timedelta, since: datetime | None = None) -> list[datetime]:
