@@ -221,6 +221,11 @@ def write_history(conn: psycopg.Connection, fleet: SimFleet, node_ids: Sequence[
                       grace_s=grace_s, outage=out.outage)
         if fresh:
             _write_rollups(conn, ids, obs_k, obs_up, interval_s=interval_s, end=end)
+        else:  # rows below the rollup's watermark: its next refresh recomputes from the span's start
+            from fleetscope import rollups
+            from fleetscope.migrate import database_mode
+
+            rollups.invalidate(conn, span.started_at, mode=database_mode(conn) or "plain")
         simulated.record(conn, span)
     out.seconds = time.perf_counter() - started
     return out

@@ -28,6 +28,8 @@ FONT = {"family": "Inter, system-ui, -apple-system, Segoe UI, sans-serif", "size
 # Tick labels per range: times of day over a day, dates beyond.
 TICKS = {"24h": "%H:%M<br>%d %b", "7d": "%a %d %b", "30d": "%d %b"}
 HOVER_TIME = {"24h": "%d %b %H:%M UTC", "7d": "%a %d %b %H:%M UTC", "30d": "%a %d %b %Y %H:%M UTC"}
+# After an outage, nodes are seen again within one interval and a grace: points this soon after are not judged.
+OUTAGE_SETTLE = timedelta(minutes=5)
 CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d", "autoScale2d"]}
 
 
@@ -70,7 +72,7 @@ def annotate(fig: go.Figure, annotations: dict[str, list], simulated: list[dict]
     for outage in annotations.get("outages", []):
         fig.add_vrect(x0=_t(outage["start"]), x1=_t(outage["end"]), fillcolor=COLOURS["outage"], line_width=0,
                       layer="below", annotation_text=f"our outage ({outage['minutes']:g} min)",
-                      annotation_position="bottom left", annotation_font={**FONT, "size": 10, "color": "#57606a"})
+                      annotation_position="top right", annotation_font={**FONT, "size": 10, "color": "#57606a"})
     if jumps:
         seen = set()
         for jump in annotations.get("fleet_jumps", []):
@@ -91,9 +93,14 @@ def fleet_figure(data: dict[str, Any]) -> go.Figure:
     if len(points) < 2:
         return empty("Not enough history yet: the fleet's first points appear within minutes.")
     x = [_t(p["as_of"]) for p in points]
+    # While we were not observing, the counts say only that nobody was seen:
+    # the line breaks there (the grey band says why) instead of diving to 0.
+    blind = [(_t(o["start"]), _t(o["end"]) + OUTAGE_SETTLE) for o in data["annotations"].get("outages", [])]
+    gap = [any(lo <= t <= hi for lo, hi in blind) for t in x]
     fig = go.Figure()
     for key in ("registered", "online", "hired"):
-        fig.add_trace(go.Scatter(x=x, y=[p["gpus"][key] for p in points], name=f"{key} GPUs", mode="lines",
+        fig.add_trace(go.Scatter(x=x, y=[None if g else p["gpus"][key] for p, g in zip(points, gap)],
+                                 name=f"{key} GPUs", mode="lines", connectgaps=False,
                                  line={"color": COLOURS[key], "width": 2, "shape": "hv"},
                                  hovertemplate="%{y:,d} GPUs"))
     annotate(fig, data["annotations"], data["simulated"], since=data["since"], until=data["as_of"])
@@ -168,14 +175,14 @@ def utilisation_figure(data: dict[str, Any]) -> go.Figure:
     if not any(len(s["time"]) for s in gpus.values()):
         return empty("No GPU telemetry in this range.", height=260)
     fig = go.Figure()
-    for n, (uuid, s) in enumerate(sorted(gpus.items())):
-        fig.add_trace(go.Scatter(x=[_t(t) for t in s["time"]], y=s["gpu_util"], mode="lines", name=f"GPU {n}",
-                                 line={"width": 1.5}, hovertemplate="%{y:.1f} %<extra>" + uuid[:13] + "…</extra>"))
+    for uuid, s in sorted(gpus.items()):
+        # No legend (eight GPUs' entries crowd the plot): the hover names each GPU by its UUID.
+        fig.add_trace(go.Scatter(x=[_t(t) for t in s["time"]], y=s["gpu_util"], mode="lines", name=uuid[:13] + "…",
+                                 line={"width": 1.5}, hovertemplate="%{y:.1f} %"))
     annotate(fig, data["annotations"], data["simulated"], since=data["since"], until=data["as_of"], jumps=False)
     _layout(fig, height=280, rng=data["range"], y_title="utilisation", y_format="d", y_range=[0, 105])
     fig.update_yaxes(ticksuffix=" %")
-    if len(gpus) > 8:
-        fig.update_layout(showlegend=False)
+    fig.update_layout(showlegend=False, margin={"l": 60, "r": 20, "t": 20, "b": 50})
     return fig
 
 
