@@ -131,6 +131,9 @@ def write_demo_history(dsn: str, days: float) -> dict:
 
     fleet = load_fleet(DEMO_SEED)
     with psycopg.connect(dsn, autocommit=True) as conn:
+        # The load inserts its ids explicitly: move the sequences past them.
+        conn.execute("SELECT setval('operators_operator_id_seq', (SELECT max(operator_id) FROM operators))")
+        conn.execute("SELECT setval('nodes_node_id_seq', (SELECT max(node_id) FROM nodes))")
         ids = register_fleet(conn, fleet, "http://127.0.0.1:9/", "demo-fleet", interval_s=DEMO_INTERVAL_S)
         history = write_history(conn, fleet, ids, end=datetime.now(timezone.utc), days=days,
                                  interval_s=DEMO_INTERVAL_S, running_job_id=lambda n: f"demo-bench-{n}",

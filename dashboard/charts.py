@@ -27,6 +27,7 @@ COLOURS = {"registered": "#8c959f", "online": "#1a7f37", "hired": "#0969da", "id
 FONT = {"family": "Inter, system-ui, -apple-system, Segoe UI, sans-serif", "size": 12}
 # Tick labels per range: times of day over a day, dates beyond.
 TICKS = {"24h": "%H:%M<br>%d %b", "7d": "%a %d %b", "30d": "%d %b"}
+TICKS_HALF = {"24h": "%H:%M", "7d": "%d %b", "30d": "%d %b"}
 HOVER_TIME = {"24h": "%d %b %H:%M UTC", "7d": "%a %d %b %H:%M UTC", "30d": "%a %d %b %Y %H:%M UTC"}
 # After an outage, nodes are seen again within one interval and a grace: points this soon after are not judged.
 OUTAGE_SETTLE = timedelta(minutes=5)
@@ -38,13 +39,14 @@ def _t(text: str) -> datetime:
 
 
 def _layout(fig: go.Figure, *, height: int, rng: str, y_title: str = "", y_format: str = ",d",
-            y_range: list | None = None) -> go.Figure:
+            y_range: list | None = None, half: bool = False) -> go.Figure:
+    """The common look; ``half``: a chart in half the page's width (fewer, shorter time ticks, never slanted)."""
     fig.update_layout(template="plotly_white", height=height, font=FONT, hovermode="x unified",
                       margin={"l": 60, "r": 20, "t": 30, "b": 50},
                       legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0, "xanchor": "left"},
                       hoverlabel={"font": FONT})
-    fig.update_xaxes(type="date", tickformat=TICKS.get(rng, TICKS["7d"]), hoverformat=HOVER_TIME.get(rng),
-                     showgrid=False, nticks=8)
+    fig.update_xaxes(type="date", tickformat=(TICKS_HALF if half else TICKS).get(rng, TICKS["7d"]),
+                     hoverformat=HOVER_TIME.get(rng), showgrid=False, nticks=5 if half else 8, tickangle=0)
     fig.update_yaxes(title_text=y_title, tickformat=y_format, rangemode="tozero", nticks=6, zeroline=True,
                      zerolinecolor="#d0d7de", **({"range": y_range} if y_range else {}))
     return fig
@@ -122,7 +124,7 @@ def money_figure(data: dict[str, Any]) -> go.Figure:
     fig.add_trace(go.Bar(x=x, y=[m["revenue_usd"] for m in money], width=width, name="revenue (USD)",
                          marker={"color": COLOURS["revenue"]}, customdata=label,
                          hovertemplate="$%{y:,.2f} %{customdata}<extra></extra>"), row=2, col=1)
-    _layout(fig, height=340, rng=data["range"])
+    _layout(fig, height=340, rng=data["range"], half=True)
     fig.update_yaxes(title_text="GPU-h", tickformat=",.0f", row=1, col=1)
     fig.update_yaxes(title_text="USD", tickformat="$,.0f", row=2, col=1)
     fig.update_layout(showlegend=False, bargap=0.1)
@@ -180,7 +182,7 @@ def utilisation_figure(data: dict[str, Any]) -> go.Figure:
         fig.add_trace(go.Scatter(x=[_t(t) for t in s["time"]], y=s["gpu_util"], mode="lines", name=uuid[:13] + "…",
                                  line={"width": 1.5}, hovertemplate="%{y:.1f} %"))
     annotate(fig, data["annotations"], data["simulated"], since=data["since"], until=data["as_of"], jumps=False)
-    _layout(fig, height=280, rng=data["range"], y_title="utilisation", y_format="d", y_range=[0, 105])
+    _layout(fig, height=280, rng=data["range"], y_title="utilisation", y_format="d", y_range=[0, 105], half=True)
     fig.update_yaxes(ticksuffix=" %")
     fig.update_layout(showlegend=False, margin={"l": 60, "r": 20, "t": 20, "b": 50})
     return fig
@@ -196,7 +198,7 @@ def reputation_figure(data: dict[str, Any]) -> go.Figure:
                                line={"color": COLOURS["hired"], "width": 2}, marker={"size": 5}, customdata=text,
                                name="reputation", hovertemplate="%{y:.1f} / 100 (%{customdata})<extra></extra>"))
     annotate(fig, data["annotations"], data["simulated"], since=data["since"], until=data["as_of"], jumps=False)
-    _layout(fig, height=240, rng=data["range"], y_title="reputation", y_format="d", y_range=[0, 105])
+    _layout(fig, height=280, rng=data["range"], y_title="reputation", y_format="d", y_range=[0, 105], half=True)
     fig.update_layout(showlegend=False)
     return fig
 
