@@ -98,6 +98,10 @@ class Explorer:
         self._pool_lock = threading.Lock()
         self._mode: str | None = None
 
+    def _with_conn(self, query: Callable[[Any], Any]) -> Any:
+        with self.pool().connection() as conn:
+            return query(conn)
+
     def _cached(self, key: str, query: Callable[[Any], Any]) -> Any:
         """``query(conn)`` on a pooled connection, computed once per key across workers."""
         def compute():
@@ -245,8 +249,10 @@ class Explorer:
         reputation = []
         for t in series.grid(at, span=rng.span, step=rng.reputation_step, since=registered_at):
             # A past point never changes: kept for the range's span.
-            point = self._cached(f"rep-{node_id}-{int(t.timestamp())}",
-                                 lambda conn, t=t: series.node_reputation_points(conn, node_id, at=t, times=[t]))
+            point = self.cache.get(f"rep-{node_id}-{int(t.timestamp())}",
+                                   lambda t=t: self._with_conn(lambda conn: series.node_reputation_points(
+                                       conn, node_id, at=t, times=[t])),
+                                   keep_s=rng.span.total_seconds() + 7200)
             reputation.extend(point)
         return {"node_id": node_id, "as_of": snapshot.format_time(at), "range": rng.name, **out,
                 "reputation": reputation}

@@ -78,3 +78,32 @@ def _find(tree, element_id):
             if found is not None:
                 return found
     return None
+
+
+def test_a_node_that_sold_more_hours_than_it_was_online_is_named_by_the_hours_check(dsn):
+    from datetime import timedelta
+
+    from fleetscope.check_nodes import nodes_behind
+    from fleetscope.snapshot import fleet_snapshot
+    from tests.fleetdata import T0, Fleet
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        fleet = Fleet(conn)
+        fleet.observing(T0 - timedelta(days=2), T0)
+        honest = fleet.node(name="honest")
+        seller = fleet.node(name="seller")
+        for node in (honest, seller):
+            fleet.gpus(node, [f"GPU-{node}-0"], since=T0 - timedelta(days=2))
+        for minutes in range(0, 26 * 60):  # every 15 s slot of the last 26 hours
+            fleet.observe(honest, T0 - timedelta(minutes=minutes, seconds=0))
+            fleet.observe(honest, T0 - timedelta(minutes=minutes, seconds=15))
+            fleet.observe(honest, T0 - timedelta(minutes=minutes, seconds=30))
+            fleet.observe(honest, T0 - timedelta(minutes=minutes, seconds=45))
+        fleet.observe(seller, T0 - timedelta(hours=20))  # seen once, hired all day
+        for node in (honest, seller):
+            fleet.job(f"job-{node}", node, gpu_count=1, price="1.00", started_at=T0 - timedelta(hours=25))
+        checks = {c["name"]: c for c in fleet_snapshot(conn, as_of=T0).body["checks"]}
+        assert not checks["hired_hours_within_online_hours"]["ok"]
+        behind = nodes_behind(conn, "hired_hours_within_online_hours", at=T0, mode="plain")
+        assert [n["node_id"] for n in behind] == [seller]
+        assert behind[0]["name"] == "seller" and behind[0]["detail"].startswith("hired 24")
