@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from collector.parse import PayloadParser
-from collector.writer import INSERT_SETS_SQL, OBSERVATION_COLUMNS, OBSERVATION_TYPES, UPSERT_IDENTITY_SQL, _sets_json
+from collector.writer import INSERT_SETS_SQL, OBSERVATION_COLUMNS, UPSERT_IDENTITY_SQL, _sets_json
 from fleetscope import simulated
 from fleetscope.integrity import fleet_jump
 

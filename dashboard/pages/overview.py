@@ -13,10 +13,6 @@ from dashboard import format as fmt
 from dashboard.app import explorer
 
 
-STATE_COLOURS = {"online": "#1a7f37", "hired": "#0969da", "offline": "#6e7781", "flagged": "#cf222e",
-                 "hired_offline": "#bf8700"}
-
-
 def layout(**_kwargs):
     return html.Div([
         dcc.Interval(id="overview-refresh", interval=SNAPSHOT_TICK_S * 1000),
