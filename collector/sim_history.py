@@ -62,7 +62,7 @@ NOTE = ("simulated history: written by fleetscope demo's simulator before its se
 JOINING_MODEL = "NVIDIA H100 80GB HBM3"
 JOIN_AT = 0.55            # share of the span after which they join
 # Our own outage: the collector was down (no heartbeat) for this long, this far into the span.
-OUTAGE_AT = 0.62
+OUTAGE_AT = 0.3
 OUTAGE = timedelta(minutes=50)
 # Healthy hosts offline for a while (an incident each), none in the last day's
 # last hours so the demo opens with them back.
