@@ -14,12 +14,13 @@ number of its own:
   own outages, the gaps between the collectors' observing periods (the
   periods every node's uptime leaves out: fleetscope/uptime.py).
 
-Each range starts no earlier than the fleet's (or the node's) first
-registration, so a young fleet's 30-day chart is not 23 days of zeros.
+Each range starts no earlier than the fleet's first GPU (or the node's
+registration), so a young fleet's 30-day chart is not 23 days of zeros.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -70,11 +71,11 @@ def get_range(name: str | None) -> Range:
 
 
 def grid(at: datetime, *, span: timedelta, step: timedelta, since: datetime | None = None) -> list[datetime]:
-    """Multiples of ``step`` (epoch-aligned) in (at - span, at], no earlier than ``since``'s step, and ``at``."""
+    """Multiples of ``step`` (epoch-aligned) in [at - span, at], none before ``since``, and ``at``."""
     step_s = int(step.total_seconds())
     first = int((at - span).timestamp())
-    if since is not None:
-        first = max(first, int(since.timestamp()) // step_s * step_s)
+    if since is not None:  # from the first step at or after it: no point before anything existed
+        first = max(first, math.ceil(since.timestamp()))
     last = int(at.timestamp()) // step_s * step_s
     times = [datetime.fromtimestamp(t, timezone.utc) for t in range(-(-first // step_s) * step_s, last + 1, step_s)]
     if not times or times[-1] != at:
@@ -98,8 +99,8 @@ def buckets(at: datetime, *, span: timedelta, width: timedelta,
 
 
 def fleet_start(conn: psycopg.Connection) -> datetime | None:
-    """When the first node still registered registered (None: no node)."""
-    return conn.execute("SELECT min(registered_at) FROM nodes").fetchone()[0]
+    """When the fleet's first GPU was first seen (None: none yet): where its charts begin."""
+    return conn.execute("SELECT min(first_seen) FROM gpus").fetchone()[0]
 
 
 def accrual_series(conn: psycopg.Connection, *, at: datetime, rng: Range,

@@ -40,9 +40,10 @@ def test_the_first_answer_of_a_fresh_demo_already_shows_a_live_fleet_with_a_past
         assert first["gpus"]["hired"] > 0
         assert first["gpu_hours"]["last_24h"] > 0 and first["revenue_usd"]["total"] > 0
         assert first["integrity"]["open_findings"] > 0  # the checks ran before anything served
-        series = get_json(f"{base}/api/v1/fleet/series?range=7d")
+        series = get_json(f"{base}/api/v1/fleet/series?range=24h")
         assert series["simulated"] and series["simulated"][0]["note"].startswith("simulated history")
-        assert len(series["points"]) > 10
+        # A day of points (every 15 minutes), none of them empty.
+        assert len(series["points"]) > 90 and all(p["gpus"]["registered"] > 0 for p in series["points"])
         published = get_json(f"{base}/api/v1/snapshots")
         assert published["items"] and published["chain_ok"]
         with urllib.request.urlopen(base + published["items"][0]["bundle_url"], timeout=30) as response:
