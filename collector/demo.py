@@ -23,7 +23,7 @@ import secrets
 import signal
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import aiohttp
@@ -55,6 +55,12 @@ MARKET_TICK_S = 30          # how often a job ends and another starts
 PROOF_INTERVAL_S = 20.0
 PROOF_SHARE = 0.5
 PROOF_SCALE = 1e-7
+# The simulated past written before the services start (collector/sim_history.py).
+# Its cost is one observation per node per slot: a week at a 60 s interval is
+# 1.3 M rows for the demo's 131 hosts, written in a few seconds (docs/simulate.md);
+# at 15 s it would be 5.3 M and take four times as long before the demo answers.
+HISTORY_DAYS = 7.0
+DEMO_INTERVAL_S = 60
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--collector-port", type=int, default=9300)
     parser.add_argument("--sim-port", type=int, default=9400, help="the simulated hosts' /metrics")
     parser.add_argument("--dashboard-port", type=int, default=8050, help="the explorer (dashboard and JSON API)")
-    parser.add_argument("--interval", type=int, default=15, help="the nodes' interval, s")
+    parser.add_argument("--interval", type=int, default=DEMO_INTERVAL_S, help="the nodes' interval, s")
+    parser.add_argument("--history-days", type=float, default=HISTORY_DAYS,
+                        help="days of simulated history written before the services start (0: none); "
+                             "only into a database whose demo fleet has no observations yet")
     parser.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
 
 
@@ -80,6 +89,11 @@ async def run(args: argparse.Namespace) -> int:
                 return ids, [rotate_node_token(conn, node_id) for node_id in ids]
 
         node_ids, node_tokens = await asyncio.to_thread(register)
+        run_id = int(started.timestamp())
+        history = None
+        if args.history_days > 0:
+            history = await asyncio.to_thread(_write_history, dsn, fleet, node_ids, end=datetime.now(timezone.utc),
+                                              days=args.history_days, interval_s=args.interval, run_id=run_id)
         # The demo checks integrity every minute and publishes every 10 minutes,
         # so its findings and bundles show up while someone is looking.
         settings = CollectorSettings(dsn=dsn, host=args.host, port=args.collector_port, admin_token=admin_token,
@@ -87,6 +101,11 @@ async def run(args: argparse.Namespace) -> int:
                                      allow_private_targets=True,  # its simulated fleet is on 127.0.0.1
                                      proof_interval_s=PROOF_INTERVAL_S, proof_share=PROOF_SHARE,
                                      proof_scale=PROOF_SCALE)
+        if history is not None:
+            # The integrity checks and a first publication before anything
+            # serves, not at the maintenance loop's first round: the first page
+            # has its findings, the fleet jump and a bundle to download.
+            await asyncio.to_thread(_first_publication, dsn, settings)
         collector = asyncio.create_task(run_collector(settings, stop=stop, handle_signals=False), name="collector")
         shutdown = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -101,7 +120,7 @@ async def run(args: argparse.Namespace) -> int:
             await _wait_until_up(f"{base}/healthz", collector)
             provers = start_provers(fleet, base, node_tokens, node_ids=node_ids)
             # Before the dashboard computes its first snapshot: ending them changes the past.
-            await _end_stale_jobs(dsn, base, admin_token, cutoff=started)
+            await _end_stale_jobs(dsn, base, admin_token, cutoff=started, current=f"demo-{run_id}-")
             dashboard = await _start_dashboard(dsn, args.host, args.dashboard_port, collector_url=base)
             explorer_url = f"http://{args.host}:{args.dashboard_port}/"
             print(f"""
@@ -111,9 +130,11 @@ fleetscope demo is running ({result.mode} mode, database {db.describe_dsn(dsn)})
   explorer:        {explorer_url}  (pages /, /nodes, /integrity, /methodology, /operator; JSON /api/v1/fleet)
   collector:       {base}  (/metrics, /healthz, /api/v1/...)
   fleet snapshot:  fleetscope snapshot     (the same numbers as the collector's /metrics)
+  history:         {_history_line(history, args.history_days)}
 Press Ctrl-C to stop.""", flush=True)
             market = asyncio.create_task(
-                _marketplace(base, admin_token, fleet, node_ids, first_round_s=args.interval + 2), name="marketplace")
+                _marketplace(base, admin_token, fleet, node_ids, first_round_s=args.interval + 2, run_id=run_id,
+                             running=history.running if history is not None else None), name="marketplace")
             await asyncio.wait({collector, waiting}, timeout=args.duration, return_when=asyncio.FIRST_COMPLETED)
         finally:
             # Whatever ended the demo (a failure while starting included):
@@ -187,20 +208,22 @@ SELECT j.job_id, j.node_id, j.gpu_count, j.price_per_gpu_hour, j.started_at,
        AS seen
   FROM jobs j
  WHERE j.status = 'running' AND j.job_id LIKE 'demo-%%' AND j.started_at < %(cutoff)s
+   AND NOT starts_with(j.job_id, %(current)s)
 """
 
 
-async def _end_stale_jobs(dsn: str, base: str, admin_token: str, *, cutoff: datetime) -> None:
+async def _end_stale_jobs(dsn: str, base: str, admin_token: str, *, cutoff: datetime, current: str) -> None:
     """End the jobs an earlier demo on this database left running (it was killed, not stopped).
 
     Each ends at its node's last successful observation before this demo
     started (``cutoff``), or when a later demo hired the node again, if that
     came first: the hours after it, when nobody watched the node or another
-    job had it, were never sold.
+    job had it, were never sold. This demo's own jobs (ids starting with
+    ``current``: those its simulated history left running) are kept.
     """
     def stale() -> list[tuple]:
         with db.connect(dsn, autocommit=True) as conn:
-            return conn.execute(STALE_JOBS_SQL, {"cutoff": cutoff}).fetchall()
+            return conn.execute(STALE_JOBS_SQL, {"cutoff": cutoff, "current": current}).fetchall()
 
     rows = await asyncio.to_thread(stale)
     if not rows:
@@ -214,17 +237,23 @@ async def _end_stale_jobs(dsn: str, base: str, admin_token: str, *, cutoff: date
     log.warning("ended %d jobs an earlier demo left running", len(rows))
 
 
-async def _marketplace(base: str, admin_token: str, fleet, node_ids: list[int], *, first_round_s: float) -> None:
+async def _marketplace(base: str, admin_token: str, fleet, node_ids: list[int], *, first_round_s: float,
+                       run_id: int, running: list[dict] | None = None) -> None:
     """Hire the hired hosts once they have been seen, then end one job and start another every tick.
 
-    No back-filled history: a job before fleetscope observed its node would
-    be hired hours the node was never seen online, which the snapshot's
-    hired-vs-online check rightly flags.
+    With ``running`` (the jobs the simulated history left running), carry
+    those on at once. Otherwise no back-filled jobs: a job before fleetscope
+    observed its node would be hired hours the node was never seen online,
+    which the snapshot's hired-vs-online check rightly flags.
     """
     rng = random.Random(DEMO_SEED)
+    if running is not None:
+        headers = {"Authorization": f"Bearer {admin_token}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            await _rotate_until_stopped(session, base, list(running), rng)
+        return
     await asyncio.sleep(first_round_s)
     now = datetime.now(timezone.utc)
-    run_id = int(now.timestamp())
     running = [{"job_id": f"demo-{run_id}-{n}", "node_id": node_ids[i], "gpu_count": host.n_gpus,
                 "price_per_gpu_hour": str(PRICES.get(host.model or "", DEFAULT_PRICE)),
                 "started_at": now.isoformat(), "ended_at": None, "status": "running"}
@@ -233,16 +262,21 @@ async def _marketplace(base: str, admin_token: str, fleet, node_ids: list[int], 
     async with aiohttp.ClientSession(headers=headers) as session:
         for job in running:
             await _post(session, f"{base}/api/v1/jobs", job)
-        try:
-            await _hire_and_rotate(session, base, running, rng)
-        finally:
-            # Stopped (Ctrl-C, --duration): the marketplace ends its jobs, so a
-            # later demo on the same database does not find them still
-            # accruing hours for nodes nobody observed in between.
-            ended = datetime.now(timezone.utc).isoformat()
-            await asyncio.shield(asyncio.gather(*(
-                _post(session, f"{base}/api/v1/jobs", dict(job, status="succeeded", ended_at=ended))
-                for job in running), return_exceptions=True))
+        await _rotate_until_stopped(session, base, running, rng)
+
+
+async def _rotate_until_stopped(session: aiohttp.ClientSession, base: str, running: list[dict],
+                                rng: random.Random) -> None:
+    try:
+        await _hire_and_rotate(session, base, running, rng)
+    finally:
+        # Stopped (Ctrl-C, --duration): the marketplace ends its jobs, so a
+        # later demo on the same database does not find them still
+        # accruing hours for nodes nobody observed in between.
+        ended = datetime.now(timezone.utc).isoformat()
+        await asyncio.shield(asyncio.gather(*(
+            _post(session, f"{base}/api/v1/jobs", dict(job, status="succeeded", ended_at=ended))
+            for job in running), return_exceptions=True))
 
 
 async def _hire_and_rotate(session: aiohttp.ClientSession, base: str, running: list[dict], rng: random.Random) -> None:
@@ -255,6 +289,38 @@ async def _hire_and_rotate(session: aiohttp.ClientSession, base: str, running: l
                      started_at=datetime.now(timezone.utc).isoformat())
         await _post(session, f"{base}/api/v1/jobs", fresh)
         running.append(fresh)
+
+
+def _write_history(dsn: str, fleet, node_ids: list[int], *, end: datetime, days: float, interval_s: int,
+                   run_id: int):
+    """The fleet's simulated past up to ``end`` (collector/sim_history.py); None when it already has one."""
+    from collector.sim_history import write_history
+
+    with db.connect(dsn, autocommit=True) as conn:
+        history = write_history(conn, fleet, node_ids, end=end, days=days, interval_s=interval_s,
+                                price_of=lambda host: PRICES.get(host.model or "", DEFAULT_PRICE),
+                                running_job_id=lambda n: f"demo-{run_id}-{n}")
+    if history is not None:
+        log.info("wrote %.1f days of simulated history in %.1f s: %d observations, %d GPU samples, %d jobs",
+                 days, history.seconds, history.observations, history.samples, history.jobs)
+    return history
+
+
+def _history_line(history, days: float) -> str:
+    if history is None:
+        return ("none written: this database's demo fleet has a past of its own" if days > 0
+                else "none (--history-days 0)")
+    return (f"{days:g} days of SIMULATED history written in {history.seconds:.1f} s ({history.observations:,} "
+            "observations, labelled as simulated on every page that shows it)")
+
+
+def _first_publication(dsn: str, settings: CollectorSettings) -> None:
+    """The integrity checks and the due publication, as the maintenance loop's round does them."""
+    from collector.maintenance import run_once
+    from fleetscope.integrity import IntegritySettings
+
+    run_once(dsn, checks=IntegritySettings.from_env(), bundle_dir=settings.bundle_dir,
+             publish_period=timedelta(seconds=settings.publish_interval_s))
 
 
 async def _post(session: aiohttp.ClientSession, url: str, body: dict) -> None:

@@ -23,7 +23,7 @@ import psycopg
 from flask import Blueprint, Response, current_app, request, send_file
 from psycopg_pool import PoolTimeout
 
-from fleetscope import methodology, numbers, proof, publish
+from fleetscope import methodology, numbers, proof, publish, series
 from fleetscope.explorer import PROOF_COLUMNS
 from fleetscope.integrity import FINDING_KINDS
 from fleetscope.snapshot import SNAPSHOT_TICK_S
@@ -119,6 +119,43 @@ def fleet_daily() -> Response:
     return _json({"as_of": snap.body["as_of"], "snapshot_sha256": snap.sha256, "days": ex.daily(as_of=at)})
 
 
+def _range(args) -> series.Range:
+    """The ``range`` parameter (24h, 7d or 30d; default 24h) and no other."""
+    unknown = sorted(set(args) - {"range"})
+    if unknown:
+        raise BadParameter(f"unknown parameter {unknown[0]!r}; allowed: range")
+    try:
+        return series.get_range(args.get("range"))
+    except KeyError:
+        raise BadParameter(f"range must be one of {', '.join(series.RANGES)}") from None
+
+
+@api.get("/fleet/series")
+def fleet_series() -> Response:
+    """The overview's charts over ``range``: the fleet's counts at each point, GPU-hours and revenue per
+    bucket, fleet jumps and our outages, and the spans of simulated history in view."""
+    rng = _range(request.args)
+    ex = explorer()
+    at = ex.tick()
+    snap = ex.snapshot(as_of=at)
+    return _json({"snapshot_sha256": snap.sha256, **ex.fleet_series(rng, as_of=at)})
+
+
+@api.get("/checks/<name>/nodes")
+def check_nodes(name: str) -> Response:
+    """The nodes that make a consistency check of the current snapshot fail (empty when it holds)."""
+    if request.args:
+        raise BadParameter(f"unknown parameter {sorted(request.args)[0]!r}")
+    ex = explorer()
+    at = ex.tick()
+    snap = ex.snapshot(as_of=at)
+    check = next((c for c in snap.body["checks"] if c["name"] == name), None)
+    if check is None:
+        return error(404, "not_found", f"no check {name[:60]!r}")
+    return _json({"as_of": snap.body["as_of"], "snapshot_sha256": snap.sha256, "check": name, "ok": check["ok"],
+                  "nodes": ex.check_nodes(name, as_of=at)})
+
+
 def _table(spec: TableSpec, rows_name: str, text_name: str) -> Response:
     query = parse_query(spec, request.args)
     ex = explorer()
@@ -186,12 +223,15 @@ def node(node_id: str) -> Response:
 
 @api.get("/nodes/<node_id>/<part>")
 def node_part(node_id: str, part: str) -> Response:
-    """A node's hourly rollup (``history``) or its GPU telemetry (``telemetry``)."""
+    """A node's hourly rollup (``history``), its GPU telemetry (``telemetry``) or its charts over
+    ``range`` (``series``: uptime bars, utilisation, reputation points, annotations)."""
     nid = parse_id(node_id)
     ex = explorer()
     at = ex.tick()
-    if nid is None or nid not in ex.tables(as_of=at).node_rows or part not in ("history", "telemetry"):
+    if nid is None or nid not in ex.tables(as_of=at).node_rows or part not in ("history", "telemetry", "series"):
         return error(404, "not_found", f"no such resource: {request.path[:80]}")
+    if part == "series":
+        return _json(ex.node_series(nid, _range(request.args), as_of=at))
     if part == "history":
         return _json({"node_id": nid, "as_of": format_time(at), "hours": ex.node_history(nid, as_of=at)})
     return _json({"node_id": nid, "as_of": format_time(at), "step_s": TELEMETRY_STEP_S,

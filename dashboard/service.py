@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from fleetscope import __version__, explorer, proof, snapshot, states
+from fleetscope import __version__, check_nodes, explorer, proof, series, simulated, snapshot, states
 from fleetscope.migrate import database_mode
 from fleetscope.reputation import FORMULA_VERSION, node_reputation
 from fleetscope.times import format_time, parse_time
@@ -98,6 +98,10 @@ class Explorer:
         self._pool_pid = 0
         self._pool_lock = threading.Lock()
         self._mode: str | None = None
+
+    def _with_conn(self, query: Callable[[Any], Any]) -> Any:
+        with self.pool().connection() as conn:
+            return query(conn)
 
     def _cached(self, key: str, query: Callable[[Any], Any]) -> Any:
         """``query(conn)`` on a pooled connection, computed once per key across workers."""
@@ -215,6 +219,69 @@ class Explorer:
 
         return self._cached(f"daily-{int(at.timestamp())}",
                             lambda conn: explorer.daily_accrual(conn, at=at, days=DAILY_DAYS))
+
+    # Charts by time range (issue 16; fleetscope/series.py).
+    def fleet_series(self, rng: series.Range, *, as_of: datetime | None = None) -> dict[str, Any]:
+        """The overview's charts over ``rng``: fleet points, money per bucket, annotations, simulated spans."""
+        at = as_of or self.tick()
+        meta = self._cached(f"fleet-series-{rng.name}-{int(at.timestamp())}", lambda conn: self._fleet_meta(conn, at, rng))
+        since = _time(meta["since"]) if meta["since"] else at
+        points = [self.cache.get(f"point-{int(t.timestamp())}", lambda t=t: self._point(t),
+                                 keep_s=rng.span.total_seconds() + 7200)
+                  for t in series.grid(at, span=rng.span, step=rng.fleet_step, since=since)]
+        return {"as_of": snapshot.format_time(at), "range": rng.name, **meta, "points": points}
+
+    def _fleet_meta(self, conn, at: datetime, rng: series.Range) -> dict[str, Any]:
+        since = series.fleet_start(conn)
+        start = max(at - rng.span, since) if since else at - rng.span
+        return {"since": snapshot.format_time(start),
+                "money": series.accrual_series(conn, at=at, rng=rng, since=since),
+                "annotations": series.annotations(conn, at=at, start=start),
+                "simulated": [s.as_dict() for s in simulated.spans(conn, start=start, end=at)]}
+
+    def node_series(self, node_id: int, rng: series.Range, *, as_of: datetime | None = None) -> dict[str, Any]:
+        """A node page's charts over ``rng``: uptime bars, utilisation, reputation points, annotations."""
+        at = as_of or self.tick()
+        tables = self.tables(as_of=at)
+        registered_at = tables.nodes[tables.node_rows[node_id]][NODES.index("registered_at")]
+        start = max(at - rng.span, registered_at)
+
+        def meta(conn):
+            return {"since": snapshot.format_time(start),
+                    "uptime": series.node_uptime_bars(conn, node_id, at=at, rng=rng, registered_at=registered_at),
+                    "telemetry": explorer.node_telemetry(conn, node_id, at=at, span=at - start,
+                                                         step_s=rng.telemetry_step_s),
+                    "telemetry_step_s": rng.telemetry_step_s,
+                    "annotations": series.annotations(conn, at=at, start=start),
+                    "simulated": [s.as_dict() for s in simulated.spans(conn, start=start, end=at)]}
+
+        out = self._cached(f"node-series-{node_id}-{rng.name}-{int(at.timestamp())}", meta)
+        reputation = []
+        for t in series.grid(at, span=rng.span, step=rng.reputation_step, since=registered_at):
+            # A past point never changes: kept for the range's span.
+            point = self.cache.get(f"rep-{node_id}-{int(t.timestamp())}",
+                                   lambda t=t: self._with_conn(lambda conn: series.node_reputation_points(
+                                       conn, node_id, at=t, times=[t])),
+                                   keep_s=rng.span.total_seconds() + 7200)
+            reputation.extend(point)
+        return {"node_id": node_id, "as_of": snapshot.format_time(at), "range": rng.name, **out,
+                "reputation": reputation}
+
+    def simulated(self, *, as_of: datetime | None = None) -> list[dict[str, Any]]:
+        """The spans of simulated history up to now (fleetscope/simulated.py): the pages label them."""
+        at = as_of or self.tick()
+        return self._cached(f"simulated-{int(at.timestamp())}",
+                            lambda conn: [s.as_dict() for s in simulated.spans(conn, end=at)])
+
+    def check_nodes(self, name: str, *, as_of: datetime | None = None) -> list[dict[str, Any]]:
+        """The nodes behind check ``name`` when it fails in this tick's snapshot ([] when it holds)."""
+        at = as_of or self.tick()
+        failing = {c["name"] for c in self.snapshot(as_of=at).body["checks"] if not c["ok"]}
+        if name not in failing or name not in check_nodes.NODE_CHECKS:
+            return []
+        mode = self.mode()
+        return self._cached(f"check-nodes-{name}-{int(at.timestamp())}",
+                            lambda conn: check_nodes.nodes_behind(conn, name, at=at, mode=mode))
 
     def fleet_jumps(self, *, as_of: datetime | None = None) -> list[dict[str, Any]]:
         """Open and resolved fleet_jump findings of the last day: the chart marks them."""
@@ -368,6 +435,10 @@ def node_proofs(gpus: list[dict[str, Any]], latest: dict[str, dict[str, Any]], *
 def _uptime(u) -> dict[str, Any]:
     return {"ratio": u.ratio, "window_slots": u.window_slots, "observed_slots": u.observed_slots,
             "ok_slots": u.ok_slots, "excluded_slots": u.excluded_slots}
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def dumps(obj: Any) -> str:

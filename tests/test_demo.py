@@ -32,10 +32,12 @@ def get_json(url: str) -> dict:
         return json.load(response)
 
 
-def start_demo(dsn: str, tmp_path, ports: dict[str, int], **popen) -> subprocess.Popen:
+def start_demo(dsn: str, tmp_path, ports: dict[str, int], *,
+               args: tuple[str, ...] = ("--interval", "5", "--history-days", "0"), **popen) -> subprocess.Popen:
+    """The demo; by default a fast one (5 s interval) without simulated history (tests/test_demo_first_minute.py has it)."""
     env = {**os.environ, "FLEETSCOPE_DSN": dsn, "FLEETSCOPE_DATA_DIR": str(tmp_path / "data")}
     return subprocess.Popen(
-        [sys.executable, "-m", "fleetscope.cli", "demo", "--interval", "5",
+        [sys.executable, "-m", "fleetscope.cli", "demo", *args,
          *(arg for name, port in ports.items() for arg in (f"--{name}-port", str(port)))],
         env=env, **popen)
 

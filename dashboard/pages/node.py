@@ -6,11 +6,12 @@ import json
 from datetime import datetime
 
 import dash
-import plotly.graph_objects as go
 from dash import Input, Output, State, callback, dcc, html
 
+from fleetscope import series
 from fleetscope.snapshot import SNAPSHOT_TICK_S
 
+from dashboard import charts
 from dashboard import format as fmt
 from dashboard.app import explorer
 from dashboard.grids import NUMBER, column, grid
@@ -26,15 +27,64 @@ NO_PROOF = ("This node has no proof of GPU: it has never been challenged, so its
             "fleetscope-exporter proves its GPUs when it pushes to the collector.")
 
 
+RANGE_OPTIONS = [{"label": {"24h": "24 h", "7d": "7 days", "30d": "30 days"}[name], "value": name}
+                 for name in series.RANGES]
+
+
 def layout(node_id: str = "", **_kwargs):
     return html.Div([dcc.Interval(id="node-refresh", interval=SNAPSHOT_TICK_S * 1000),
-                     dcc.Store(id="node-id", data=node_id), html.Div(body(node_id), id="node-body")])
+                     dcc.Store(id="node-id", data=node_id), html.Div(body(node_id), id="node-body"),
+                     html.Div([html.H2("Over time", className="inline"),
+                               dcc.RadioItems(id="node-range", options=RANGE_OPTIONS, value=series.DEFAULT_RANGE,
+                                              inline=True, className="range-picker")], className="range-bar"),
+                     html.Div(charts_section(node_id, series.DEFAULT_RANGE), id="node-charts")])
 
 
 @callback(Output("node-body", "children"), Input("node-refresh", "n_intervals"), State("node-id", "data"),
           prevent_initial_call=True)
 def refresh(_n, node_id):
     return body(node_id or "")
+
+
+@callback(Output("node-charts", "children"), Input("node-refresh", "n_intervals"), Input("node-range", "value"),
+          State("node-id", "data"), prevent_initial_call=True)
+def refresh_charts(_n, rng, node_id):
+    return charts_section(node_id or "", rng if rng in series.RANGES else series.DEFAULT_RANGE)
+
+
+def charts_section(node_id: str, rng_name: str):
+    """The node's uptime bars, utilisation and reputation over the chosen range."""
+    ex = explorer()
+    nid = fmt.parse_id(node_id)
+    at = ex.tick()
+    if nid is None or nid not in ex.tables(as_of=at).node_rows:
+        return []
+    rng = series.get_range(rng_name)
+    data = ex.node_series(nid, rng, as_of=at)
+    bar = {"24h": "hour", "7d": "6 hours", "30d": "day"}[rng.name]
+    step = f"{rng.telemetry_step_s // 60} minutes" if rng.telemetry_step_s < 3600 else \
+        f"{rng.telemetry_step_s // 3600} h"
+    banner = (html.Div(charts.span_text(data["simulated"]), id="simulated-banner", className="simulated-banner")
+              if data["simulated"] else html.Div(id="simulated-banner", hidden=True))
+    return [
+        banner,
+        html.Section([html.H2(f"Uptime per {bar}"),
+                      dcc.Graph(id="node-history", figure=charts.uptime_figure(data), config=charts.CONFIG),
+                      html.P(["Each bar is the uptime definition over its span: slots seen of slots observed "
+                              "(grey bands: our own outages, left out). ",
+                              html.A("JSON", href=f"/api/v1/nodes/{nid}/series?range={rng.name}")],
+                             className="note")]),
+        html.Div([
+            html.Section([html.H2(f"GPU utilisation ({step} means)"),
+                          dcc.Graph(id="node-telemetry", figure=charts.utilisation_figure(data),
+                                    config=charts.CONFIG)], className="half"),
+            html.Section([html.H2("Reputation"),
+                          dcc.Graph(id="node-reputation-history", figure=charts.reputation_figure(data),
+                                    config=charts.CONFIG),
+                          html.P("The score as the formula gave it at each point, with its inputs on hover.",
+                                 className="note")], className="half"),
+        ], className="row"),
+    ]
 
 
 def body(node_id: str):
@@ -88,12 +138,6 @@ def body(node_id: str):
         _proofs(nid, detail["gpus"], detail["proofs"], detail["as_of"]),
         html.Section([html.H2(f"Integrity findings ({detail['findings']['total']})"),
                       _findings(detail["findings"]["items"])]),
-        html.Section([html.H2("Slots seen per hour, last 7 days"),
-                      dcc.Graph(id="node-history", figure=_history(ex.node_history(nid, as_of=at)),
-                                config={"displaylogo": False})]),
-        html.Section([html.H2("GPU utilisation, last 24 h (5-minute means)"),
-                      dcc.Graph(id="node-telemetry", figure=_telemetry(ex.node_telemetry(nid, as_of=at)),
-                                config={"displaylogo": False})]),
     ])
 
 
@@ -180,26 +224,6 @@ def _proofs(nid: int, gpus, proofs, as_of: str) -> html.Section:
 
 def _time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def _history(hours) -> go.Figure:
-    fig = go.Figure(go.Bar(x=[h["hour"] for h in hours], y=[min(h["ok_slots"] / h["slots"], 1) for h in hours],
-                           marker={"color": "#1a7f37"}, name="seen",
-                           # Each bar spans its hour, not centred on its start.
-                           xperiod=3_600_000, xperiodalignment="middle"))
-    fig.update_layout(template="plotly_white", height=260, margin={"l": 50, "r": 20, "t": 10, "b": 40},
-                      xaxis={"type": "date"}, yaxis={"title": "fraction of slots", "range": [0, 1.05], "tickformat": ".0%"})
-    return fig
-
-
-def _telemetry(series) -> go.Figure:
-    fig = go.Figure()
-    for uuid, s in sorted(series.items()):
-        fig.add_trace(go.Scattergl(x=s["time"], y=s["gpu_util"], mode="lines+markers", marker={"size": 3},
-                                   name=uuid[:13]))
-    fig.update_layout(template="plotly_white", height=300, margin={"l": 50, "r": 20, "t": 10, "b": 40},
-                      xaxis={"type": "date"}, yaxis={"title": "GPU utilisation (%)", "range": [0, 100]})
-    return fig
 
 
 dash.register_page(__name__, path_template="/nodes/<node_id>", name="Node", title="fleetscope · node", layout=layout)

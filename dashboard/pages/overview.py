@@ -3,29 +3,82 @@
 from __future__ import annotations
 
 import dash
-import plotly.graph_objects as go
 from dash import Input, Output, callback, dcc, html
 
+from fleetscope import series
 from fleetscope.snapshot import SNAPSHOT_TICK_S
 
+from dashboard import charts
 from dashboard import format as fmt
 from dashboard.app import explorer
-
-
-STATE_COLOURS = {"online": "#1a7f37", "hired": "#0969da", "offline": "#6e7781", "flagged": "#cf222e",
-                 "hired_offline": "#bf8700"}
 
 
 def layout(**_kwargs):
     return html.Div([
         dcc.Interval(id="overview-refresh", interval=SNAPSHOT_TICK_S * 1000),
         html.Div(body(), id="overview-body"),
+        html.Div([html.H2("Over time", className="inline"),
+                  dcc.RadioItems(id="overview-range", options=RANGE_OPTIONS, value=series.DEFAULT_RANGE,
+                                 inline=True, className="range-picker")], className="range-bar"),
+        html.Div(charts_section(series.DEFAULT_RANGE), id="overview-charts"),
     ])
+
+
+RANGE_OPTIONS = [{"label": {"24h": "24 h", "7d": "7 days", "30d": "30 days"}[name], "value": name}
+                 for name in series.RANGES]
 
 
 @callback(Output("overview-body", "children"), Input("overview-refresh", "n_intervals"), prevent_initial_call=True)
 def refresh(_n):
     return body()
+
+
+@callback(Output("overview-charts", "children"), Input("overview-refresh", "n_intervals"),
+          Input("overview-range", "value"), prevent_initial_call=True)
+def refresh_charts(_n, rng):
+    return charts_section(rng if rng in series.RANGES else series.DEFAULT_RANGE)
+
+
+def charts_section(rng_name: str):
+    """The charts over the chosen range, rendered once per tick and range per process."""
+    ex = explorer()
+    tick = ex.tick()
+    return ex.cache.local(f"overview-charts-{rng_name}-{int(tick.timestamp())}",
+                          lambda: _charts(ex, tick, series.get_range(rng_name)))
+
+
+def _charts(ex, tick, rng):
+    data = ex.fleet_series(rng, as_of=tick)
+    snap = ex.snapshot(as_of=tick)
+    bucket = "hour" if rng.money_bucket.total_seconds() == 3600 else "day (UTC)"
+    return [
+        html.Section([
+            html.H2("Registered, online and hired GPUs"),
+            dcc.Graph(id="overview-history", figure=charts.fleet_figure(data), config=charts.CONFIG),
+            html.P(["Each point is the snapshot's own count at that time. Dotted red lines: fleet jumps "
+                    "(the integrity check's findings); grey bands: our own outages (no collector heartbeat, "
+                    "left out of every node's uptime). ",
+                    html.A("JSON", href=f"/api/v1/fleet/series?range={rng.name}")], className="note"),
+        ]),
+        html.Div([
+            html.Section([html.H2("GPUs by model, now"),
+                          dcc.Graph(id="overview-models", figure=charts.models_figure(snap.body["by_model"]),
+                                    config=charts.CONFIG),
+                          models(snap.body["by_model"])], className="half"),
+            html.Section([html.H2(f"GPU-hours and revenue per {bucket}"),
+                          dcc.Graph(id="overview-daily", figure=charts.money_figure(data), config=charts.CONFIG),
+                          html.P(["Accrued from the jobs ledger; the last bar is the part so far. ",
+                                  html.A("JSON", href=f"/api/v1/fleet/series?range={rng.name}")],
+                                 className="note")],
+                         className="half"),
+        ], className="row"),
+    ]
+
+
+def _banner(simulated):
+    if not simulated:
+        return html.Div(id="simulated-banner", hidden=True)
+    return html.Div(charts.span_text(simulated), id="simulated-banner", className="simulated-banner")
 
 
 def _stat(label: str, path: str, value, text: str, unit: str, *, kind: str = "") -> html.Div:
@@ -50,6 +103,7 @@ def _render(ex, tick):
     n, g = s["nodes"], s["gpus"]
     i = fmt.integer
     return [
+        _banner(ex.simulated(as_of=tick)),
         html.Div([
             html.H1("Fleet overview"),
             html.Div([
@@ -93,30 +147,28 @@ def _render(ex, tick):
                       fmt.usd(s["revenue_usd"]["total"]), "USD"),
             ], className="stats"),
         ]),
-        html.Section([html.H2("Consistency checks"), checks(s["checks"])]),
-        html.Section([
-            html.H2("Online and hired GPUs, last 24 h"),
-            dcc.Graph(id="overview-history", figure=history_figure(ex, tick), config={"displaylogo": False}),
-            html.P(["Each point is the snapshot's own count at that time, every 15 minutes. ",
-                    html.A("JSON", href="/api/v1/fleet/history")], className="note"),
-        ]),
-        html.Div([
-            html.Section([html.H2("GPUs by model"), models(s["by_model"])], className="half"),
-            html.Section([html.H2("GPU-hours and revenue per day (UTC)"),
-                          dcc.Graph(id="overview-daily", figure=daily_figure(ex.daily(as_of=tick)),
-                                    config={"displaylogo": False}),
-                          html.P(html.A("JSON", href="/api/v1/fleet/daily"), className="note")],
-                         className="half"),
-        ], className="row"),
+        html.Section([html.H2("Consistency checks"), checks(s["checks"], ex=ex, tick=tick)]),
     ]
 
 
-def checks(items) -> html.Ul:
-    return html.Ul([
-        html.Li([html.Span("✓ holds" if c["ok"] else "✗ FAILS", className="ok" if c["ok"] else "bad"),
-                 " ", html.Strong(c["name"]), html.Div(c["detail"], className="detail")],
-                id=f"check-{c['name']}", className="check")
-        for c in items], id="fleet-checks", className="checks")
+def checks(items, *, ex=None, tick=None) -> html.Ul:
+    """The snapshot's checks; a failing one that nodes break links to those nodes (fleetscope/check_nodes.py)."""
+    out = []
+    for c in items:
+        parts = [html.Span("✓ holds" if c["ok"] else "✗ FAILS", className="ok" if c["ok"] else "bad"),
+                 " ", html.Strong(c["name"]), html.Div(c["detail"], className="detail")]
+        if not c["ok"] and ex is not None:
+            behind = ex.check_nodes(c["name"], as_of=tick)
+            if behind:
+                links = []
+                for n in behind:
+                    links += [", " if links else "", dcc.Link(n["name"], href=f"/nodes/{n['node_id']}",
+                                                               title=n["detail"])]
+                parts.append(html.Div(["Nodes: ", *links, " · ",
+                                       html.A("JSON", href=f"/api/v1/checks/{c['name']}/nodes")],
+                                      id=f"check-{c['name']}-nodes", className="detail check-nodes"))
+        out.append(html.Li(parts, id=f"check-{c['name']}", className="check"))
+    return html.Ul(out, id="fleet-checks", className="checks")
 
 
 def models(by_model) -> html.Table:
@@ -126,40 +178,6 @@ def models(by_model) -> html.Table:
                              html.Td(fmt.integer(m["online"]), className="num"),
                              html.Td(fmt.integer(m["hired"]), className="num")]) for m in by_model]),
     ], id="fleet-by_model", className="table")
-
-
-def history_figure(ex, tick) -> go.Figure:
-    points = ex.history(as_of=tick)
-    times = [p["as_of"] for p in points]
-    fig = go.Figure()
-    for key, name, colour in (("registered", "registered", "#8c959f"), ("online", "online", STATE_COLOURS["online"]),
-                              ("hired", "hired", STATE_COLOURS["hired"])):
-        fig.add_trace(go.Scattergl(x=times, y=[p["gpus"][key] for p in points], name=name, mode="lines+markers",
-                                   line={"color": colour, "width": 2}, marker={"size": 4}))
-    for jump in ex.fleet_jumps(as_of=tick):
-        at = (jump.get("evidence") or {}).get("at") or jump["first_seen"]
-        fig.add_vline(x=at, line={"color": STATE_COLOURS["flagged"], "dash": "dot"})
-        fig.add_annotation(x=at, y=1, yref="paper", text=f"fleet jump ({(jump.get('evidence') or {}).get('metric', '')})",
-                           showarrow=False, font={"color": STATE_COLOURS["flagged"]}, xanchor="left")
-    _style(fig, "GPUs")
-    return fig
-
-
-def daily_figure(days) -> go.Figure:
-    fig = go.Figure()
-    x = [d["day"] for d in days]
-    fig.add_trace(go.Bar(x=x, y=[d["gpu_hours"] for d in days], name="GPU-hours", marker={"color": "#0969da"}))
-    fig.add_trace(go.Scatter(x=x, y=[d["revenue_usd"] for d in days], name="revenue (USD)", yaxis="y2",
-                             mode="lines+markers", line={"color": "#1a7f37"}))
-    _style(fig, "GPU-hours")
-    fig.update_layout(yaxis2={"title": "USD", "overlaying": "y", "side": "right", "rangemode": "tozero"})
-    return fig
-
-
-def _style(fig: go.Figure, y_title: str) -> None:
-    fig.update_layout(template="plotly_white", height=320, margin={"l": 50, "r": 50, "t": 20, "b": 40},
-                      legend={"orientation": "h", "y": -0.2}, yaxis={"title": y_title, "rangemode": "tozero"},
-                      font={"family": "Inter, system-ui, sans-serif"})
 
 
 dash.register_page(__name__, path="/", name="Overview", title="fleetscope · fleet overview", layout=layout)
