@@ -93,10 +93,12 @@ def run_checks(conn: psycopg.Connection, *, at: datetime,
 def record_fleet_counts(conn: psycopg.Connection, *, at: datetime) -> tuple[int, int]:
     """Record the snapshot's registered and online GPU counts at ``at`` for fleet_jump; returns them.
 
-    ``conn`` must not be inside a transaction (the snapshot opens its own).
+    The snapshot's own counts (``fleet_counts``), not its stored row: the
+    checks run after this, and a tick's stored snapshot must be computed after
+    the checks that ran at it, or it would show none of their findings.
     """
-    from fleetscope.snapshot import stored_snapshot
+    from fleetscope.snapshot import fleet_counts
 
-    gpus = stored_snapshot(conn, as_of=at).body["gpus"]
+    gpus = fleet_counts(conn, at=at)["gpus"]
     fleet_jump.record_counts(conn, at=at, registered=gpus["registered"], online=gpus["online"])
     return gpus["registered"], gpus["online"]
