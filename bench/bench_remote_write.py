@@ -1,0 +1,200 @@
+"""The remote_write receiver beside the push path: samples per second and collector CPU per 1,000 samples.
+
+One collector process (``python -m collector.app``, production writer, the
+embedded PostgreSQL server) receives the same fleet's samples two ways, in
+the same run, interleaved round by round (A B A B ...; other work on the
+machine then weighs on both alike):
+
+- push: each node POSTs its exporter's text to /api/v1/push with its node
+  token (the path the receiver is measured against);
+- remote_write: the same nodes' samples, as a Prometheus server forwards
+  them (every series labelled with fleetscope_node_id, job and instance, and
+  one ``up``), in WriteRequests of at most MAX_SAMPLES_PER_SEND samples
+  (Prometheus' queue_config default), snappy-compressed, with the operator
+  token.
+
+Each path has its own nodes (so neither waits out the other's per-node
+rate) with the same payload shape, dcgm-exporter's default counters for 8
+A100s, with GPU UUIDs of their own. The collector's CPU is utime + stime of
+its process from /proc/PID/stat over each round; the load generator runs in
+this process and is not counted. Both paths store the same rows per node and
+round (one observation, 8 GPU rows), so the database's share is the same and
+left out. Rounds are spaced by the nodes' push spacing (interval 5 s: 2.5 s).
+
+    FLEETSCOPE_DATA_DIR=/tmp/x FLEETSCOPE_PG_PORT=5433 python bench/bench_remote_write.py [--nodes 200] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import aiohttp
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from collector.remote_write import encode  # noqa: E402
+from fleetscope.registry import create_operator, register_node  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
+from tests.remotewrite import HEADERS, series_of  # noqa: E402
+
+PAYLOAD = ROOT / "tests/fixtures/payloads/dcgm_exporter_default_a100x8.prom"
+DATABASE = "bench_remote_write"
+MAX_SAMPLES_PER_SEND = 2000
+INTERVAL_S = 5
+ROUND_SPACING_S = 2.6
+CONCURRENCY = 16
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / HZ  # utime, stime
+
+
+def fresh_database() -> str:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from fleetscope.embedded import embedded_server
+    from fleetscope.migrate import init_database
+
+    server = embedded_server()
+    server.ensure_running()
+    admin = server.dsn("postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{DATABASE}"')
+    params = conninfo_to_dict(admin)
+    params["dbname"] = DATABASE
+    dsn = make_conninfo(**params)
+    init_database(dsn)
+    return dsn
+
+
+def node_text(i: int) -> str:
+    """The recorded payload with GPU UUIDs of node ``i``'s own."""
+    return re.sub(r"GPU-[0-9a-fA-F]{4}", f"GPU-{i:04x}", PAYLOAD.read_text())
+
+
+async def push_round(session, base: str, pushes: list[tuple[str, bytes]]) -> int:
+    sem = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(token: str, body: bytes) -> None:
+        async with sem, session.post(f"{base}/api/v1/push", data=body, headers={
+                "Authorization": f"Bearer {token}", "Content-Type": "text/plain; version=0.0.4"}) as r:
+            assert r.status == 204, (r.status, await r.text())
+    await asyncio.gather(*(one(t, b) for t, b in pushes))
+    return len(pushes)
+
+
+async def write_round(session, base: str, token: str, texts: dict[int, str]) -> int:
+    """One scrape of every node, forwarded as Prometheus would; returns the requests sent."""
+    t_ms = int(time.time() * 1000)
+    series = []
+    for node_id, text in texts.items():
+        series.extend(series_of(text, node_id, t_ms, instance=f"host{node_id}:9400"))
+    bodies, chunk, count = [], [], 0
+    for s in series:
+        chunk.append(s)
+        count += 1
+        if count == MAX_SAMPLES_PER_SEND:
+            bodies.append(encode(chunk))
+            chunk, count = [], 0
+    if chunk:
+        bodies.append(encode(chunk))
+    sem = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(body: bytes) -> None:
+        async with sem, session.post(f"{base}/api/v1/write", data=body,
+                                     headers={**HEADERS, "Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 204, (r.status, await r.text())
+    await asyncio.gather(*(one(b) for b in bodies))
+    return len(bodies)
+
+
+async def run(nodes: int, rounds: int) -> dict:
+    dsn = fresh_database()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        operator_id, operator_token = create_operator(conn, "bench")
+        push_nodes = [register_node(conn, operator_id=operator_id, name=f"p{i}", interval_s=INTERVAL_S)
+                      for i in range(nodes)]
+        rw_nodes = [register_node(conn, operator_id=operator_id, name=f"w{i}", interval_s=INTERVAL_S)
+                    for i in range(nodes)]
+    pushes = [(n.node_token, node_text(i).encode()) for i, n in enumerate(push_nodes)]
+    texts = {n.node_id: node_text(nodes + i) for i, n in enumerate(rw_nodes)}
+    samples_per_node = len(series_of(texts[rw_nodes[0].node_id], 0)) - 1  # the exporter's samples, not up
+    port = free_port()
+    spool = Path(tempfile.mkdtemp(prefix="bench-rw-"))
+    env = {**os.environ, "FLEETSCOPE_SPOOL_DIR": str(spool), "FLEETSCOPE_PUBLISH_INTERVAL_S": "0",
+           "FLEETSCOPE_INTEGRITY_INTERVAL_S": "0", "FLEETSCOPE_PROOF": "0", "FLEETSCOPE_ALERTS": "0",
+           "FLEETSCOPE_SCRAPE": "0"}
+    collector = subprocess.Popen([sys.executable, "-m", "collector.app", "--dsn", dsn, "--port", str(port)],
+                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    cpu: dict[str, list[float]] = {"push": [], "remote_write": []}
+    wall: dict[str, list[float]] = {"push": [], "remote_write": []}
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):
+                try:
+                    async with session.get(f"{base}/healthz") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.2)
+            for i in range(rounds + 1):  # round 0 warms both paths (caches, token lookups)
+                for path in ("push", "remote_write") if i % 2 == 0 else ("remote_write", "push"):
+                    c0, t0 = cpu_s(collector.pid), time.perf_counter()
+                    if path == "push":
+                        await push_round(session, base, pushes)
+                    else:
+                        await write_round(session, base, operator_token, texts)
+                    c1, t1 = cpu_s(collector.pid), time.perf_counter()
+                    if i:
+                        cpu[path].append(c1 - c0)
+                        wall[path].append(t1 - t0)
+                await asyncio.sleep(ROUND_SPACING_S)
+    finally:
+        collector.terminate()
+        collector.wait(30)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        stored = dict(conn.execute("SELECT n.name LIKE 'w%%', count(*) FROM observations o JOIN nodes n USING "
+                                   "(node_id) WHERE o.ok GROUP BY 1").fetchall())
+    per_round = nodes * samples_per_node
+    out = {"nodes": nodes, "samples_per_round": per_round, "rounds": rounds,
+           "observations": {"push": stored.get(False, 0), "remote_write": stored.get(True, 0)}}
+    for path in cpu:
+        out[path] = {"cpu_ms_per_1000": statistics.median(cpu[path]) / per_round * 1e6,
+                     "samples_per_s": per_round / statistics.median(wall[path]),
+                     "cpu_s_rounds": [round(x, 3) for x in cpu[path]]}
+    out["cpu_ratio_rw_over_push"] = out["remote_write"]["cpu_ms_per_1000"] / out["push"]["cpu_ms_per_1000"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nodes", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    result = asyncio.run(run(args.nodes, args.rounds))
+    print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs, Python {platform.python_version()}")
+    for key, value in result.items():
+        print(f"{key}: {value}")
+
+
+if __name__ == "__main__":
+    main()
