@@ -19,7 +19,10 @@ A100s, with GPU UUIDs of their own. The collector's CPU is utime + stime of
 its process from /proc/PID/stat over each round; the load generator runs in
 this process and is not counted. Both paths store the same rows per node and
 round (one observation, 8 GPU rows), so the database's share is the same and
-left out. Rounds are spaced by the nodes' push spacing (interval 5 s: 2.5 s).
+left out. Samples per second is a round's samples over its wall time, with
+the requests made beforehand (Prometheus' work, not the collector's) but
+sent from this process with CONCURRENCY connections: a lower bound of what
+the collector takes. Rounds are spaced by the nodes' push spacing (interval 5 s: 2.5 s).
 
     FLEETSCOPE_DATA_DIR=/tmp/x FLEETSCOPE_PG_PORT=5433 python bench/bench_remote_write.py [--nodes 200] [--rounds 5]
 """
@@ -99,8 +102,8 @@ async def push_round(session, base: str, pushes: list[tuple[str, bytes]]) -> int
     return len(pushes)
 
 
-async def write_round(session, base: str, token: str, texts: dict[int, str]) -> int:
-    """One scrape of every node, forwarded as Prometheus would; returns the requests sent."""
+def write_bodies(texts: dict[int, str]) -> list[bytes]:
+    """One scrape of every node, stamped now, as Prometheus would forward it."""
     t_ms = int(time.time() * 1000)
     series = []
     for node_id, text in texts.items():
@@ -114,6 +117,11 @@ async def write_round(session, base: str, token: str, texts: dict[int, str]) -> 
             chunk, count = [], 0
     if chunk:
         bodies.append(encode(chunk))
+    return bodies
+
+
+async def write_round(session, base: str, token: str, bodies: list[bytes]) -> int:
+    """Send one round's requests; returns how many."""
     sem = asyncio.Semaphore(CONCURRENCY)
 
     async def one(body: bytes) -> None:
@@ -157,11 +165,12 @@ async def run(nodes: int, rounds: int) -> dict:
                 await asyncio.sleep(0.2)
             for i in range(rounds + 1):  # round 0 warms both paths (caches, token lookups)
                 for path in ("push", "remote_write") if i % 2 == 0 else ("remote_write", "push"):
+                    bodies = write_bodies(texts) if path == "remote_write" else []  # (the sender's work)
                     c0, t0 = cpu_s(collector.pid), time.perf_counter()
                     if path == "push":
                         await push_round(session, base, pushes)
                     else:
-                        await write_round(session, base, operator_token, texts)
+                        await write_round(session, base, operator_token, bodies)
                     c1, t1 = cpu_s(collector.pid), time.perf_counter()
                     if i:
                         cpu[path].append(c1 - c0)

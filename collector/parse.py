@@ -710,9 +710,9 @@ class SeriesCache:
         self._others: dict[str, int] = {}
         self._plan: _Plan | None = None
         self._key: tuple[bool, int] | None = None
-        # The shape of the last `PayloadParser.from_entries` payload, held so
-        # that the shared shapes (weak values) keep it between payloads.
-        self._held: _Shape | None = None
+        # The last `PayloadParser.from_entries` payload's entries, GPUs and
+        # shape (held, so that the shared shapes, weak values, keep it).
+        self._held: tuple[list[mn.Entry], _Gpus, _Shape] | None = None
 
     def __len__(self) -> int:
         return len(self._entries) + len(self._others)
@@ -854,10 +854,16 @@ class PayloadParser:
         producer) holds it between payloads.
         """
         self._check_count(len(entries))
-        gpus, roles = _split(entries)
-        shape = _shape(len(roles), range(len(roles)), roles, False)
-        if cache is not None:
-            cache._held = shape
+        held = cache._held if cache is not None else None
+        # The usual case, a producer sending the series it sent last time: the
+        # same Entry objects in the same order, one C-level comparison.
+        if held is not None and held[0] == entries:
+            _, gpus, shape = held
+        else:
+            gpus, roles = _split(entries)
+            shape = _shape(len(roles), range(len(roles)), roles, False)
+            if cache is not None:
+                cache._held = (entries, gpus, shape)
         layout = shape.layout
         return layout.assemble(layout.value_get(xs), gpus, path)
 
