@@ -102,12 +102,18 @@ async def push_round(session, base: str, pushes: list[tuple[str, bytes]]) -> int
     return len(pushes)
 
 
-def write_bodies(texts: dict[int, str]) -> list[bytes]:
-    """One scrape of every node, stamped now, as Prometheus would forward it."""
-    t_ms = int(time.time() * 1000)
+def fleet_series(texts: dict[int, str]) -> list:
+    """Every node's series as Prometheus forwards them (labels and one sample each)."""
     series = []
     for node_id, text in texts.items():
-        series.extend(series_of(text, node_id, t_ms, instance=f"host{node_id}:9400"))
+        series.extend(series_of(text, node_id, 0, instance=f"host{node_id}:9400"))
+    return series
+
+
+def write_bodies(fleet: list) -> list[bytes]:
+    """One scrape of every node, stamped now, as Prometheus would forward it."""
+    t_ms = int(time.time() * 1000)
+    series = [(labels, [(t_ms, value)]) for labels, [(_, value)] in fleet]
     bodies, chunk, count = [], [], 0
     for s in series:
         chunk.append(s)
@@ -142,7 +148,8 @@ async def run(nodes: int, rounds: int) -> dict:
                     for i in range(nodes)]
     pushes = [(n.node_token, node_text(i).encode()) for i, n in enumerate(push_nodes)]
     texts = {n.node_id: node_text(nodes + i) for i, n in enumerate(rw_nodes)}
-    samples_per_node = len(series_of(texts[rw_nodes[0].node_id], 0)) - 1  # the exporter's samples, not up
+    fleet = fleet_series(texts)
+    samples_per_node = len(fleet) // nodes - 1  # the exporter's samples, not up
     port = free_port()
     spool = Path(tempfile.mkdtemp(prefix="bench-rw-"))
     env = {**os.environ, "FLEETSCOPE_SPOOL_DIR": str(spool), "FLEETSCOPE_PUBLISH_INTERVAL_S": "0",
@@ -165,7 +172,7 @@ async def run(nodes: int, rounds: int) -> dict:
                 await asyncio.sleep(0.2)
             for i in range(rounds + 1):  # round 0 warms both paths (caches, token lookups)
                 for path in ("push", "remote_write") if i % 2 == 0 else ("remote_write", "push"):
-                    bodies = write_bodies(texts) if path == "remote_write" else []  # (the sender's work)
+                    bodies = write_bodies(fleet) if path == "remote_write" else []  # (the sender's work)
                     c0, t0 = cpu_s(collector.pid), time.perf_counter()
                     if path == "push":
                         await push_round(session, base, pushes)
@@ -176,6 +183,9 @@ async def run(nodes: int, rounds: int) -> dict:
                         cpu[path].append(c1 - c0)
                         wall[path].append(t1 - t0)
                 await asyncio.sleep(ROUND_SPACING_S)
+            async with session.get(f"{base}/metrics") as r:
+                outcomes = {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in (await r.text()).splitlines()
+                            if line.startswith("fleetscope_collector_remote_write_samples_total{")}
     finally:
         collector.terminate()
         collector.wait(30)
@@ -184,7 +194,10 @@ async def run(nodes: int, rounds: int) -> dict:
                                    "(node_id) WHERE o.ok GROUP BY 1").fetchall())
     per_round = nodes * samples_per_node
     out = {"nodes": nodes, "samples_per_round": per_round, "rounds": rounds,
-           "observations": {"push": stored.get(False, 0), "remote_write": stored.get(True, 0)}}
+           "observations": {"push": stored.get(False, 0), "remote_write": stored.get(True, 0)},
+           "remote_write_samples": outcomes}
+    # Both paths must have stored every round of every node, or the figures compare different work.
+    assert stored.get(False) == stored.get(True) == nodes * (rounds + 1), out
     for path in cpu:
         out[path] = {"cpu_ms_per_1000": statistics.median(cpu[path]) / per_round * 1e6,
                      "samples_per_s": per_round / statistics.median(wall[path]),

@@ -106,6 +106,19 @@ R_DECOMPRESSED_TOO_LARGE = "decompressed_too_large"
 R_UNSUPPORTED_ENCODING = "unsupported_encoding"
 R_BODY_TOO_LARGE = "body_too_large"
 
+# Prometheus' own series about each scrape (scrape/scrape.go, scrapeLoop.report),
+# appended after the scrape's samples with the scrape's timestamp: ``up``, and
+# the count of the scrape's samples, which tells whether a request carries a
+# node's whole scrape (remote_write cuts requests by sample count, not by
+# target, so one scrape may straddle two). The others are only recognised.
+ROLE_UP, ROLE_COUNT, ROLE_REPORT = 1, 2, 3
+REPORT_SERIES = {
+    "up": ROLE_UP, "scrape_samples_post_metric_relabeling": ROLE_COUNT,
+    "scrape_duration_seconds": ROLE_REPORT, "scrape_samples_scraped": ROLE_REPORT,
+    "scrape_series_added": ROLE_REPORT, "scrape_timeout_seconds": ROLE_REPORT,
+    "scrape_sample_limit": ROLE_REPORT, "scrape_body_size_bytes": ROLE_REPORT,
+}
+
 # Outcomes of received samples (fleetscope_collector_remote_write_samples_total).
 O_WRITTEN = "written"        # in a node's newest scrape, written as its observation
 O_SUPERSEDED = "superseded"  # an older scrape of a node in the same request
@@ -113,6 +126,7 @@ O_STALE = "stale"            # the node's newest scrape is older than its interv
 O_TOO_OFTEN = "too_often"    # the node came sooner than a push may
 O_REFUSED = "refused"        # the node's samples prove no live GPU (liveness rule) or break a limit
 O_MARKER = "stale_marker"    # a staleness marker: the series ended
+O_PARTIAL = "partial"        # part of a scrape naming other GPUs than the node's last observation
 
 
 def _message_classes() -> tuple[type, type, type]:
@@ -193,7 +207,9 @@ class RemoteWriteReceiver:
         self._parser = PayloadParser(max_series=settings.max_series_per_node,
                                      max_label_len=settings.max_label_len)
         self._limiter = PushRateLimiter(floor_s=settings.push_min_interval_s)
-        self._classified: dict[bytes, tuple[int, mn.Entry | None]] = {}
+        self._classified: dict[bytes, tuple[int, mn.Entry | None, int]] = {}
+        # Each node's GPUs in its last observation written from here (see `_node_batch`).
+        self._gpu_sets: LruDict = LruDict(settings.push_cache_nodes)
         # operator_id -> ({node_id: interval_s}, expires at, monotonic)
         self._nodes: LruDict = LruDict(10_000)
         # Per node, what keeps its payload's layout between requests (the
@@ -240,6 +256,9 @@ class RemoteWriteReceiver:
                 batches.append(batch)
             if batches:
                 await self._commit(batches)
+                for batch in batches:
+                    if batch.ok:
+                        self._gpu_sets.put(batch.node_id, _gpu_set(batch.payload))
         except BaseException:
             for node_id, previous in reversed(turns):
                 self._limiter.release(node_id, previous)
@@ -268,7 +287,8 @@ class RemoteWriteReceiver:
             raise Rejected(400, R_BAD_SNAPPY, f"the body is not snappy (block format): {exc}") from None
 
     def _decode(self, raw: bytes) -> tuple[dict[int, list], dict[int, list]]:
-        """The request's samples by node: ``{node: [(entry, timestamp_ms, value), ...]}``, and ``up``'s apart.
+        """The request's samples by node: ``{node: [(entry, timestamp_ms, value), ...]}``, and
+        Prometheus' report series apart: ``{node: [(role, timestamp_ms, value), ...]}``.
 
         Hot path, hand-written where measured (bench/bench_remote_write.py):
         walking protobuf's message objects costs ~5 us per series (a wrapper
@@ -312,9 +332,9 @@ class RemoteWriteReceiver:
             if t is None:
                 self._slow_series(s, by_node, ups)
                 continue
-            node_id, entry = known
-            if entry is None:
-                ups.setdefault(node_id, []).append((t, x))
+            node_id, entry, role = known
+            if role:
+                ups.setdefault(node_id, []).append((role, t, x))
             else:
                 rows = by_node.get(node_id)
                 if rows is None:
@@ -328,14 +348,14 @@ class RemoteWriteReceiver:
             ts = TimeSeries.FromString(s)
         except DecodeError as exc:
             raise Rejected(400, R_BAD_PROTOBUF, f"a series is not a remote_write TimeSeries: {exc}") from None
-        node_id, entry = self._classify([(label.name, label.value) for label in ts.labels])
+        node_id, entry, role = self._classify([(label.name, label.value) for label in ts.labels])
         for sample in ts.samples:
-            if entry is None:
-                ups.setdefault(node_id, []).append((sample.timestamp, sample.value))
+            if role:
+                ups.setdefault(node_id, []).append((role, sample.timestamp, sample.value))
             else:
                 by_node.setdefault(node_id, []).append((entry, sample.timestamp, sample.value))
 
-    def _classify_key(self, key: bytes) -> tuple[int, mn.Entry | None] | None:
+    def _classify_key(self, key: bytes) -> tuple[int, mn.Entry | None, int] | None:
         """Classify and cache the series whose labels are encoded as ``key``; None if ``key`` is not only labels."""
         try:
             ts = TimeSeries.FromString(key)
@@ -349,8 +369,8 @@ class RemoteWriteReceiver:
         self._classified[key] = known
         return known
 
-    def _classify(self, pairs: list[tuple[str, str]]) -> tuple[int, mn.Entry | None]:
-        """(node_id, the series' Entry, or None for ``up``); 400 without a valid node label."""
+    def _classify(self, pairs: list[tuple[str, str]]) -> tuple[int, mn.Entry | None, int]:
+        """(node_id, the series' Entry or None, its REPORT_SERIES role or 0); 400 without a valid node label."""
         labels = dict(pairs)
         node_label = labels.pop(NODE_LABEL, None)
         name = labels.pop("__name__", "")
@@ -359,8 +379,9 @@ class RemoteWriteReceiver:
                            "series of a node with its node_id (docs/prometheus.md)")
         if not (node_label.isascii() and node_label.isdigit() and len(node_label) <= MAX_NODE_ID_DIGITS):
             raise Rejected(400, R_BAD_NODE_LABEL, f"{NODE_LABEL}={node_label[:40]!r} is not a node_id")
-        entry = None if name == "up" else mn.classify(name, labels, max_label_len=self._parser.max_label_len)
-        return int(node_label), entry
+        role = REPORT_SERIES.get(name, 0)
+        entry = None if role else mn.classify(name, labels, max_label_len=self._parser.max_label_len)
+        return int(node_label), entry, role
 
     async def _owned(self, operator_id: int, node_ids) -> dict[int, int]:  # type: ignore[no-untyped-def]
         """The interval of each node in ``node_ids``; 403 if any is not the operator's."""
@@ -389,7 +410,7 @@ class RemoteWriteReceiver:
         for the caller, who knows whether the node's turn is free.
         """
         entries, times, xs = (list(c) for c in zip(*rows)) if rows else ([], [], [])
-        newest = max(max(times, default=-2**63), max((t for t, _ in ups), default=-2**63))
+        newest = max(max(times, default=-2**63), max((t for _, t, _ in ups), default=-2**63))
         older = markers = 0
         total = sum(xs)
         if times and (min(times) != newest or total != total):
@@ -404,17 +425,22 @@ class RemoteWriteReceiver:
                     kept_e.append(entry)
                     kept_x.append(x)
             entries, xs = kept_e, kept_x
-        up = None
-        for t, x in ups:
+        up = count = None
+        reported = 0
+        for role, t, x in ups:
             if t != newest:
                 older += 1
             elif x != x and is_stale_marker(x):
                 markers += 1
             else:
-                up = x
+                reported += 1
+                if role == ROLE_UP:
+                    up = x
+                elif role == ROLE_COUNT:
+                    count = x
         _add(outcomes, O_SUPERSEDED, older)
         _add(outcomes, O_MARKER, markers)
-        used = len(entries) + (up is not None)
+        used = len(entries) + reported
         if received_ms - newest > interval_s * 1000.0:
             _add(outcomes, O_STALE, used)
             return None
@@ -430,6 +456,16 @@ class RemoteWriteReceiver:
         if isinstance(payload, str):
             self._metrics.reject(payload)
             _add(outcomes, O_REFUSED, used)
+            return None
+        # A whole scrape (its up, and as many samples as Prometheus counted) is
+        # written as it is. Part of one is written only when it names the GPUs
+        # the node's last observation named: a part naming fewer would turn
+        # the others offline and read as a changed GPU set (an integrity
+        # finding) though nothing changed; the rest of the scrape, in the
+        # next request, is then too_often (docs/prometheus.md).
+        whole = up is not None and count == len(entries)
+        if not whole and _gpu_set(payload) != self._gpu_sets.get(node_id):
+            _add(outcomes, O_PARTIAL, used)
             return None
         outcomes["_pending"] = used
         return Batch(node_id=node_id, received_at=received_at, slot=slot, source="push", ok=True,
@@ -465,6 +501,10 @@ class RemoteWriteReceiver:
                 pass
             raise Rejected(503, R_STORAGE_UNAVAILABLE, "storage is unavailable; retry later",
                            headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)}) from None
+
+
+def _gpu_set(payload: ParsedPayload) -> frozenset[str]:
+    return frozenset([sample.gpu_uuid for sample in payload.samples])
 
 
 def _varint6(data: bytes) -> int | None:

@@ -40,8 +40,11 @@ def series_of(text: str | bytes, node_id: int | None, t_ms: int | None = None, *
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             out.append(({"__name__": s.name, **s.labels, **extra}, [(t_ms, float(s.value))]))
-    if up is not None:
-        out.append(({"__name__": "up", **extra}, [(t_ms, up)]))
+    if up is not None:  # Prometheus' report of the scrape, after its samples
+        count = float(len(out)) if up else 0.0
+        for name, value in (("up", up), ("scrape_duration_seconds", 0.01), ("scrape_samples_scraped", count),
+                            ("scrape_samples_post_metric_relabeling", count), ("scrape_series_added", 0.0)):
+            out.append(({"__name__": name, **extra}, [(t_ms, value)]))
     return out
 
 

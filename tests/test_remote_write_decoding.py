@@ -20,7 +20,7 @@ from collector.settings import CollectorSettings
 
 TRICKY = st.text(alphabet=st.sampled_from(["\x12", "\x10", "\x09", "\x07", "a", "0", "\u00e9", "{"]), max_size=20)
 SERIES = st.lists(
-    st.tuples(st.sampled_from(["DCGM_FI_DEV_GPU_TEMP", "up", "other"]), TRICKY, st.integers(1, 3),
+    st.tuples(st.sampled_from(["DCGM_FI_DEV_GPU_TEMP", "up", "scrape_samples_post_metric_relabeling", "other"]), TRICKY, st.integers(1, 3),
               st.lists(st.tuples(st.sampled_from([0, 1, 1_764_000_000_000, 1_764_000_000_123, 2**42, 2**35 - 1]),
                                  st.one_of(st.just(0.0), st.floats(allow_nan=True))), min_size=1, max_size=3)),
     max_size=12)
@@ -36,7 +36,7 @@ def _normal(by_node: dict, ups: dict) -> tuple:
     def key(x: float) -> str:
         return struct.pack("<d", x).hex()  # exact, NaN payloads included
     return ({n: sorted((repr(e), t, key(x)) for e, t, x in rows) for n, rows in by_node.items()},
-            {n: sorted((t, key(x)) for t, x in rows) for n, rows in ups.items()})
+            {n: sorted((role, t, key(x)) for role, t, x in rows) for n, rows in ups.items()})
 
 
 @settings(max_examples=300, deadline=None)

@@ -9,6 +9,7 @@ collector's receive time.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timezone
 
 import pytest
@@ -41,7 +42,7 @@ async def test_each_nodes_batch_equals_the_push_parse_of_the_same_payload(client
     metrics = await scrape_metrics(client)
     assert sample(metrics, "fleetscope_collector_remote_writes_total", result="accepted") == 1
     assert sample(metrics, "fleetscope_collector_remote_write_samples_total", outcome="written") == \
-        2 * (expected.series + 1)  # and each node's up
+        2 * (expected.series + 5)  # and Prometheus' 5 report series of each node's scrape
 
 
 async def test_only_the_newest_scrape_of_a_node_in_a_request_is_written(client, storage, operator_token):
@@ -68,3 +69,22 @@ async def test_a_request_for_a_node_sooner_than_a_push_may_is_taken_but_not_writ
     assert len(storage.committed) == 1
     metrics = await scrape_metrics(client)
     assert sample(metrics, "fleetscope_collector_remote_write_samples_total", outcome="too_often") > 0
+
+
+async def test_a_scrape_split_across_requests_is_written_from_the_part_naming_the_nodes_gpus(
+        client, storage, operator_token):
+    text = (PAYLOADS / "dcgm_exporter_default_a100x8.prom").read_text()
+    node, _ = await register(client, operator_token, interval_s=5)
+    assert (await write(client, operator_token, encode(series_of(text, node)))).status == 204
+    await asyncio.sleep(2.6)  # the node's turn: max(push_min_interval_s, interval_s / 2)
+    scrape = series_of(text, node)
+    head, tail = scrape[:3], scrape[3:]  # remote_write cuts requests by count, not by target
+    assert len({labels["UUID"] for labels, _ in head}) < 8
+    assert (await write(client, operator_token, encode(head))).status == 204
+    assert len(storage.committed) == 1  # fewer GPUs than the node has: not an observation of them
+    assert (await write(client, operator_token, encode(tail))).status == 204
+    assert len(storage.committed) == 2
+    assert {s.gpu_uuid for s in storage.committed[1].payload.samples} == \
+        {s.gpu_uuid for s in storage.committed[0].payload.samples}
+    metrics = await scrape_metrics(client)
+    assert sample(metrics, "fleetscope_collector_remote_write_samples_total", outcome="partial") == len(head)
