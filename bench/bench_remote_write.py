@@ -9,9 +9,12 @@ machine then weighs on both alike):
   token (the path the receiver is measured against);
 - remote_write: the same nodes' samples, as a Prometheus server forwards
   them (every series labelled with fleetscope_node_id, job and instance, and
-  one ``up``), in WriteRequests of at most MAX_SAMPLES_PER_SEND samples
-  (Prometheus' queue_config default), snappy-compressed, with the operator
-  token.
+  Prometheus' five report series, ``up`` among them), in WriteRequests of
+  at most MAX_SAMPLES_PER_SEND samples (Prometheus' queue_config default),
+  snappy-compressed, with the operator token, CONCURRENCY in flight. Requests
+  hold whole nodes here (Prometheus may cut a node's scrape in two; the
+  receiver then joins the parts, tests/test_remote_write_payloads.py), so
+  both paths do the same work.
 
 Each path has its own nodes (so neither waits out the other's per-node
 rate) with the same payload shape, dcgm-exporter's default counters for 8
@@ -20,9 +23,9 @@ its process from /proc/PID/stat over each round; the load generator runs in
 this process and is not counted. Both paths store the same rows per node and
 round (one observation, 8 GPU rows), so the database's share is the same and
 left out. Samples per second is a round's samples over its wall time, with
-the requests made beforehand (Prometheus' work, not the collector's) but
-sent from this process with CONCURRENCY connections: a lower bound of what
-the collector takes. Rounds are spaced by the nodes' push spacing (interval 5 s: 2.5 s).
+the requests made beforehand (Prometheus' work, not the collector's), both
+paths with CONCURRENCY requests in flight. Each remote_write request's
+latency (its 204 waits for the write: written or spooled) is also reported. Rounds are spaced by the nodes' push spacing (interval 5 s: 2.5 s).
 
     FLEETSCOPE_DATA_DIR=/tmp/x FLEETSCOPE_PG_PORT=5433 python bench/bench_remote_write.py [--nodes 200] [--rounds 5]
 """
@@ -102,38 +105,36 @@ async def push_round(session, base: str, pushes: list[tuple[str, bytes]]) -> int
     return len(pushes)
 
 
-def fleet_series(texts: dict[int, str]) -> list:
-    """Every node's series as Prometheus forwards them (labels and one sample each)."""
-    series = []
-    for node_id, text in texts.items():
-        series.extend(series_of(text, node_id, 0, instance=f"host{node_id}:9400"))
-    return series
+def fleet_series(texts: dict[int, str]) -> list[list]:
+    """Each node's series as Prometheus forwards them (labels and one sample each)."""
+    return [series_of(text, node_id, 0, instance=f"host{node_id}:9400") for node_id, text in texts.items()]
 
 
 def write_bodies(fleet: list) -> list[bytes]:
     """One scrape of every node, stamped now, as Prometheus would forward it."""
     t_ms = int(time.time() * 1000)
-    series = [(labels, [(t_ms, value)]) for labels, [(_, value)] in fleet]
-    bodies, chunk, count = [], [], 0
-    for s in series:
-        chunk.append(s)
-        count += 1
-        if count == MAX_SAMPLES_PER_SEND:
+    bodies, chunk = [], []
+    for node_series in fleet:
+        if chunk and len(chunk) + len(node_series) > MAX_SAMPLES_PER_SEND:
             bodies.append(encode(chunk))
-            chunk, count = [], 0
+            chunk = []
+        chunk.extend((labels, [(t_ms, value)]) for labels, [(_, value)] in node_series)
     if chunk:
         bodies.append(encode(chunk))
     return bodies
 
 
-async def write_round(session, base: str, token: str, bodies: list[bytes]) -> int:
-    """Send one round's requests; returns how many."""
+async def write_round(session, base: str, token: str, bodies: list[bytes], latencies: list[float]) -> int:
+    """Send one round's requests, CONCURRENCY at a time (as that many queue shards); returns how many."""
     sem = asyncio.Semaphore(CONCURRENCY)
 
     async def one(body: bytes) -> None:
-        async with sem, session.post(f"{base}/api/v1/write", data=body,
-                                     headers={**HEADERS, "Authorization": f"Bearer {token}"}) as r:
-            assert r.status == 204, (r.status, await r.text())
+        async with sem:
+            t0 = time.perf_counter()
+            async with session.post(f"{base}/api/v1/write", data=body,
+                                    headers={**HEADERS, "Authorization": f"Bearer {token}"}) as r:
+                assert r.status == 204, (r.status, await r.text())
+            latencies.append(time.perf_counter() - t0)
     await asyncio.gather(*(one(b) for b in bodies))
     return len(bodies)
 
@@ -149,7 +150,7 @@ async def run(nodes: int, rounds: int) -> dict:
     pushes = [(n.node_token, node_text(i).encode()) for i, n in enumerate(push_nodes)]
     texts = {n.node_id: node_text(nodes + i) for i, n in enumerate(rw_nodes)}
     fleet = fleet_series(texts)
-    samples_per_node = len(fleet) // nodes - 1  # the exporter's samples, not up
+    samples_per_node = len(fleet[0]) - 5  # the exporter's samples, not Prometheus' report series
     port = free_port()
     spool = Path(tempfile.mkdtemp(prefix="bench-rw-"))
     env = {**os.environ, "FLEETSCOPE_SPOOL_DIR": str(spool), "FLEETSCOPE_PUBLISH_INTERVAL_S": "0",
@@ -160,6 +161,7 @@ async def run(nodes: int, rounds: int) -> dict:
     base = f"http://127.0.0.1:{port}"
     cpu: dict[str, list[float]] = {"push": [], "remote_write": []}
     wall: dict[str, list[float]] = {"push": [], "remote_write": []}
+    latencies: list[float] = []
     try:
         async with aiohttp.ClientSession() as session:
             for _ in range(100):
@@ -177,7 +179,7 @@ async def run(nodes: int, rounds: int) -> dict:
                     if path == "push":
                         await push_round(session, base, pushes)
                     else:
-                        await write_round(session, base, operator_token, bodies)
+                        await write_round(session, base, operator_token, bodies, latencies)
                     c1, t1 = cpu_s(collector.pid), time.perf_counter()
                     if i:
                         cpu[path].append(c1 - c0)
@@ -195,7 +197,8 @@ async def run(nodes: int, rounds: int) -> dict:
     per_round = nodes * samples_per_node
     out = {"nodes": nodes, "samples_per_round": per_round, "rounds": rounds,
            "observations": {"push": stored.get(False, 0), "remote_write": stored.get(True, 0)},
-           "remote_write_samples": outcomes}
+           "remote_write_samples": outcomes,
+           "remote_write_request_ms_median": round(statistics.median(latencies) * 1000, 1)}
     # Both paths must have stored every round of every node, or the figures compare different work.
     assert stored.get(False) == stored.get(True) == nodes * (rounds + 1), out
     for path in cpu:

@@ -86,6 +86,11 @@ STORAGE_RETRY_AFTER_S = 5
 # this bit pattern, never a measured value.
 STALE_NAN_BITS = 0x7FF0000000000002
 _BITS = struct.Struct("<Q")
+# How the one sample of a series ends it, as Prometheus encodes it: field 2,
+# length 16, value (field 1, fixed64), timestamp (field 2, a 6-byte varint);
+# or, for the value 0.0, which proto3 leaves out: field 2, length 7, timestamp.
+_VALUE_SAMPLE = b"\x12\x10\x09"
+_ZERO_SAMPLE = b"\x12\x07\x10"
 _DOUBLE = struct.Struct("<d")
 # Series classified, by their labels as sent: the same series arrive in every
 # request, so most requests classify nothing. Bounded as re's pattern cache
@@ -107,13 +112,12 @@ R_UNSUPPORTED_ENCODING = "unsupported_encoding"
 R_BODY_TOO_LARGE = "body_too_large"
 
 # Prometheus' own series about each scrape (scrape/scrape.go, scrapeLoop.report),
-# appended after the scrape's samples with the scrape's timestamp: ``up``, and
-# the count of the scrape's samples, which tells whether a request carries a
-# node's whole scrape (remote_write cuts requests by sample count, not by
-# target, so one scrape may straddle two). The others are only recognised.
-ROLE_UP, ROLE_COUNT, ROLE_REPORT = 1, 2, 3
+# appended after the scrape's samples, with the scrape's timestamp: ``up``
+# ends a scrape (remote_write cuts requests by sample count, not by target, so
+# one scrape may straddle two requests). The others are recognised, not stored.
+ROLE_UP, ROLE_REPORT = 1, 2
 REPORT_SERIES = {
-    "up": ROLE_UP, "scrape_samples_post_metric_relabeling": ROLE_COUNT,
+    "up": ROLE_UP, "scrape_samples_post_metric_relabeling": ROLE_REPORT,
     "scrape_duration_seconds": ROLE_REPORT, "scrape_samples_scraped": ROLE_REPORT,
     "scrape_series_added": ROLE_REPORT, "scrape_timeout_seconds": ROLE_REPORT,
     "scrape_sample_limit": ROLE_REPORT, "scrape_body_size_bytes": ROLE_REPORT,
@@ -126,7 +130,7 @@ O_STALE = "stale"            # the node's newest scrape is older than its interv
 O_TOO_OFTEN = "too_often"    # the node came sooner than a push may
 O_REFUSED = "refused"        # the node's samples prove no live GPU (liveness rule) or break a limit
 O_MARKER = "stale_marker"    # a staleness marker: the series ended
-O_PARTIAL = "partial"        # part of a scrape naming other GPUs than the node's last observation
+O_PARTIAL = "partial"        # part of a scrape whose rest (with its up) never came before a newer scrape
 
 
 def _message_classes() -> tuple[type, type, type]:
@@ -208,8 +212,9 @@ class RemoteWriteReceiver:
                                      max_label_len=settings.max_label_len)
         self._limiter = PushRateLimiter(floor_s=settings.push_min_interval_s)
         self._classified: dict[bytes, tuple[int, mn.Entry | None, int]] = {}
-        # Each node's GPUs in its last observation written from here (see `_node_batch`).
-        self._gpu_sets: LruDict = LruDict(settings.push_cache_nodes)
+        # Per node, the first part of a scrape that straddles two requests:
+        # (timestamp, entries, values, samples), until the rest arrives.
+        self._parts: LruDict = LruDict(settings.push_cache_nodes)
         # operator_id -> ({node_id: interval_s}, expires at, monotonic)
         self._nodes: LruDict = LruDict(10_000)
         # Per node, what keeps its payload's layout between requests (the
@@ -239,12 +244,12 @@ class RemoteWriteReceiver:
         by_node, ups = self._decode(raw)
         intervals = await self._owned(operator_id, by_node.keys() | ups.keys())
         outcomes: dict[str, int] = {}
-        batches, turns = [], []
+        batches, turns, merged = [], [], []
         received_ms = received_at.timestamp() * 1000.0
         try:
             for node_id in by_node.keys() | ups.keys():
                 batch = self._node_batch(node_id, intervals[node_id], by_node.get(node_id, []),
-                                         ups.get(node_id, []), received_at, received_ms, outcomes)
+                                         ups.get(node_id, []), received_at, received_ms, outcomes, merged)
                 if batch is None:
                     continue
                 try:
@@ -256,13 +261,12 @@ class RemoteWriteReceiver:
                 batches.append(batch)
             if batches:
                 await self._commit(batches)
-                for batch in batches:
-                    if batch.ok:
-                        self._gpu_sets.put(batch.node_id, _gpu_set(batch.payload))
         except BaseException:
             for node_id, previous in reversed(turns):
                 self._limiter.release(node_id, previous)
             raise
+        for node_id in merged:
+            self._parts.pop(node_id, None)
         for outcome, count in outcomes.items():
             self._metrics.remote_write_samples.labels(outcome).inc(count)
         for batch in batches:
@@ -306,30 +310,27 @@ class RemoteWriteReceiver:
             series = _RawWriteRequest.FromString(raw).timeseries
         except DecodeError as exc:
             raise Rejected(400, R_BAD_PROTOBUF, f"the body is not a remote_write WriteRequest: {exc}") from None
-        classified = self._classified
-        times: dict[bytes, int] = {}
+        get = self._classified.get
+        unpack = _DOUBLE.unpack_from
+        times: dict[bytes, int | None] = {}
         by_node: dict[int, list] = {}
         ups: dict[int, list] = {}
         for s in series:
-            known = t = None
-            if len(s) > 18 and s[-7] == 0x10:
-                if s[-18] == 0x12 and s[-17] == 16 and s[-16] == 0x09:
-                    known = classified.get(s[:-18])
-                    if known is None:
-                        known = self._classify_key(s[:-18])
-                    if known is not None:
-                        x = _DOUBLE.unpack_from(s, len(s) - 15)[0]
-                if known is None and s[-9] == 0x12 and s[-8] == 7:  # value 0.0 (proto3 leaves it out)
-                    known = classified.get(s[:-9])
-                    if known is None:
-                        known = self._classify_key(s[:-9])
-                    x = 0.0
-                if known is not None:
-                    tail = s[-6:]
-                    t = times.get(tail)
-                    if t is None:
-                        t = times[tail] = _varint6(tail)
-            if t is None:
+            # (One slice comparison each: measured cheaper than four index tests.)
+            if s[-18:-15] == _VALUE_SAMPLE and s[-7] == 0x10:
+                known = get(s[:-18]) or self._classify_key(s[:-18])
+                x = unpack(s, len(s) - 15)[0]
+            else:
+                known = None
+            if known is None and s[-9:-6] == _ZERO_SAMPLE:  # value 0.0: proto3 leaves it out
+                known = get(s[:-9]) or self._classify_key(s[:-9])
+                x = 0.0
+            if known is not None:
+                tail = s[-6:]
+                t = times.get(tail, -1)
+                if t == -1:
+                    t = times[tail] = _varint6(tail)
+            if known is None or t is None:
                 self._slow_series(s, by_node, ups)
                 continue
             node_id, entry, role = known
@@ -403,11 +404,17 @@ class RemoteWriteReceiver:
         return nodes
 
     def _node_batch(self, node_id: int, interval_s: int, rows: list, ups: list, received_at: datetime,
-                    received_ms: float, outcomes: dict[str, int]) -> Batch | None:
+                    received_ms: float, outcomes: dict[str, int], merged: list[int]) -> Batch | None:
         """One node's Batch from its newest scrape in the request, or None (see the module doc).
 
-        The samples the batch would hold are left under ``outcomes["_pending"]``
-        for the caller, who knows whether the node's turn is free.
+        A scrape straddling two requests (remote_write cuts requests by sample
+        count, not by target) is written whole: a part without the scrape's
+        ``up`` is held (``_parts``) and joined with the rest when it comes, so
+        a part never makes an observation of fewer GPUs than the node has (it
+        would turn the others offline and read as a changed GPU set). The
+        samples the batch would hold are left under ``outcomes["_pending"]``
+        for the caller, who knows whether the node's turn is free; the nodes
+        whose held part was used or dropped are added to ``merged``.
         """
         entries, times, xs = (list(c) for c in zip(*rows)) if rows else ([], [], [])
         newest = max(max(times, default=-2**63), max((t for _, t, _ in ups), default=-2**63))
@@ -425,7 +432,7 @@ class RemoteWriteReceiver:
                     kept_e.append(entry)
                     kept_x.append(x)
             entries, xs = kept_e, kept_x
-        up = count = None
+        up = None
         reported = 0
         for role, t, x in ups:
             if t != newest:
@@ -436,13 +443,25 @@ class RemoteWriteReceiver:
                 reported += 1
                 if role == ROLE_UP:
                     up = x
-                elif role == ROLE_COUNT:
-                    count = x
         _add(outcomes, O_SUPERSEDED, older)
         _add(outcomes, O_MARKER, markers)
         used = len(entries) + reported
+        held = self._parts.get(node_id)
+        if held is not None:
+            merged.append(node_id)  # forgotten once this request is through (kept if storage fails)
+            if held[0] == newest:
+                entries, xs, used = held[1] + entries, held[2] + xs, held[3] + used
+            else:
+                _add(outcomes, O_PARTIAL, held[3])
         if received_ms - newest > interval_s * 1000.0:
             _add(outcomes, O_STALE, used)
+            return None
+        if up is None:
+            # Not the end of the scrape (Prometheus' report follows its samples):
+            # held until the rest of it arrives, in the next request.
+            self._parts.put(node_id, (newest, entries, xs, used))
+            if held is not None:
+                merged.remove(node_id)
             return None
         slot = slot_of(received_at, interval_s)
         if up == 0.0:
@@ -456,16 +475,6 @@ class RemoteWriteReceiver:
         if isinstance(payload, str):
             self._metrics.reject(payload)
             _add(outcomes, O_REFUSED, used)
-            return None
-        # A whole scrape (its up, and as many samples as Prometheus counted) is
-        # written as it is. Part of one is written only when it names the GPUs
-        # the node's last observation named: a part naming fewer would turn
-        # the others offline and read as a changed GPU set (an integrity
-        # finding) though nothing changed; the rest of the scrape, in the
-        # next request, is then too_often (docs/prometheus.md).
-        whole = up is not None and count == len(entries)
-        if not whole and _gpu_set(payload) != self._gpu_sets.get(node_id):
-            _add(outcomes, O_PARTIAL, used)
             return None
         outcomes["_pending"] = used
         return Batch(node_id=node_id, received_at=received_at, slot=slot, source="push", ok=True,
@@ -501,10 +510,6 @@ class RemoteWriteReceiver:
                 pass
             raise Rejected(503, R_STORAGE_UNAVAILABLE, "storage is unavailable; retry later",
                            headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)}) from None
-
-
-def _gpu_set(payload: ParsedPayload) -> frozenset[str]:
-    return frozenset([sample.gpu_uuid for sample in payload.samples])
 
 
 def _varint6(data: bytes) -> int | None:

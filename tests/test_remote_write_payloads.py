@@ -17,7 +17,7 @@ import pytest
 from collector.parse import PayloadParser
 from collector.remote_write import encode
 from tests.collector_harness import PAYLOADS, register, sample, scrape_metrics
-from tests.remotewrite import series_of, write
+from tests.remotewrite import now_ms, series_of, write
 
 FIXTURES = sorted(p.name for p in PAYLOADS.glob("*.prom"))
 
@@ -71,20 +71,24 @@ async def test_a_request_for_a_node_sooner_than_a_push_may_is_taken_but_not_writ
     assert sample(metrics, "fleetscope_collector_remote_write_samples_total", outcome="too_often") > 0
 
 
-async def test_a_scrape_split_across_requests_is_written_from_the_part_naming_the_nodes_gpus(
+async def test_a_scrape_split_across_requests_is_written_whole_once_its_end_arrives(
         client, storage, operator_token):
     text = (PAYLOADS / "dcgm_exporter_default_a100x8.prom").read_text()
     node, _ = await register(client, operator_token, interval_s=5)
-    assert (await write(client, operator_token, encode(series_of(text, node)))).status == 204
-    await asyncio.sleep(2.6)  # the node's turn: max(push_min_interval_s, interval_s / 2)
     scrape = series_of(text, node)
     head, tail = scrape[:3], scrape[3:]  # remote_write cuts requests by count, not by target
     assert len({labels["UUID"] for labels, _ in head}) < 8
     assert (await write(client, operator_token, encode(head))).status == 204
-    assert len(storage.committed) == 1  # fewer GPUs than the node has: not an observation of them
+    assert storage.committed == []  # held: an observation of fewer GPUs than the node has would be false
     assert (await write(client, operator_token, encode(tail))).status == 204
+    [batch] = storage.committed
+    assert batch.payload.samples == PayloadParser().parse(text).samples
+
+    await asyncio.sleep(2.6)  # the node's turn: max(push_min_interval_s, interval_s / 2)
+    lost_head = series_of(text, node, now_ms() - 1000)[:3]
+    assert (await write(client, operator_token, encode(lost_head))).status == 204
+    assert (await write(client, operator_token, encode(series_of(text, node)))).status == 204
     assert len(storage.committed) == 2
-    assert {s.gpu_uuid for s in storage.committed[1].payload.samples} == \
-        {s.gpu_uuid for s in storage.committed[0].payload.samples}
+    assert storage.committed[1].payload.samples == batch.payload.samples
     metrics = await scrape_metrics(client)
     assert sample(metrics, "fleetscope_collector_remote_write_samples_total", outcome="partial") == len(head)
