@@ -265,8 +265,9 @@ class RemoteWriteReceiver:
             for node_id, previous in reversed(turns):
                 self._limiter.release(node_id, previous)
             raise
-        for node_id in merged:
-            self._parts.pop(node_id, None)
+        for node_id, held in merged:
+            if self._parts.get(node_id) is held:  # (not a part held since)
+                self._parts.pop(node_id)
         for outcome, count in outcomes.items():
             self._metrics.remote_write_samples.labels(outcome).inc(count)
         for batch in batches:
@@ -404,67 +405,78 @@ class RemoteWriteReceiver:
         return nodes
 
     def _node_batch(self, node_id: int, interval_s: int, rows: list, ups: list, received_at: datetime,
-                    received_ms: float, outcomes: dict[str, int], merged: list[int]) -> Batch | None:
-        """One node's Batch from its newest scrape in the request, or None (see the module doc).
+                    received_ms: float, outcomes: dict[str, int], merged: list[tuple]) -> Batch | None:
+        """One node's Batch from its newest whole scrape in the request, or None (see the module doc).
 
         A scrape straddling two requests (remote_write cuts requests by sample
-        count, not by target) is written whole: a part without the scrape's
-        ``up`` is held (``_parts``) and joined with the rest when it comes, so
-        a part never makes an observation of fewer GPUs than the node has (it
-        would turn the others offline and read as a changed GPU set). The
+        count, not by target) is written whole: the part of the newest scrape
+        that lacks the scrape's ``up`` (Prometheus' report follows a scrape's
+        samples) is held (``_parts``) and joined with the rest when it comes,
+        so a part never makes an observation of fewer GPUs than the node has
+        (it would turn the others offline and read as a changed GPU set). The
         samples the batch would hold are left under ``outcomes["_pending"]``
         for the caller, who knows whether the node's turn is free; the nodes
         whose held part was used or dropped are added to ``merged``.
         """
-        entries, times, xs = (list(c) for c in zip(*rows)) if rows else ([], [], [])
-        newest = max(max(times, default=-2**63), max((t for _, t, _ in ups), default=-2**63))
-        older = markers = 0
-        total = sum(xs)
-        if times and (min(times) != newest or total != total):
-            # Older scrapes in the request, or NaNs (staleness markers among them): sample by sample.
-            kept_e, kept_x = [], []
-            for entry, t, x in rows:
-                if t != newest:
-                    older += 1
-                elif x != x and is_stale_marker(x):
-                    markers += 1
-                else:
-                    kept_e.append(entry)
-                    kept_x.append(x)
-            entries, xs = kept_e, kept_x
-        up = None
-        reported = 0
+        # Scrapes by timestamp: [entries, values, samples]; usually just one.
+        scrapes: dict[int, list] = {}
+        markers = 0
+        if rows:
+            entries, times, xs = (list(c) for c in zip(*rows))
+            total = sum(xs)
+            if min(times) == max(times) and total == total:
+                scrapes[times[0]] = [entries, xs, len(entries)]
+            else:  # several scrapes, or NaNs (staleness markers among them): sample by sample
+                for entry, t, x in rows:
+                    if x != x and is_stale_marker(x):
+                        markers += 1
+                        continue
+                    scrape = scrapes.get(t)
+                    if scrape is None:
+                        scrape = scrapes[t] = [[], [], 0]
+                    scrape[0].append(entry)
+                    scrape[1].append(x)
+                    scrape[2] += 1
+        ended: dict[int, float] = {}  # timestamp -> up
         for role, t, x in ups:
-            if t != newest:
-                older += 1
-            elif x != x and is_stale_marker(x):
+            if x != x and is_stale_marker(x):
                 markers += 1
-            else:
-                reported += 1
-                if role == ROLE_UP:
-                    up = x
-        _add(outcomes, O_SUPERSEDED, older)
+                continue
+            scrape = scrapes.get(t)
+            if scrape is None:
+                scrape = scrapes[t] = [[], [], 0]
+            scrape[2] += 1
+            if role == ROLE_UP:
+                ended[t] = x
         _add(outcomes, O_MARKER, markers)
-        used = len(entries) + reported
         held = self._parts.get(node_id)
         if held is not None:
-            merged.append(node_id)  # forgotten once this request is through (kept if storage fails)
-            if held[0] == newest:
-                entries, xs, used = held[1] + entries, held[2] + xs, held[3] + used
+            merged.append((node_id, held))  # forgotten once this request is through (kept if storage fails)
+            scrape = scrapes.get(held[0])
+            if scrape is not None:
+                scrape[0], scrape[1], scrape[2] = held[1] + scrape[0], held[2] + scrape[1], held[3] + scrape[2]
             else:
                 _add(outcomes, O_PARTIAL, held[3])
-        if received_ms - newest > interval_s * 1000.0:
+        if not scrapes:
+            return None
+        newest = max(scrapes)
+        done = max(ended) if ended else None
+        if newest not in ended:
+            # The newest scrape's end is still to come: held for the next request.
+            entries, xs, used = scrapes.pop(newest)
+            self._parts.put(node_id, (newest, entries, xs, used))
+            if held is not None and held[0] == newest:
+                merged.remove((node_id, held))
+        if done is None:
+            _add(outcomes, O_SUPERSEDED, sum(scrape[2] for scrape in scrapes.values()))
+            return None
+        entries, xs, used = scrapes.pop(done)
+        _add(outcomes, O_SUPERSEDED, sum(scrape[2] for scrape in scrapes.values()))
+        if received_ms - done > interval_s * 1000.0:
             _add(outcomes, O_STALE, used)
             return None
-        if up is None:
-            # Not the end of the scrape (Prometheus' report follows its samples):
-            # held until the rest of it arrives, in the next request.
-            self._parts.put(node_id, (newest, entries, xs, used))
-            if held is not None:
-                merged.remove(node_id)
-            return None
         slot = slot_of(received_at, interval_s)
-        if up == 0.0:
+        if ended[done] == 0.0:
             outcomes["_pending"] = used
             return Batch(node_id=node_id, received_at=received_at, slot=slot, source="push", ok=False,
                          error="up 0: the sender's Prometheus could not scrape the node's exporter")

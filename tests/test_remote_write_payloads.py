@@ -84,11 +84,22 @@ async def test_a_scrape_split_across_requests_is_written_whole_once_its_end_arri
     [batch] = storage.committed
     assert batch.payload.samples == PayloadParser().parse(text).samples
 
+    # Misaligned: the rest of one scrape and the start of the next in one request.
     await asyncio.sleep(2.6)  # the node's turn: max(push_min_interval_s, interval_s / 2)
+    first, second = series_of(text, node, now_ms() - 1000), series_of(text, node)
+    assert (await write(client, operator_token, encode(first[:100]))).status == 204
+    assert (await write(client, operator_token, encode(first[100:] + second[:50]))).status == 204
+    assert len(storage.committed) == 2
+    await asyncio.sleep(2.6)
+    assert (await write(client, operator_token, encode(second[50:]))).status == 204
+    assert len(storage.committed) == 3
+    assert all(b.payload.samples == batch.payload.samples for b in storage.committed)
+
+    await asyncio.sleep(2.6)
     lost_head = series_of(text, node, now_ms() - 1000)[:3]
     assert (await write(client, operator_token, encode(lost_head))).status == 204
     assert (await write(client, operator_token, encode(series_of(text, node)))).status == 204
-    assert len(storage.committed) == 2
-    assert storage.committed[1].payload.samples == batch.payload.samples
+    assert len(storage.committed) == 4
+    assert storage.committed[3].payload.samples == batch.payload.samples
     metrics = await scrape_metrics(client)
     assert sample(metrics, "fleetscope_collector_remote_write_samples_total", outcome="partial") == len(head)
