@@ -22,7 +22,10 @@ A100s, with GPU UUIDs of their own. The collector's CPU is utime + stime of
 its process from /proc/PID/stat over each round; the load generator runs in
 this process and is not counted. Both paths store the same rows per node and
 round (one observation, 8 GPU rows), so the database's share is the same and
-left out. Samples per second is a round's samples over its wall time, with
+left out. Then the receivers alone, in this process, on the same payloads:
+the push's parse and liveness rule against remote_write's unsnappy, decode,
+scrape assembly and liveness rule (what each path adds per sample before the
+shared writer), medians of RECEIVER_REPEATS A/B pairs. Samples per second is a round's samples over its wall time, with
 the requests made beforehand (Prometheus' work, not the collector's), both
 paths with CONCURRENCY requests in flight. Each remote_write request's
 latency (its 204 waits for the write: written or spooled) is also reported. Rounds are spaced by the nodes' push spacing (interval 5 s: 2.5 s).
@@ -59,8 +62,10 @@ from tests.remotewrite import HEADERS, series_of  # noqa: E402
 PAYLOAD = ROOT / "tests/fixtures/payloads/dcgm_exporter_default_a100x8.prom"
 DATABASE = "bench_remote_write"
 MAX_SAMPLES_PER_SEND = 2000
-INTERVAL_S = 5
-ROUND_SPACING_S = 2.6
+# The default node interval: a node may send every 7.5 s, and samples older
+# than 15 s are stale (the warm-up round, token lookups and all, must fit).
+INTERVAL_S = 15
+ROUND_SPACING_S = 7.6
 CONCURRENCY = 16
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -209,12 +214,62 @@ async def run(nodes: int, rounds: int) -> dict:
     return out
 
 
+RECEIVER_REPEATS = 7
+
+
+def receivers_only(nodes: int) -> dict:
+    """CPU per 1,000 samples of each receiver's own work, in this process (see the module doc)."""
+    from collector.liveness import refusal
+    from collector.parse import PayloadParser, SeriesCache
+    from collector.remote_write import RemoteWriteReceiver
+    from collector.selfmetrics import SelfMetrics
+    from collector.settings import CollectorSettings
+
+    texts = {i: node_text(i) for i in range(1, nodes + 1)}
+    bodies = {i: t.encode() for i, t in texts.items()}
+    fleet = fleet_series(texts)
+    parser, caches = PayloadParser(), {i: SeriesCache() for i in texts}
+    receiver = RemoteWriteReceiver(auth=None, pool=None, appendable=None,
+                                   metrics=SelfMetrics(collector_id="bench", shard="0/1"),
+                                   settings=CollectorSettings(dsn="postgresql://unused"))
+
+    def push() -> float:
+        t0 = time.process_time()
+        for i, body in bodies.items():
+            refusal(parser.parse(body, cache=caches[i]))
+        return time.process_time() - t0
+
+    def remote_write() -> float:
+        requests = write_bodies(fleet)
+        now = datetime.now(timezone.utc)
+        t0 = time.process_time()
+        for body in requests:
+            by_node, reports = receiver._decode(receiver._unsnappy(body))
+            outcomes: dict[str, int] = {}
+            for node_id in by_node.keys() | reports.keys():
+                receiver._node_batch(node_id, INTERVAL_S, by_node.get(node_id, []), reports.get(node_id, []),
+                                     now, now.timestamp() * 1000, outcomes, [])
+        return time.process_time() - t0
+
+    push(), remote_write()  # warm: caches and layouts
+    a, b = [], []
+    for _ in range(RECEIVER_REPEATS):
+        a.append(push())
+        b.append(remote_write())
+    per = nodes * (len(fleet[0]) - 5) / 1000
+    out = {"push_ms_per_1000": statistics.median(a) / per * 1000,
+           "remote_write_ms_per_1000": statistics.median(b) / per * 1000}
+    out["ratio_rw_over_push"] = out["remote_write_ms_per_1000"] / out["push_ms_per_1000"]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nodes", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     result = asyncio.run(run(args.nodes, args.rounds))
+    result["receivers_only"] = receivers_only(args.nodes)
     print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, Python {platform.python_version()}")
     for key, value in result.items():

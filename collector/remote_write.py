@@ -30,12 +30,15 @@ drops a request answered with any other 4xx; docs/prometheus.md):
   are not written. Refusing the request for one node would make Prometheus
   drop every other node's samples in it, on every send, for good.
 
-Observation time is the collector's receive time. Of each node's samples in
-one request only the newest scrape (the samples at the newest timestamp) is
-used: Prometheus stamps every sample of one scrape with the scrape's time,
-so they are one payload; older ones in the same request are superseded (one
-row per GPU per observation, as for a push). ``up`` 0 at that time is a
-failed observation (Prometheus could not scrape the node's exporter).
+Observation time is the collector's receive time. Prometheus stamps every
+sample of one scrape with the scrape's time and appends its own report
+(``up`` among it) after them, so a node's samples of one timestamp are one
+payload, ended by ``up``. Of each node's samples in one request the newest
+whole scrape is written; older ones in the same request are superseded (one
+row per GPU per observation, as for a push), and a newer unfinished one
+(cut off by the request's sample count) is held until its end arrives
+(``_node_batch``). ``up`` 0 is a failed observation (Prometheus could not
+scrape the node's exporter).
 Prometheus' staleness markers (a NaN with a fixed bit pattern, sent when a
 series disappears) are not values and are skipped.
 """
@@ -48,6 +51,10 @@ import struct
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+# Snappy's block format through cramjam (Rust, wheels for every platform we
+# run on, maintained; python-snappy 0.7 is itself a wrapper of it): its
+# decompress_raw_len reads the inflated size from the header, so a snappy
+# bomb is refused before anything is allocated (`_unsnappy`).
 import cramjam
 from aiohttp import web
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -56,7 +63,16 @@ from google.protobuf.message import DecodeError
 from collector import liveness
 from collector import metricnames as mn
 from collector.ingest import Batch
-from collector.limits import R_STORAGE_UNAVAILABLE, LruDict, PushRateLimiter, Rejected, read_body, within_deadline
+from collector.limits import (
+    R_DECOMPRESSED_TOO_LARGE,
+    R_STORAGE_UNAVAILABLE,
+    R_UNSUPPORTED_ENCODING,
+    LruDict,
+    PushRateLimiter,
+    Rejected,
+    read_body,
+    within_deadline,
+)
 from collector.parse import R_TOO_MANY_SERIES, ParseError, PayloadParser, SeriesCache
 from fleetscope.uptime import slot_of
 
@@ -107,9 +123,6 @@ R_NO_NODE_LABEL = "missing_node_label"
 R_BAD_NODE_LABEL = "invalid_node_label"
 R_NOT_YOUR_NODE = "not_your_node"
 R_UNSUPPORTED_TYPE = "unsupported_content_type"
-R_DECOMPRESSED_TOO_LARGE = "decompressed_too_large"
-R_UNSUPPORTED_ENCODING = "unsupported_encoding"
-R_BODY_TOO_LARGE = "body_too_large"
 
 # Prometheus' own series about each scrape (scrape/scrape.go, scrapeLoop.report),
 # appended after the scrape's samples, with the scrape's timestamp: ``up``
