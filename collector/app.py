@@ -55,6 +55,7 @@ from collector.jobs import JobLedger
 from collector.requests import Rejected
 from collector.proof import Proofs
 from collector.push import PushReceiver
+from collector.remote_write import RemoteWriteReceiver
 from collector.registration import Registration
 from collector.selfmetrics import FleetSnapshotGauges, SelfMetrics
 from collector.server import HEADER_TIMEOUT_S, CollectorRunner
@@ -109,6 +110,7 @@ POOL = web.AppKey("pool", AsyncConnectionPool)
 APPENDABLE = web.AppKey("appendable", object)  # an Appendable (a Protocol, so not checkable)
 AUTH = web.AppKey("auth", Authenticator)
 PUSH = web.AppKey("push", PushReceiver)
+REMOTE_WRITE = web.AppKey("remote_write", RemoteWriteReceiver)
 REGISTRATION = web.AppKey("registration", Registration)
 JOBS = web.AppKey("jobs", JobLedger)
 CHANNELS = web.AppKey("channels", AlertChannels)
@@ -132,6 +134,7 @@ def make_app(settings: CollectorSettings, *, appendable: Appendable | None = Non
     app.router.add_post("/api/v1/nodes", _delegate(REGISTRATION, "post"))
     app.router.add_patch("/api/v1/nodes/{node_id}", _delegate(REGISTRATION, "patch"))
     app.router.add_post("/api/v1/push", _delegate(PUSH, "post"))
+    app.router.add_post("/api/v1/write", _delegate(REMOTE_WRITE, "post"))
     app.router.add_post("/api/v1/jobs", _delegate(JOBS, "post"))
     app.router.add_post("/api/v1/channels", _delegate(CHANNELS, "post"))
     app.router.add_get("/api/v1/channels", _delegate(CHANNELS, "get"))
@@ -207,6 +210,8 @@ async def _handlers_ctx(app: web.Application) -> AsyncIterator[None]:
                          deadline_s=settings.db_timeout_s)
     app[AUTH] = auth
     app[PUSH] = PushReceiver(auth=auth, appendable=app[APPENDABLE], metrics=metrics, settings=settings)
+    app[REMOTE_WRITE] = RemoteWriteReceiver(auth=auth, pool=pool, appendable=app[APPENDABLE], metrics=metrics,
+                                            settings=settings)
     addresses = AddressPolicy(allow_private=settings.allow_private_targets)  # issue 15: no SSRF
     app[REGISTRATION] = Registration(pool=pool, auth=auth, max_json_bytes=settings.max_json_bytes,
                                      addresses=addresses)

@@ -710,6 +710,9 @@ class SeriesCache:
         self._others: dict[str, int] = {}
         self._plan: _Plan | None = None
         self._key: tuple[bool, int] | None = None
+        # The last `PayloadParser.from_entries` payload's entries, GPUs and
+        # shape (held, so that the shared shapes, weak values, keep it).
+        self._held: tuple[list[mn.Entry], _Gpus, _Shape] | None = None
 
     def __len__(self) -> int:
         return len(self._entries) + len(self._others)
@@ -839,6 +842,30 @@ class PayloadParser:
         gpus, roles = _split(entries)
         layout = _Layout(roles)
         return layout.assemble(layout.value_get(xs), gpus, "reference")
+
+    def from_entries(self, entries: Sequence[mn.Entry], xs: Sequence[float], *, path: str,
+                     cache: SeriesCache | None = None) -> ParsedPayload:
+        """The ParsedPayload of series already classified (`mn.classify`), with their values.
+
+        For producers that are not text (collector/remote_write.py): the same
+        rows, identities, validation and limits as a parsed payload whose
+        samples are these, in this order. The layout is shared by payloads of
+        one structure as the text paths share theirs; ``cache`` (one per
+        producer) holds it between payloads.
+        """
+        self._check_count(len(entries))
+        held = cache._held if cache is not None else None
+        # The usual case, a producer sending the series it sent last time: the
+        # same Entry objects in the same order, one C-level comparison.
+        if held is not None and held[0] == entries:
+            _, gpus, shape = held
+        else:
+            gpus, roles = _split(entries)
+            shape = _shape(len(roles), range(len(roles)), roles, False)
+            if cache is not None:
+                cache._held = (entries, gpus, shape)
+        layout = shape.layout
+        return layout.assemble(layout.value_get(xs), gpus, path)
 
     def _check_count(self, count: int) -> None:
         if count > self.max_series:

@@ -175,9 +175,14 @@ class Inflater:
         self.parts.append(out)
 
 
-async def read_body(request: web.Request, *, max_bytes: int, max_decompressed: int | None = None) -> bytes:
-    """The request body, gunzipped if so encoded, within the limits (413 past them)."""
-    coding = content_encoding(request)
+async def read_body(request: web.Request, *, max_bytes: int, max_decompressed: int | None = None,
+                    raw: bool = False) -> bytes:
+    """The request body, gunzipped if so encoded, within the limits (413 past them).
+
+    ``raw``: the body as sent, whatever its Content-Encoding, for a caller that
+    decodes it itself (remote_write's snappy, collector/remote_write.py).
+    """
+    coding = "" if raw else content_encoding(request)
     gzipped = coding in GZIP_ENCODINGS
     if gzipped and max_decompressed is None:
         raise Rejected(415, R_UNSUPPORTED_ENCODING, "this endpoint takes an unencoded body")

@@ -60,6 +60,13 @@ class SelfMetrics:
         self.parse_paths = Counter("fleetscope_collector_push_parses",
                                    "Accepted push payloads by parser path (warm, cold, reference).",
                                    ["path"], registry=self.registry)
+        self.remote_writes = Counter("fleetscope_collector_remote_writes",
+                                     "POST /api/v1/write requests by result (accepted, rejected, error).",
+                                     ["result"], registry=self.registry)
+        self.remote_write_samples = Counter(
+            "fleetscope_collector_remote_write_samples",
+            "Samples of accepted remote_write requests by outcome (written, superseded, stale, too_often, "
+            "refused, stale_marker); docs/prometheus.md.", ["outcome"], registry=self.registry)
         self.snapshot_errors = Counter("fleetscope_collector_snapshot_errors",
                                        "Failed fleet snapshot computations for /metrics.", registry=self.registry)
         info = Gauge("fleetscope_collector_info", "This collector replica.", ["collector_id", "shard"],

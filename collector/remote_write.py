@@ -1,0 +1,574 @@
+"""The remote_write receiver: ``POST /api/v1/write`` from a site's own Prometheus (issue 18).
+
+A site that already runs Prometheus with dcgm-exporter (or nvidia_gpu_exporter,
+or our exporter) adds a ``remote_write`` block and a relabelling that puts
+``fleetscope_node_id`` on every series of a node (docs/prometheus.md). This
+receives Prometheus remote_write 1.0 (protobuf ``prometheus.WriteRequest``,
+snappy block format) with the OPERATOR's token and turns each node's series
+into the same ``Batch`` a push makes (collector/push.py): the same metric
+mapping and validation (collector/parse.py ``PayloadParser.from_entries``),
+the same liveness rule (collector/liveness.py), the same per-node rate and
+series limits, and the same writer, spool and 204-after-settled durability.
+
+What is refused, and how (Prometheus retries 5xx and 429 with backoff, and
+drops a request answered with any other 4xx; docs/prometheus.md):
+
+- the whole request, nothing of it written, with a JSON reason counted in
+  ``fleetscope_collector_rejects_total``: 401 bad token, 415 an encoding or
+  content type other than snappy protobuf 1.0, 413 too large (compressed or
+  as snappy says it inflates), 400 bad snappy, bad protobuf, a series without
+  a valid ``fleetscope_node_id``, and 403 a series naming a node that is not
+  the token's operator's (an unknown node gets the same answer: the answer
+  does not tell whether another operator's node exists);
+- storage that cannot take the batches (writer closed, spool full): 503 with
+  Retry-After, so Prometheus resends them;
+- per node, the request still answered 204: a node whose newest samples are
+  older than its interval (stale: a sender cannot backfill uptime, and the
+  writer stores telemetry only with an observation, stamped at receive time),
+  a node that came again sooner than a push may (too_often), and a node whose
+  samples prove no live GPU (the liveness rule's reasons, counted as rejects)
+  are not written. Refusing the request for one node would make Prometheus
+  drop every other node's samples in it, on every send, for good.
+
+Observation time is the collector's receive time. Prometheus stamps every
+sample of one scrape with the scrape's time and appends its own report
+(``up`` among it) after them, so a node's samples of one timestamp are one
+payload, ended by ``up``. Of each node's samples in one request the newest
+whole scrape is written; older ones in the same request are superseded (one
+row per GPU per observation, as for a push), and a newer unfinished one
+(cut off by the request's sample count) is held until its end arrives
+(``_node_batch``). ``up`` 0 is a failed observation (Prometheus could not
+scrape the node's exporter).
+Prometheus' staleness markers (a NaN with a fixed bit pattern, sent when a
+series disappears) are not values and are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+# Snappy's block format through cramjam (Rust, wheels for every platform we
+# run on, maintained; python-snappy 0.7 is itself a wrapper of it): its
+# decompress_raw_len reads the inflated size from the header, so a snappy
+# bomb is refused before anything is allocated (`_unsnappy`).
+import cramjam
+from aiohttp import web
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
+
+from collector import liveness
+from collector import metricnames as mn
+from collector.ingest import Batch
+from collector.lru import LruDict
+from collector.ratelimit import PushRateLimiter
+from collector.requests import (
+    R_DECOMPRESSED_TOO_LARGE,
+    R_STORAGE_UNAVAILABLE,
+    R_UNSUPPORTED_ENCODING,
+    Rejected,
+    read_body,
+    within_deadline,
+)
+from collector.parse import R_TOO_MANY_SERIES, ParseError, PayloadParser, SeriesCache
+from fleetscope.uptime import slot_of
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from psycopg_pool import AsyncConnectionPool
+
+    from collector.auth import Authenticator
+    from collector.ingest import Appendable
+    from collector.parse import ParsedPayload
+    from collector.selfmetrics import SelfMetrics
+    from collector.settings import CollectorSettings
+
+log = logging.getLogger(__name__)
+
+# The label that names a series' node (set by the sender's relabelling).
+NODE_LABEL = "fleetscope_node_id"
+# node_id is a bigserial: at most 19 digits.
+MAX_NODE_ID_DIGITS = 18
+# remote_write 1.0 (https://prometheus.io/docs/specs/remote_write_spec/).
+CONTENT_TYPE = "application/x-protobuf"
+PROTO_MESSAGE = "prometheus.WriteRequest"
+# Storage trouble is ours: 503 and a hint; Prometheus backs off on its own too.
+STORAGE_RETRY_AFTER_S = 5
+# Prometheus' staleness marker (model/value/value.go StaleNaN): a NaN with
+# this bit pattern, never a measured value.
+STALE_NAN_BITS = 0x7FF0000000000002
+_BITS = struct.Struct("<Q")
+# How the one sample of a series ends it, as Prometheus encodes it: field 2,
+# length 16, value (field 1, fixed64), timestamp (field 2, a 6-byte varint);
+# or, for the value 0.0, which proto3 leaves out: field 2, length 7, timestamp.
+_VALUE_SAMPLE = b"\x12\x10\x09"
+_ZERO_SAMPLE = b"\x12\x07\x10"
+_DOUBLE = struct.Struct("<d")
+# Series classified, by their labels as sent: the same series arrive in every
+# request, so most requests classify nothing. Bounded as re's pattern cache
+# is: emptied when full (a few hundred bytes an entry).
+CLASSIFY_CACHE_ENTRIES = 200_000
+# The nodes of an operator, cached like tokens (auth's cache_s); a node id not
+# in the cache makes one lookup before the request is refused.
+OPERATOR_NODES_SQL = "SELECT node_id, interval_s FROM nodes WHERE operator_id = %s"
+
+# Reasons (the `reason` label of fleetscope_collector_rejects_total).
+R_BAD_SNAPPY = "bad_snappy"
+R_BAD_PROTOBUF = "bad_protobuf"
+R_NO_NODE_LABEL = "missing_node_label"
+R_BAD_NODE_LABEL = "invalid_node_label"
+R_NOT_YOUR_NODE = "not_your_node"
+R_UNSUPPORTED_TYPE = "unsupported_content_type"
+
+# Prometheus' own series about each scrape (scrape/scrape.go, scrapeLoop.report),
+# appended after the scrape's samples, with the scrape's timestamp: ``up``
+# ends a scrape (remote_write cuts requests by sample count, not by target, so
+# one scrape may straddle two requests). The others are recognised, not stored.
+ROLE_UP, ROLE_REPORT = 1, 2
+REPORT_SERIES = {
+    "up": ROLE_UP, "scrape_samples_post_metric_relabeling": ROLE_REPORT,
+    "scrape_duration_seconds": ROLE_REPORT, "scrape_samples_scraped": ROLE_REPORT,
+    "scrape_series_added": ROLE_REPORT, "scrape_timeout_seconds": ROLE_REPORT,
+    "scrape_sample_limit": ROLE_REPORT, "scrape_body_size_bytes": ROLE_REPORT,
+}
+
+# Outcomes of received samples (fleetscope_collector_remote_write_samples_total).
+O_WRITTEN = "written"        # in a node's newest scrape, written as its observation
+O_SUPERSEDED = "superseded"  # an older scrape of a node in the same request
+O_STALE = "stale"            # the node's newest scrape is older than its interval
+O_TOO_OFTEN = "too_often"    # the node came sooner than a push may
+O_REFUSED = "refused"        # the node's samples prove no live GPU (liveness rule) or break a limit
+O_MARKER = "stale_marker"    # a staleness marker: the series ended
+O_PARTIAL = "partial"        # part of a scrape whose rest (with its up) never came before a newer scrape
+
+
+def _message_classes() -> tuple[type, type, type]:
+    """The remote_write message classes (WriteRequest, TimeSeries), built from a descriptor at run time.
+
+    Chosen over code generated by protoc because generated ``_pb2`` modules
+    are tied to the protobuf runtime they were generated for (protobuf >= 5.26
+    checks the generator's version at import and refuses an older runtime;
+    older generated code breaks on newer runtimes), while descriptor_pb2,
+    DescriptorPool and message_factory.GetMessageClass are stable public API
+    across protobuf 4.21+ with either backend (upb or pure Python). Only the
+    remote_write 1.0 fields we read are declared; exemplars (3), native
+    histograms (4) and metadata (WriteRequest 3) arrive as unknown fields and
+    are skipped by the parser. Field numbers from prometheus/prompb/types.proto
+    and remote.proto.
+    """
+    f = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(name="fleetscope/prompb_remote.proto", package="prometheus",
+                                              syntax="proto3")
+
+    def message(name: str, *fields: tuple[str, int, int, str | None, bool]) -> None:
+        m = file.message_type.add(name=name)
+        for field_name, number, kind, type_name, repeated in fields:
+            fd = m.field.add(name=field_name, number=number, type=kind,
+                             label=f.LABEL_REPEATED if repeated else f.LABEL_OPTIONAL)
+            if type_name:
+                fd.type_name = type_name
+
+    message("Label", ("name", 1, f.TYPE_STRING, None, False), ("value", 2, f.TYPE_STRING, None, False))
+    message("Sample", ("value", 1, f.TYPE_DOUBLE, None, False), ("timestamp", 2, f.TYPE_INT64, None, False))
+    message("TimeSeries", ("labels", 1, f.TYPE_MESSAGE, ".prometheus.Label", True),
+            ("samples", 2, f.TYPE_MESSAGE, ".prometheus.Sample", True))
+    message("WriteRequest", ("timeseries", 1, f.TYPE_MESSAGE, ".prometheus.TimeSeries", True))
+    # The same wire format with each series left as its encoded bytes (a
+    # length-delimited field reads as bytes or as a message alike): the
+    # receiver's fast path (RemoteWriteReceiver._decode).
+    message("RawWriteRequest", ("timeseries", 1, f.TYPE_BYTES, None, True))
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return tuple(message_factory.GetMessageClass(pool.FindMessageTypeByName(f"prometheus.{name}"))
+                 for name in ("WriteRequest", "TimeSeries", "RawWriteRequest"))
+
+
+WriteRequest, TimeSeries, _RawWriteRequest = _message_classes()
+
+
+def is_stale_marker(value: float) -> bool:
+    """True when ``value`` is Prometheus' staleness marker (not a measured NaN)."""
+    return value != value and _BITS.unpack(_DOUBLE.pack(value))[0] == STALE_NAN_BITS
+
+
+def encode(series: list[tuple[dict[str, str], list[tuple[int, float]]]]) -> bytes:
+    """A snappy-compressed WriteRequest of ``(labels, [(timestamp_ms, value), ...])``: for tests and the bench."""
+    request = WriteRequest()
+    for labels, samples in series:
+        ts = request.timeseries.add()
+        for name, value in sorted(labels.items()):
+            ts.labels.add(name=name, value=value)
+        for t, v in samples:
+            ts.samples.add(value=v, timestamp=t)
+    return bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
+
+
+class RemoteWriteReceiver:
+    """Receives, checks and hands on remote_write requests; one per app."""
+
+    def __init__(self, *, auth: Authenticator, pool: AsyncConnectionPool, appendable: Appendable,
+                 metrics: SelfMetrics, settings: CollectorSettings,
+                 now: Callable[[], datetime] | None = None) -> None:
+        self._auth = auth
+        self._pool = pool
+        self._appendable = appendable
+        self._metrics = metrics
+        self._max_bytes = settings.max_body_bytes
+        self._max_decompressed = settings.max_decompressed_bytes
+        self._deadline_s = settings.db_timeout_s
+        self._cache_s = settings.token_cache_s
+        self._parser = PayloadParser(max_series=settings.max_series_per_node,
+                                     max_label_len=settings.max_label_len)
+        self._limiter = PushRateLimiter(floor_s=settings.push_min_interval_s)
+        self._classified: dict[bytes, tuple[int, mn.Entry | None, int]] = {}
+        # Per node, the first part of a scrape that straddles two requests:
+        # (timestamp, entries, values, samples), until the rest arrives.
+        self._parts: LruDict = LruDict(settings.push_cache_nodes)
+        # operator_id -> ({node_id: interval_s}, expires at, monotonic)
+        self._nodes: LruDict = LruDict(10_000)
+        # Per node, what keeps its payload's layout between requests (the
+        # parser's shared layouts are weakly held), bounded as a push's caches.
+        self._caches: LruDict = LruDict(settings.push_cache_nodes)
+        self._now = now or (lambda: datetime.now(timezone.utc))
+
+    async def post(self, request: web.Request) -> web.Response:
+        """The handler: 204 when the request was taken (see the module doc); a Rejected otherwise."""
+        received_at = self._now()
+        try:
+            await self._receive(request, received_at)
+        except Rejected as rejected:
+            self._metrics.remote_writes.labels("error" if rejected.status >= 500 else "rejected").inc()
+            raise
+        except BaseException:
+            self._metrics.remote_writes.labels("error").inc()
+            raise
+        self._metrics.remote_writes.labels("accepted").inc()
+        return web.Response(status=204)
+
+    async def _receive(self, request: web.Request, received_at: datetime) -> None:
+        operator_id = await self._auth.operator(request)
+        _check_headers(request)
+        body = await read_body(request, max_bytes=self._max_bytes, raw=True)
+        raw = self._unsnappy(body)
+        by_node, ups = self._decode(raw)
+        intervals = await self._owned(operator_id, by_node.keys() | ups.keys())
+        outcomes: dict[str, int] = {}
+        batches, turns, merged = [], [], []
+        received_ms = received_at.timestamp() * 1000.0
+        try:
+            for node_id in by_node.keys() | ups.keys():
+                batch = self._node_batch(node_id, intervals[node_id], by_node.get(node_id, []),
+                                         ups.get(node_id, []), received_at, received_ms, outcomes, merged)
+                if batch is None:
+                    continue
+                try:
+                    turns.append((node_id, self._limiter.acquire(node_id, intervals[node_id])))
+                except Rejected:
+                    _add(outcomes, O_TOO_OFTEN, outcomes.pop("_pending", 0))
+                    continue
+                _add(outcomes, O_WRITTEN, outcomes.pop("_pending", 0))
+                batches.append(batch)
+            if batches:
+                await self._commit(batches)
+        except BaseException:
+            for node_id, previous in reversed(turns):
+                self._limiter.release(node_id, previous)
+            raise
+        for node_id, held in merged:
+            if self._parts.get(node_id) is held:  # (not a part held since)
+                self._parts.pop(node_id)
+        for outcome, count in outcomes.items():
+            self._metrics.remote_write_samples.labels(outcome).inc(count)
+        for batch in batches:
+            if batch.payload is not None:
+                for reason, count in batch.payload.rejects.items():
+                    self._metrics.reject(reason, count)
+
+    def _unsnappy(self, body: bytes) -> bytes:
+        """The body inflated from snappy's block format, within the decompressed limit."""
+        try:
+            # The block format starts with the inflated length: checked before
+            # any allocation, so a snappy bomb costs nothing.
+            size = cramjam.snappy.decompress_raw_len(body)
+        except cramjam.DecompressionError as exc:
+            raise Rejected(400, R_BAD_SNAPPY, f"the body is not snappy (block format): {exc}") from None
+        if size > self._max_decompressed:
+            raise Rejected(413, R_DECOMPRESSED_TOO_LARGE,
+                           f"the body inflates to more than {self._max_decompressed} bytes")
+        try:
+            return bytes(cramjam.snappy.decompress_raw(body))
+        except cramjam.DecompressionError as exc:
+            raise Rejected(400, R_BAD_SNAPPY, f"the body is not snappy (block format): {exc}") from None
+
+    def _decode(self, raw: bytes) -> tuple[dict[int, list], dict[int, list]]:
+        """The request's samples by node: ``{node: [(entry, timestamp_ms, value), ...]}``, and
+        Prometheus' report series apart: ``{node: [(role, timestamp_ms, value), ...]}``.
+
+        Hot path, hand-written where measured (bench/bench_remote_write.py):
+        walking protobuf's message objects costs ~5 us per series (a wrapper
+        per label), 5 x a push's whole cost per sample. So the request is
+        split into each series' encoded bytes in one C call, and a series
+        ending in the one sample Prometheus sends per series and scrape is
+        split there by its fixed layout (``_split_tail``): its labels' bytes
+        are the cache key, classified once per series. Anything else (several
+        samples, other encodings) takes the message objects. The split is
+        exact: a key is cached only once its bytes are proven to be whole
+        labels and nothing else, and protobuf's parse of "whole labels, then
+        one whole sample" is unique.
+        """
+        try:
+            series = _RawWriteRequest.FromString(raw).timeseries
+        except DecodeError as exc:
+            raise Rejected(400, R_BAD_PROTOBUF, f"the body is not a remote_write WriteRequest: {exc}") from None
+        get = self._classified.get
+        unpack = _DOUBLE.unpack_from
+        times: dict[bytes, int | None] = {}
+        by_node: dict[int, list] = {}
+        ups: dict[int, list] = {}
+        for s in series:
+            # (One slice comparison each: measured cheaper than four index tests.)
+            if s[-18:-15] == _VALUE_SAMPLE and s[-7] == 0x10:
+                known = get(s[:-18]) or self._classify_key(s[:-18])
+                x = unpack(s, len(s) - 15)[0]
+            else:
+                known = None
+            if known is None and s[-9:-6] == _ZERO_SAMPLE:  # value 0.0: proto3 leaves it out
+                known = get(s[:-9]) or self._classify_key(s[:-9])
+                x = 0.0
+            if known is not None:
+                tail = s[-6:]
+                t = times.get(tail, -1)
+                if t == -1:
+                    t = times[tail] = _varint6(tail)
+            if known is None or t is None:
+                self._slow_series(s, by_node, ups)
+                continue
+            node_id, entry, role = known
+            if role:
+                ups.setdefault(node_id, []).append((role, t, x))
+            else:
+                rows = by_node.get(node_id)
+                if rows is None:
+                    rows = by_node[node_id] = []
+                rows.append((entry, t, x))
+        return by_node, ups
+
+    def _slow_series(self, s: bytes, by_node: dict[int, list], ups: dict[int, list]) -> None:
+        """One series through protobuf's message objects: any number of samples, any encoding."""
+        try:
+            ts = TimeSeries.FromString(s)
+        except DecodeError as exc:
+            raise Rejected(400, R_BAD_PROTOBUF, f"a series is not a remote_write TimeSeries: {exc}") from None
+        node_id, entry, role = self._classify([(label.name, label.value) for label in ts.labels])
+        for sample in ts.samples:
+            if role:
+                ups.setdefault(node_id, []).append((role, sample.timestamp, sample.value))
+            else:
+                by_node.setdefault(node_id, []).append((entry, sample.timestamp, sample.value))
+
+    def _classify_key(self, key: bytes) -> tuple[int, mn.Entry | None, int] | None:
+        """Classify and cache the series whose labels are encoded as ``key``; None if ``key`` is not only labels."""
+        try:
+            ts = TimeSeries.FromString(key)
+        except DecodeError:
+            return None
+        if ts.samples or ts.SerializeToString() != key:
+            return None  # not whole labels in the canonical encoding: the slow path decides
+        known = self._classify([(label.name, label.value) for label in ts.labels])
+        if len(self._classified) >= CLASSIFY_CACHE_ENTRIES:
+            self._classified.clear()
+        self._classified[key] = known
+        return known
+
+    def _classify(self, pairs: list[tuple[str, str]]) -> tuple[int, mn.Entry | None, int]:
+        """(node_id, the series' Entry or None, its REPORT_SERIES role or 0); 400 without a valid node label."""
+        labels = dict(pairs)
+        node_label = labels.pop(NODE_LABEL, None)
+        name = labels.pop("__name__", "")
+        if node_label is None:
+            raise Rejected(400, R_NO_NODE_LABEL, f"series {name!r} has no {NODE_LABEL} label: relabel every "
+                           "series of a node with its node_id (docs/prometheus.md)")
+        if not (node_label.isascii() and node_label.isdigit() and len(node_label) <= MAX_NODE_ID_DIGITS):
+            raise Rejected(400, R_BAD_NODE_LABEL, f"{NODE_LABEL}={node_label[:40]!r} is not a node_id")
+        role = REPORT_SERIES.get(name, 0)
+        entry = None if role else mn.classify(name, labels, max_label_len=self._parser.max_label_len)
+        return int(node_label), entry, role
+
+    async def _owned(self, operator_id: int, node_ids) -> dict[int, int]:  # type: ignore[no-untyped-def]
+        """The interval of each node in ``node_ids``; 403 if any is not the operator's."""
+        loop = asyncio.get_running_loop()
+        cached = self._nodes.get(operator_id)
+        if cached is None or cached[1] < loop.time() or not cached[0].keys() >= node_ids:
+            async def query() -> dict[int, int]:
+                async with self._pool.connection() as conn:
+                    rows = await (await conn.execute(OPERATOR_NODES_SQL, (operator_id,))).fetchall()
+                return dict(rows)
+            nodes = await within_deadline(query(), self._deadline_s)
+            cached = (nodes, loop.time() + self._cache_s)
+            self._nodes.put(operator_id, cached)
+        nodes = cached[0]
+        foreign = sorted(n for n in node_ids if n not in nodes)
+        if foreign:
+            raise Rejected(403, R_NOT_YOUR_NODE, f"{NODE_LABEL}={foreign[0]} is not a node of this operator; "
+                           "nothing of this request was written")
+        return nodes
+
+    def _node_batch(self, node_id: int, interval_s: int, rows: list, ups: list, received_at: datetime,
+                    received_ms: float, outcomes: dict[str, int], merged: list[tuple]) -> Batch | None:
+        """One node's Batch from its newest whole scrape in the request, or None (see the module doc).
+
+        A scrape straddling two requests (remote_write cuts requests by sample
+        count, not by target) is written whole: the part of the newest scrape
+        that lacks the scrape's ``up`` (Prometheus' report follows a scrape's
+        samples) is held (``_parts``) and joined with the rest when it comes,
+        so a part never makes an observation of fewer GPUs than the node has
+        (it would turn the others offline and read as a changed GPU set). The
+        samples the batch would hold are left under ``outcomes["_pending"]``
+        for the caller, who knows whether the node's turn is free; the nodes
+        whose held part was used or dropped are added to ``merged``.
+        """
+        # Scrapes by timestamp: [entries, values, samples]; usually just one.
+        scrapes: dict[int, list] = {}
+        markers = 0
+        if rows:
+            entries, times, xs = (list(c) for c in zip(*rows))
+            total = sum(xs)
+            if min(times) == max(times) and total == total:
+                scrapes[times[0]] = [entries, xs, len(entries)]
+            else:  # several scrapes, or NaNs (staleness markers among them): sample by sample
+                for entry, t, x in rows:
+                    if x != x and is_stale_marker(x):
+                        markers += 1
+                        continue
+                    scrape = scrapes.get(t)
+                    if scrape is None:
+                        scrape = scrapes[t] = [[], [], 0]
+                    scrape[0].append(entry)
+                    scrape[1].append(x)
+                    scrape[2] += 1
+        ended: dict[int, float] = {}  # timestamp -> up
+        for role, t, x in ups:
+            if x != x and is_stale_marker(x):
+                markers += 1
+                continue
+            scrape = scrapes.get(t)
+            if scrape is None:
+                scrape = scrapes[t] = [[], [], 0]
+            scrape[2] += 1
+            if role == ROLE_UP:
+                ended[t] = x
+        _add(outcomes, O_MARKER, markers)
+        held = self._parts.get(node_id)
+        if held is not None:
+            merged.append((node_id, held))  # forgotten once this request is through (kept if storage fails)
+            scrape = scrapes.get(held[0])
+            if scrape is not None:
+                scrape[0], scrape[1], scrape[2] = held[1] + scrape[0], held[2] + scrape[1], held[3] + scrape[2]
+            else:
+                _add(outcomes, O_PARTIAL, held[3])
+        if not scrapes:
+            return None
+        newest = max(scrapes)
+        done = max(ended) if ended else None
+        if newest not in ended:
+            # The newest scrape's end is still to come: held for the next request.
+            entries, xs, used = scrapes.pop(newest)
+            self._parts.put(node_id, (newest, entries, xs, used))
+            if held is not None and held[0] == newest:
+                merged.remove((node_id, held))
+        if done is None:
+            _add(outcomes, O_SUPERSEDED, sum(scrape[2] for scrape in scrapes.values()))
+            return None
+        entries, xs, used = scrapes.pop(done)
+        _add(outcomes, O_SUPERSEDED, sum(scrape[2] for scrape in scrapes.values()))
+        if received_ms - done > interval_s * 1000.0:
+            _add(outcomes, O_STALE, used)
+            return None
+        slot = slot_of(received_at, interval_s)
+        if ended[done] == 0.0:
+            outcomes["_pending"] = used
+            return Batch(node_id=node_id, received_at=received_at, slot=slot, source="push", ok=False,
+                         error="up 0: the sender's Prometheus could not scrape the node's exporter")
+        if not entries:
+            _add(outcomes, O_REFUSED, used)  # up alone: no GPU, nothing to observe
+            return None
+        payload = self._payload(node_id, entries, xs)
+        if isinstance(payload, str):
+            self._metrics.reject(payload)
+            _add(outcomes, O_REFUSED, used)
+            return None
+        outcomes["_pending"] = used
+        return Batch(node_id=node_id, received_at=received_at, slot=slot, source="push", ok=True,
+                     payload=payload)
+
+    def _payload(self, node_id: int, entries: list[mn.Entry], xs: list[float]) -> ParsedPayload | str:
+        """The node's ParsedPayload, or the reason it is refused."""
+        try:
+            payload = self._parser.from_entries(entries, xs, path="remote_write",
+                                                cache=self._caches.use(node_id, SeriesCache))
+        except ParseError as err:
+            return err.reason or R_TOO_MANY_SERIES
+        refused = liveness.refusal(payload)
+        if refused is not None:
+            return refused[0]
+        return payload
+
+    async def _commit(self, batches: list[Batch]) -> None:
+        appender = self._appendable.appender()
+        try:
+            for batch in batches:
+                appender.append(batch)
+            await appender.commit()
+            await appender.settled()  # a 204 means written or spooled (issue 15)
+        except asyncio.CancelledError:
+            appender.rollback()
+            raise
+        except Exception:
+            log.exception("storage refused a remote_write request of %d batches", len(batches))
+            try:
+                appender.rollback()
+            except Exception:  # already committed or closed: nothing left to undo
+                pass
+            raise Rejected(503, R_STORAGE_UNAVAILABLE, "storage is unavailable; retry later",
+                           headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)}) from None
+
+
+def _varint6(data: bytes) -> int | None:
+    """The 6-byte varint ``data`` (a millisecond timestamp of our era), None if it is not one."""
+    if data[5] >= 0x80 or min(data[:5]) < 0x80:
+        return None
+    value = 0
+    for i, byte in enumerate(data):
+        value |= (byte & 0x7F) << (7 * i)
+    return value
+
+
+def _add(outcomes: dict[str, int], outcome: str, count: int) -> None:
+    if count:
+        outcomes[outcome] = outcomes.get(outcome, 0) + count
+
+
+def _check_headers(request: web.Request) -> None:
+    """415 unless the body is remote_write 1.0: snappy-compressed protobuf WriteRequest."""
+    coding = request.headers.get("Content-Encoding", "").strip().lower()
+    if coding != "snappy":
+        raise Rejected(415, R_UNSUPPORTED_ENCODING,
+                       f"Content-Encoding {coding[:40]!r} is not supported; remote_write sends snappy",
+                       headers={"Accept-Encoding": "snappy"})
+    content_type = request.headers.get("Content-Type")
+    if content_type is not None:
+        media, _, params = content_type.partition(";")
+        proto = ""
+        for param in params.split(";"):
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "proto":
+                proto = value.strip().strip('"')
+        if media.strip().lower() != CONTENT_TYPE or proto not in ("", PROTO_MESSAGE):
+            # remote_write 2.0 (proto=io.prometheus.write.v2.Request) is answered 415,
+            # which its senders take as "send 1.0".
+            raise Rejected(415, R_UNSUPPORTED_TYPE, f"Content-Type {content_type[:80]!r} is not supported; "
+                           f"send remote_write 1.0 ({CONTENT_TYPE})")

@@ -1,0 +1,53 @@
+"""Liveness from remote_write is the push's rule, at receive time: a sender cannot backfill uptime.
+
+A node's newest samples older than its interval are not an observation; ``up``
+0 is a failed observation; Prometheus' staleness markers are no values; a
+node whose samples prove no GPU is not written, while the request's other
+nodes are (one bad node must not make Prometheus drop the whole fleet).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from collector.remote_write import STALE_NAN_BITS, encode
+from tests.collector_harness import FLEET_PROM, register, rejects, sample, scrape_metrics
+from tests.remotewrite import now_ms, series_of, write
+
+STALE_NAN = struct.unpack("<d", struct.pack("<Q", STALE_NAN_BITS))[0]
+
+
+async def test_samples_older_than_the_nodes_interval_are_not_an_observation(client, storage, operator_token):
+    node, _ = await register(client, operator_token, interval_s=15)
+    response = await write(client, operator_token, encode(series_of(FLEET_PROM, node, now_ms() - 16_000)))
+    assert response.status == 204
+    assert storage.committed == []
+    metrics = await scrape_metrics(client)
+    assert sample(metrics, "fleetscope_collector_remote_write_samples_total", outcome="stale") > 0
+    fresh = await write(client, operator_token, encode(series_of(FLEET_PROM, node, now_ms() - 14_000)))
+    assert fresh.status == 204 and [b.ok for b in storage.committed] == [True]
+
+
+async def test_up_zero_is_a_failed_observation_and_staleness_markers_are_no_values(client, storage, operator_token):
+    node, _ = await register(client, operator_token)
+    t = now_ms()
+    gone = [(labels, [(t, STALE_NAN)]) for labels, _ in series_of(FLEET_PROM, node, t, up=None)]
+    response = await write(client, operator_token, encode(gone + series_of("", node, t, up=0.0)))
+    assert response.status == 204
+    [batch] = storage.committed
+    assert not batch.ok and batch.payload is None and "up 0" in batch.error
+    metrics = await scrape_metrics(client)
+    assert sample(metrics, "fleetscope_collector_remote_write_samples_total", outcome="stale_marker") == len(gone)
+    assert sample(metrics, "fleetscope_collector_rejects_total", reason="nan") == 0
+
+
+async def test_a_node_proving_no_gpu_is_not_written_but_the_others_are(client, storage, operator_token):
+    good, _ = await register(client, operator_token, "good")
+    empty, _ = await register(client, operator_token, "up-only")
+    fake, _ = await register(client, operator_token, "fake")
+    forged = FLEET_PROM.decode().replace("GPU-", "NOT-A-GPU-")
+    body = encode(series_of(FLEET_PROM, good) + series_of("", empty) + series_of(forged, fake))
+    response = await write(client, operator_token, body)
+    assert response.status == 204
+    assert [(b.node_id, b.ok) for b in storage.committed] == [(good, True)]
+    assert await rejects(client, "implausible_uuid") == 1
