@@ -1,19 +1,16 @@
-"""The scrape scheduler: pull every registered node's /metrics once per interval.
+"""The scraper: pull every registered node's /metrics once per interval.
 
 As Prometheus' scrape manager, the scraper knows storage only through an
 :class:`~collector.ingest.Appendable`: each attempt becomes exactly one
 :class:`~collector.ingest.Batch` (ok with its parsed payload, or failed with
 a short error), appended and committed by the task that made the attempt.
 
-- Targets are the nodes with a ``scrape_url`` that are not paused, read from
-  the database every ``refresh_s`` (changed nodes are rescheduled, removed
-  ones dropped with their parse cache); when the database cannot be read the
-  last list is kept. New nodes are looked for every second by primary key and
-  scraped at once (issue 15: a new node's first scrape comes within one
-  interval of its registration). A replica keeps only its shard: ``stable_hash(node_id) % n == i``.
+- Its targets, read from the database and refreshed, are collector/targets.py's
+  (a new node is scraped at once; a replica keeps only its shard).
 - Each target is scraped at ``offset + k * interval`` on the epoch-aligned
-  grid, ``offset`` a stable hash of its node id (:func:`schedule_offset`), so
-  30,000 targets at 15 s are spread over the interval, not fired at once.
+  grid (collector/schedule.py: the shard, offset, due time, timeout and missed
+  slots are pure functions there), so 30,000 targets at 15 s are spread over
+  the interval, not fired at once.
 - One scheduler task keeps the next deadline of every target in a heap (the
   healthchecks habit: store the next deadline and index it). A scrape holds a
   slot of the concurrency semaphore from the request to the commit, so a slow
@@ -27,7 +24,9 @@ a short error), appended and committed by the task that made the attempt.
   pooled by host and port; https, credentials in the URL and redirects go
   through one shared aiohttp ``ClientSession`` with keep-alive. Both are
   opened and closed with the scraper. The per-target timeout is shorter than
-  the interval.
+  the interval. A failed attempt's error text is collector/scrape_errors.py's.
+- This module also holds the reading of an aiohttp response body within the
+  payload limit, and the raising of the open-files limit at start.
 
 ``Scraper`` is an async context manager, started and stopped by the
 collector app's ``cleanup_ctx``.
@@ -36,14 +35,12 @@ collector app's ``cleanup_ctx``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import heapq
 import logging
 import math
 import resource
 import socket
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -59,11 +56,13 @@ from collector.parse import (
     DEFAULT_MAX_SERIES,
     ParseError,
     PayloadParser,
-    SeriesCache,
 )
+from collector.schedule import MAX_TIMEOUT_S, slots_missed
+from collector.scrape_errors import connect_error, short_error
+from collector.targets import DEFAULT_REFRESH_S, Target, TargetList
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable
 
     from psycopg_pool import AsyncConnectionPool
 
@@ -71,33 +70,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The database is re-read this often for new, changed and removed targets.
-# Changes and removals are rare; 30 s costs one indexed query (~30 ms at
-# 30,000 rows). New nodes are found sooner (NEW_TARGETS_POLL_S).
-DEFAULT_REFRESH_S = 30.0
-# New nodes are looked for this often (one indexed query on the primary key,
-# a few hundred microseconds), so that a node registered with a scrape_url is
-# first scraped within one interval of its registration, not after the next
-# full refresh (issue 15, item 8): it is scraped as soon as it is seen.
-NEW_TARGETS_POLL_S = 1.0
-# How long one refresh may take before it counts as a database outage.
-REFRESH_TIMEOUT_S = 10.0
 # Scrapes in flight at once. Most take milliseconds, but an unreachable host
 # that drops packets holds its slot until the timeout: with 5 % of 30,000
 # hosts at 15 s black-holed, ~1,000 slots sit in timeouts. Each slot is one
 # socket and a few KB.
 DEFAULT_CONCURRENCY = 1024
-# A scrape may take at most this long, and never more than TIMEOUT_FRACTION of
-# its interval (Prometheus' scrape_timeout defaults to 10 s and must not
-# exceed the interval), so an attempt always ends before the next is due.
-MAX_TIMEOUT_S = 10.0
-TIMEOUT_FRACTION = 0.8
-# Offsets are kept out of the last OFFSET_GUARD_FRACTION of the interval: an
-# observation's slot is the slot of its *receive* time, so a scrape due just
-# before a slot boundary would land in the next slot whenever it is a little
-# slow, leaving one slot empty and the next with two. A target due at most
-# 80 % into its interval has 3 s (at 15 s) of latency before that happens.
-OFFSET_GUARD_FRACTION = 0.2
 # Idle keep-alive connections live this long: longer than the default 15 s
 # interval, so each scrape reuses its target's connection (Prometheus keeps one
 # per target too); aiohttp's default (15 s) would race the interval.
@@ -118,7 +95,6 @@ ACCEPT = ("text/plain;version=0.0.4;q=1.0,application/openmetrics-text;version=1
           "application/openmetrics-text;version=0.0.1;q=0.4,*/*;q=0.1")
 ACCEPT_ENCODING = "gzip"
 USER_AGENT = "fleetscope-collector"
-MAX_ERROR_LEN = 200
 # Soft open-files limit asked for at start (see _raise_nofile_limit).
 MAX_NOFILE = 1 << 20
 # Idle kept-alive connections of collector/fetch.py's pool: one per target
@@ -130,104 +106,8 @@ NOFILE_RESERVE = 1024
 # Values of the `result` label of fleetscope_collector_scrapes_total.
 RESULTS = ("ok", "timeout", "error", "http", "unparsable", "refused")
 
-TARGETS_SQL = """
-SELECT node_id, scrape_url, interval_s
-  FROM nodes
- WHERE scrape_url IS NOT NULL AND NOT paused
- ORDER BY node_id
-"""
-# The targets registered since the highest node id seen.
-NEW_TARGETS_SQL = """
-SELECT node_id, scrape_url, interval_s
-  FROM nodes
- WHERE node_id > %s AND scrape_url IS NOT NULL AND NOT paused
- ORDER BY node_id
-"""
 
-
-# -- definitions: pure functions ---------------------------------------------
-
-
-def stable_hash(node_id: int, *, purpose: bytes = b"") -> int:
-    """A 64-bit hash of a node id, the same in every process and on every replica.
-
-    blake2b (8-byte digest, ``person=purpose``) of the id's decimal text, read
-    little-endian; Python's ``hash()`` is salted per process and would split
-    shards differently on each replica.
-    """
-    digest = hashlib.blake2b(str(int(node_id)).encode(), digest_size=8, person=purpose).digest()
-    return int.from_bytes(digest, "little")
-
-
-def shard_of(node_id: int, n: int) -> int:
-    """The shard (0 to n-1) that scrapes ``node_id`` among ``n`` replicas."""
-    return stable_hash(node_id) % n
-
-
-def in_shard(node_id: int, shard: tuple[int, int]) -> bool:
-    """Whether replica ``shard = (i, n)`` scrapes ``node_id``."""
-    i, n = shard
-    return shard_of(node_id, n) == i
-
-
-def schedule_offset(node_id: int, period_s: float) -> float:
-    """Seconds after each epoch-aligned interval start at which the node is scraped.
-
-    Stable per node, uniform over [0, (1 - OFFSET_GUARD_FRACTION) * period_s)
-    at microsecond resolution. Uses a hash independent of the shard's, so the
-    targets of one shard are as spread as the whole fleet's.
-    """
-    span_us = max(1, int(period_s * (1.0 - OFFSET_GUARD_FRACTION) * 1_000_000))
-    return (stable_hash(node_id, purpose=b"offset") % span_us) / 1_000_000
-
-
-def next_due(now: float, offset: float, period_s: float) -> float:
-    """The first time ``offset + k * period_s`` (k an integer) at or after ``now``."""
-    k = math.ceil((now - offset) / period_s)
-    due = offset + k * period_s
-    return due if due >= now else due + period_s  # float rounding
-
-
-def timeout_for(period_s: float, max_timeout_s: float = MAX_TIMEOUT_S) -> float:
-    """The scrape timeout for a target scraped every ``period_s``."""
-    return min(max_timeout_s, TIMEOUT_FRACTION * period_s)
-
-
-def slots_missed(due: float, start: float, period_s: float) -> int:
-    """How many of a target's due times in [due, start] a scrape starting at ``start`` gives up.
-
-    0 when it starts within its interval (``start - due < period_s``);
-    otherwise every due time up to and including the latest one at or before
-    ``start``: the target waits for its next due time after ``start``.
-    """
-    late = start - due
-    if late < period_s:
-        return 0
-    return math.floor(late / period_s) + 1
-
-
-# -- the scraper -------------------------------------------------------------
-
-
-@dataclass(slots=True, eq=False)
-class Target:
-    """One node this replica scrapes, and its scrape state."""
-
-    node_id: int
-    url: str
-    interval_s: int       # the node's interval: its uptime slot grid
-    period_s: float       # seconds between scrapes (interval_s x time_scale)
-    offset: float
-    timeout: aiohttp.ClientTimeout
-    cache: SeriesCache
-    generation: int       # bumped when the schedule changes; stale heap entries are dropped
-    busy: bool = False    # an attempt is in flight (or waiting to commit)
-    # Its GET for collector/fetch.py; None: aiohttp (https, credentials in
-    # the URL, or after a redirect).
-    request: fetch.Request | None = None
-
-
-class Scraper:
+class Scraper(TargetList):
     """Scrapes this replica's shard of the registered nodes into ``appendable``.
 
     ``db`` is a psycopg ``AsyncConnectionPool`` or a DSN (then the scraper keeps
@@ -238,7 +118,9 @@ class Scraper:
     ``max_body_bytes``, ``max_series`` and ``max_label_len`` bound one payload.
     ``time_scale`` multiplies every interval; it exists for tests only, so that
     a 5 s interval can be run at 0.5 s. ``clock`` is the wall clock (epoch
-    seconds); deadlines are on the epoch grid.
+    seconds); deadlines are on the epoch grid. Its target list (``targets``,
+    ``refresh``, ``apply_targets``, ``add_new_targets``) is
+    :class:`~collector.targets.TargetList`'s.
     """
 
     def __init__(self, db: AsyncConnectionPool | str | None, appendable: Appendable, *,
@@ -349,7 +231,7 @@ class Scraper:
             await self.refresh()
         except Exception as err:  # noqa: BLE001 - the refresh loop retries
             log.warning("scraper %s: cannot read targets yet (%s); retrying every %.0f s",
-                        self.collector_id, _short(err), self.refresh_s)
+                        self.collector_id, short_error(err), self.refresh_s)
         self._tasks = [asyncio.create_task(self._schedule_loop(), name="scrape-scheduler"),
                        asyncio.create_task(self._refresh_loop(), name="scrape-refresh"),
                        asyncio.create_task(self._new_targets_loop(), name="scrape-new-targets")]
@@ -375,144 +257,6 @@ class Scraper:
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
-
-    # -- targets ---------------------------------------------------------------
-
-    @property
-    def targets(self) -> dict[int, Target]:
-        """This replica's targets by node id (read-only view for tests and status)."""
-        return dict(self._targets)
-
-    async def refresh(self) -> int:
-        """Read the targets from the database and apply them; return their count.
-
-        Raises on a database error, leaving the current targets as they were.
-        """
-        async with asyncio.timeout(REFRESH_TIMEOUT_S):
-            rows = await self._load()
-        self.apply_targets(rows)
-        return len(self._targets)
-
-    async def _load(self, sql: str = TARGETS_SQL, params: tuple = ()) -> list[tuple[int, str, int]]:
-        if not isinstance(self._db, str):
-            async with self._db.connection() as conn:
-                cur = await conn.execute(sql, params)
-                return await cur.fetchall()
-        try:
-            if self._conn is None or self._conn.closed:
-                self._conn = await psycopg.AsyncConnection.connect(
-                    self._db, autocommit=True, connect_timeout=int(REFRESH_TIMEOUT_S))
-            cur = await self._conn.execute(sql, params)
-            return await cur.fetchall()
-        except BaseException:
-            if self._conn is not None:
-                conn, self._conn = self._conn, None
-                try:
-                    await conn.close()
-                except Exception:  # noqa: BLE001 - already broken
-                    pass
-            raise
-
-    def apply_targets(self, rows: Iterable[tuple[int, str, int]]) -> None:
-        """Make ``rows`` (node_id, scrape_url, interval_s) this replica's targets.
-
-        Rows outside the shard are ignored. A new target is scheduled at its
-        next due time; a target whose URL or interval changed is rescheduled
-        (and its parse cache dropped when the URL changed); a target no longer
-        listed is dropped with its cache (an attempt already in flight still
-        commits its observation).
-        """
-        now = self._clock()
-        old = self._targets
-        new: dict[int, Target] = {}
-        for node_id, url, interval_s in rows:
-            self._max_node_id = max(self._max_node_id, node_id)
-            if not in_shard(node_id, self.shard):
-                continue
-            target = old.get(node_id)
-            if target is not None and target.url == url and target.interval_s == interval_s:
-                new[node_id] = target
-                continue
-            period = interval_s * self.time_scale
-            self._generation += 1
-            offset = schedule_offset(node_id, period)
-            timeout = aiohttp.ClientTimeout(total=timeout_for(period, self.timeout_s))
-            if target is None:
-                target = Target(node_id=node_id, url=url, interval_s=interval_s, period_s=period,
-                                offset=offset, timeout=timeout, cache=SeriesCache(),
-                                generation=self._generation, request=self._request(url))
-            else:  # changed in place, so an attempt in flight still clears `busy`
-                if target.url != url:
-                    target.cache = SeriesCache()
-                    target.request = self._request(url)
-                target.url, target.interval_s, target.period_s = url, interval_s, period
-                target.offset, target.timeout, target.generation = offset, timeout, self._generation
-            new[node_id] = target
-            heapq.heappush(self._heap, (next_due(now, target.offset, period), node_id, target.generation))
-        self._targets = new
-        self._m_targets.set(len(new))
-        self._loaded = True
-        # Stale heap entries (removed or rescheduled targets) are dropped when
-        # popped; rebuild when they dominate so the heap stays O(targets).
-        if len(self._heap) > 2 * len(new) + 1024:
-            self._heap = [e for e in self._heap if (t := new.get(e[1])) is not None and t.generation == e[2]]
-            heapq.heapify(self._heap)
-        self._poke()
-
-    def add_new_targets(self, rows: Iterable[tuple[int, str, int]]) -> int:
-        """Add targets not known yet (rows as ``apply_targets``'), each due now; return how many.
-
-        A new node is scraped at once rather than at its next offset, so its
-        first observation comes within one interval of its registration
-        (issue 15, item 8); later scrapes follow its offset as usual.
-        """
-        now = self._clock()
-        added = 0
-        for node_id, url, interval_s in rows:
-            self._max_node_id = max(self._max_node_id, node_id)
-            if node_id in self._targets or not in_shard(node_id, self.shard):
-                continue
-            period = interval_s * self.time_scale
-            self._generation += 1
-            target = Target(node_id=node_id, url=url, interval_s=interval_s, period_s=period,
-                            offset=schedule_offset(node_id, period),
-                            timeout=aiohttp.ClientTimeout(total=timeout_for(period, self.timeout_s)),
-                            cache=SeriesCache(), generation=self._generation, request=self._request(url))
-            self._targets[node_id] = target
-            heapq.heappush(self._heap, (now, node_id, target.generation))
-            added += 1
-        if added:
-            self._m_targets.set(len(self._targets))
-            self._poke()
-        return added
-
-    async def _new_targets_loop(self) -> None:
-        while True:
-            await asyncio.sleep(NEW_TARGETS_POLL_S)
-            if not self._loaded:
-                continue  # the full refresh comes first
-            try:
-                async with asyncio.timeout(REFRESH_TIMEOUT_S):
-                    rows = await self._load(NEW_TARGETS_SQL, (self._max_node_id,))
-            except Exception as err:  # noqa: BLE001 - the next poll, or the full refresh, retries
-                log.debug("scraper %s: cannot look for new targets: %s", self.collector_id, _short(err))
-                continue
-            self.add_new_targets(rows)
-
-    def _request(self, url: str) -> fetch.Request | None:
-        return fetch.Request(url, self._headers) if fetch.supported(url) else None
-
-    async def _refresh_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.refresh_s)
-            if self._fetch is not None:
-                self._fetch.sweep()
-            try:
-                await self.refresh()
-            except Exception as err:  # noqa: BLE001 - a DB outage keeps the last list
-                self._m_refresh_errors.inc()
-                log.warning("scraper %s: cannot refresh targets, keeping %d: %s",
-                            self.collector_id, len(self._targets), _short(err))
 
     # -- scheduling ------------------------------------------------------------
 
@@ -641,24 +385,24 @@ class Scraper:
         except fetch.Disconnected:
             error, result = "server disconnected", "error"
         except fetch.BadResponse as err:
-            error, result = _short(f"bad response: {err}"), "error"
+            error, result = short_error(f"bad response: {err}"), "error"
         except RefusedAddress as err:  # issue 15: no connection to a refused address, redirects included
-            error, result = _short(f"refused: {err}"), "refused"
+            error, result = short_error(f"refused: {err}"), "refused"
         except ConnectionRefusedError:  # (aiohttp wraps its own in ClientConnectorError, below)
             error, result = "connection refused", "error"
         except socket.gaierror as err:
-            error, result = _short(f"dns: {err.strerror or err}"), "error"
+            error, result = short_error(f"dns: {err.strerror or err}"), "error"
         except aiohttp.ClientConnectorError as err:
-            error = _connect_error(err)
+            error = connect_error(err)
             result = "refused" if isinstance(err.os_error, RefusedAddress) else "error"
         except aiohttp.ServerDisconnectedError:
             error, result = "server disconnected", "error"
         except aiohttp.ClientPayloadError as err:
-            error, result = _short(f"bad response body: {err}"), "error"
+            error, result = short_error(f"bad response body: {err}"), "error"
         except aiohttp.ClientResponseError as err:
-            error, result = _short(f"bad response: {err.message}"), "error"
+            error, result = short_error(f"bad response: {err.message}"), "error"
         except (aiohttp.ClientError, OSError, ValueError) as err:
-            error, result = _short(f"{type(err).__name__}: {err}"), "error"
+            error, result = short_error(f"{type(err).__name__}: {err}"), "error"
         elapsed = time.perf_counter() - t0
         received = self._clock()
         self._m_duration.observe(elapsed)
@@ -709,24 +453,6 @@ async def _read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _connect_error(err: aiohttp.ClientConnectorError) -> str:
-    os_error = err.os_error
-    if isinstance(os_error, RefusedAddress):
-        return _short(f"refused: {os_error}")
-    if isinstance(os_error, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(os_error, (asyncio.TimeoutError, TimeoutError)):
-        return "timeout"
-    if isinstance(err, aiohttp.ClientConnectorDNSError):
-        return _short(f"dns: {os_error.strerror or os_error}")
-    return _short(f"connect: {getattr(os_error, 'strerror', None) or os_error}")
-
-
-def _short(err: object) -> str:
-    text = str(err) or type(err).__name__
-    return text if len(text) <= MAX_ERROR_LEN else text[: MAX_ERROR_LEN - 3] + "..."
 
 
 def _raise_nofile_limit() -> int:

@@ -47,8 +47,8 @@ DEFAULT_DB_POOL_SIZE = 8
 # answered 503: better a fast "try again" than a pile of stuck requests.
 DEFAULT_DB_TIMEOUT_S = 5.0
 # The scraper's knobs, kept here so `fleetscope collector` parses them once;
-# the values are collector/scrape.py's (DEFAULT_CONCURRENCY, MAX_TIMEOUT_S),
-# which explains them.
+# the values are collector/scrape.py's DEFAULT_CONCURRENCY and
+# collector/schedule.py's MAX_TIMEOUT_S, which explain them.
 DEFAULT_SCRAPE_CONCURRENCY = 1024
 DEFAULT_SCRAPE_TIMEOUT_S = 10.0
 # Integrity checks every 5 minutes: a fake GPU shows on the public page within

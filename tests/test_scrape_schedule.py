@@ -7,7 +7,7 @@ import statistics
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector.scrape import (
+from collector.schedule import (
     MAX_TIMEOUT_S,
     OFFSET_GUARD_FRACTION,
     in_shard,

@@ -8,7 +8,8 @@ import psycopg
 from prometheus_client import CollectorRegistry
 
 from collector.ingest import MemoryAppendable
-from collector.scrape import Scraper, shard_of
+from collector.schedule import shard_of
+from collector.scrape import Scraper
 from collector.simulate import register_fleet
 from exporters.sim import HostSpec, SimFleet
 
