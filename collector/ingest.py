@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 SOURCES = ("push", "scrape")
 
 
+class StorageBusy(Exception):
+    """Storage cannot take (or keep) the batches now: the caller should answer 503 and let the sender retry."""
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     """What one scrape attempt or one accepted push produced for one node.
