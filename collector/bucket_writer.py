@@ -162,7 +162,7 @@ class BucketWriter:
         """Build the group of ``entries`` and write or spool it; then answer whoever waits for it."""
         self._seq += 1
         group_id = f"{self.writer.boot}:w{self.index}:{self._seq}"
-        spooling = bool(self.writer.spool.pending(self.index)) or not await self._ensure_connection()
+        spooling = bool(self.writer.spool.pending(self.index)) or not await self.ensure_connection()
         try:
             group = self.builder.build([e.batch for e in entries], group_id, beat, encode=not spooling)
         except Exception:  # noqa: BLE001 - a bug here must not stop the writer: the heartbeat goes on
@@ -265,7 +265,7 @@ class BucketWriter:
         while spool.pending(self.index) and (budget is None or budget > 0):
             if budget is not None:
                 budget -= 1
-            if not await self._ensure_connection():
+            if not await self.ensure_connection():
                 return
             path, stored = spool.head(self.index)
             group = from_spool(stored)
@@ -285,7 +285,8 @@ class BucketWriter:
 
     # -- the connection -----------------------------------------------------------------
 
-    async def _ensure_connection(self) -> bool:
+    async def ensure_connection(self) -> bool:
+        """Whether the writer is connected, connecting first if the backoff allows (False: spool)."""
         if self.connected:
             return True
         if time.monotonic() < self._retry_at or self.writer.given_up:

@@ -39,11 +39,11 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from collector.bucket_writer import (
+    CONNECT_TIMEOUT_S,
     EARLY_FLUSH_BATCHES,
     FLUSH_INTERVAL_S,
     MAX_GROUP_BATCHES,
     WRITE_DEADLINE_S,
-    CONNECT_TIMEOUT_S,
     BucketWriter,
     Entry,
     close_quietly,
@@ -118,7 +118,7 @@ class Writer:
 
     async def __aenter__(self) -> Writer:
         # Connect first (loads each bucket's GPU sets); a database that is down is retried later.
-        await asyncio.gather(*(w._ensure_connection() for w in self.writers))
+        await asyncio.gather(*(w.ensure_connection() for w in self.writers))
         self._tasks = [asyncio.create_task(w.run(), name=f"fleetscope-writer-{w.index}") for w in self.writers]
         self._heartbeat = asyncio.create_task(self._beat(), name="fleetscope-writer-heartbeat")
         return self

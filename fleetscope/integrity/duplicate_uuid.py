@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 KIND = "duplicate_uuid"
 RESOLUTION = "the UUID is no longer reported by more than one node"
 # The writer refreshes an unchanged identity's last_seen every 5 minutes
-# (collector/writer.py, IDENTITY_REFRESH_S): three refreshes' worth is "at the
+# (collector/builder.py, IDENTITY_REFRESH_S): three refreshes' worth is "at the
 # same time" without missing a claim between two refreshes.
 DEFAULT_WINDOW = timedelta(minutes=15)
 
