@@ -248,6 +248,9 @@ def main() -> None:
         return
     if not 1 <= args.targets <= 50_000 or not 1 <= args.runs <= 10:
         p.error("--targets 1..50000, --runs 1..10")
+    # The simulated hosts are on 127.0.0.1, which the scraper refuses unless
+    # told (issue 15, docs/security.md); the children inherit this.
+    os.environ["FLEETSCOPE_ALLOW_PRIVATE_TARGETS"] = "1"
 
     from collector.simulate import load_fleet, register_fleet
     from fleetscope.embedded import embedded_server
