@@ -65,11 +65,13 @@ if TYPE_CHECKING:
 __all__ = ["StorageBusy", "Writer"]
 
 # Writers, each with its own connection and node bucket. One COPY is bound by
-# its one database backend (the client formats rows in a third of the time);
-# two connections took 1.2-1.5x the rows/s of one COPY on 2 cores, plain and
-# TimescaleDB (docs/benchmarks.md).
-WRITE_CONNECTIONS = 2
-QUEUE_BATCHES = 10_000          # per writer: together ~ 1.3 intervals of 10,000 nodes at 15 s
+# its one database backend, and each writer's connection waits while that
+# writer builds its next group (its loop is sequential: about half the time
+# under load, bench/bench_writer_cpu.py). Four writers took 1.2-1.6x the
+# rows/s of two in the same runs, and as much as the two pipelined
+# connections before them (docs/benchmarks.md, "Bucket writers").
+WRITE_CONNECTIONS = 4
+QUEUE_BATCHES = 5_000           # per writer: together ~ 1.3 intervals of 10,000 nodes at 15 s
 HEARTBEAT_S = 2.0
 HEARTBEAT_GAP_S = 3 * HEARTBEAT_S
 COMMIT_TIMEOUT_S = 5.0          # how long a commit may wait on a full queue
