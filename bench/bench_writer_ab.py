@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--dsn")
     parser.add_argument("--batches", type=int, default=25_000, help="batches per run (x 8 rows)")
     parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--connections", type=int, default=2)
+    parser.add_argument("--connections", type=int, help="both writers' connections (default: each its own default)")
     args = parser.parse_args()
     versions = {"A": load_writer(args.a), "B": load_writer(args.b)}
 
@@ -70,7 +70,8 @@ def main() -> None:
             bw.Writer = versions[name].Writer  # through_writer writes with bench_writer's Writer
             with tempfile.TemporaryDirectory() as spool:
                 # (Each with its own defaults: a writer that lowered the switch interval still does.)
-                rate = asyncio.run(bw.through_writer(dsn, batches, Path(spool), mode, args.connections))
+                connections = args.connections or versions[name].WRITE_CONNECTIONS
+                rate = asyncio.run(bw.through_writer(dsn, batches, Path(spool), mode, connections))
             if r:
                 rates[name].append(rate)
         if r:

@@ -67,9 +67,9 @@ __all__ = ["StorageBusy", "Writer"]
 # Writers, each with its own connection and node bucket. One COPY is bound by
 # its one database backend, and each writer's connection waits while that
 # writer builds its next group (its loop is sequential: about half the time
-# under load, bench/bench_writer_cpu.py). Four writers took 1.2-1.6x the
-# rows/s of two in the same runs, and as much as the two pipelined
-# connections before them (docs/benchmarks.md, "Bucket writers").
+# under load, bench/bench_writer_cpu.py). Four writers took 1.07x the rows/s
+# of the two pipelined connections before them, where two took 0.84x
+# (bench/bench_writer_ab.py; docs/benchmarks.md, "Bucket writers").
 WRITE_CONNECTIONS = 4
 QUEUE_BATCHES = 5_000           # per writer: together ~ 1.3 intervals of 10,000 nodes at 15 s
 HEARTBEAT_S = 2.0
