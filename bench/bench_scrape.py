@@ -19,6 +19,9 @@ a summary table with medians.
 
     python bench/bench_scrape.py --targets 6000 --runs 3            # CPU beside Prometheus
     python bench/bench_scrape.py --targets 30000 --runs 1 --no-prometheus   # throughput, RSS
+    python bench/bench_scrape.py --targets 30000 --runs 2 --no-prometheus --write --compare /tmp/before
+        # before/after: each run times the collector of the checkout at /tmp/before, then this one's,
+        # against the same simulator and database (A B A B ...)
 """
 
 from __future__ import annotations
@@ -165,8 +168,9 @@ async def child(args: argparse.Namespace) -> None:
 # -- the parent ----------------------------------------------------------------
 
 
-def run_collector(dsn: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--child", "--dsn", dsn, "--warmup", str(args.warmup),
+def run_collector(dsn: str, args: argparse.Namespace, script: str = __file__) -> dict:
+    """One collector child: this checkout's (``script`` of another checkout: that one's collector)."""
+    cmd = [sys.executable, script, "--child", "--dsn", dsn, "--warmup", str(args.warmup),
            "--window", str(args.window), "--concurrency", str(args.concurrency)]
     if args.write:
         cmd.append("--write")
@@ -234,6 +238,8 @@ def main() -> None:
     p.add_argument("--write", action="store_true", help="write through collector.writer.Writer to the DB")
     p.add_argument("--no-prometheus", action="store_true")
     p.add_argument("--prometheus", default=shutil.which("prometheus") or "/usr/bin/prometheus")
+    p.add_argument("--compare", metavar="ROOT",
+                   help="another checkout: each run also times its collector (first), against the same simulator")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--dsn", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -242,6 +248,9 @@ def main() -> None:
         return
     if not 1 <= args.targets <= 50_000 or not 1 <= args.runs <= 10:
         p.error("--targets 1..50000, --runs 1..10")
+    # The simulated hosts are on 127.0.0.1, which the scraper refuses unless
+    # told (issue 15, docs/security.md); the children inherit this.
+    os.environ["FLEETSCOPE_ALLOW_PRIVATE_TARGETS"] = "1"
 
     from collector.simulate import load_fleet, register_fleet
     from fleetscope.embedded import embedded_server
@@ -271,7 +280,13 @@ def main() -> None:
         print(f"simulator ready with {args.targets} hosts after {time.monotonic() - t:.0f} s; "
               f"its RSS {rss_mb(sim.pid):.0f} MB", file=sys.stderr, flush=True)
         results = {"collector": [], "prometheus": []}
+        if args.compare:
+            results = {"before": [], **results}
         for run in range(args.runs):
+            if args.compare:
+                r = run_collector(dsn, args, str(Path(args.compare).resolve() / "bench" / "bench_scrape.py"))
+                results["before"].append(r)
+                print(json.dumps({"run": run, "who": "before", "root": args.compare, **r}), flush=True)
             r = run_collector(dsn, args)
             results["collector"].append(r)
             print(json.dumps({"run": run, "who": "collector", **r}), flush=True)

@@ -43,15 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from collector.ingest import Batch  # noqa: E402
 from collector.parse import PayloadParser  # noqa: E402
-from collector.writer import (  # noqa: E402
-    GIL_SWITCH_INTERVAL_S,
-    OBSERVATION_COLUMNS,
-    OBSERVATION_TYPES,
-    SAMPLE_COLUMNS,
-    SAMPLE_TYPES,
-    WRITE_CONNECTIONS,
-    Writer,
-)
+from collector.group import OBSERVATION_COLUMNS, OBSERVATION_TYPES, SAMPLE_COLUMNS, SAMPLE_TYPES  # noqa: E402
+from collector.writer import WRITE_CONNECTIONS, Writer  # noqa: E402
 from fleetscope.migrate import database_mode, init_database  # noqa: E402
 from fleetscope.registry import create_operator, register_node  # noqa: E402
 
@@ -153,12 +146,10 @@ def baseline(dsn: str, batches: list[Batch]) -> tuple[float, float]:
     return elapsed[0], elapsed[1]
 
 
-async def through_writer(dsn: str, batches: list[Batch], spool: Path, mode: str, connections: int,
-                         switch_interval_s: float | None) -> float:
-    async with Writer(dsn, spool_dir=spool, collector_id="bench", mode=mode, connections=connections,
-                      switch_interval_s=switch_interval_s) as writer:
+async def through_writer(dsn: str, batches: list[Batch], spool: Path, mode: str, connections: int) -> float:
+    async with Writer(dsn, spool_dir=spool, collector_id="bench", mode=mode, connections=connections) as writer:
         # Warm the identity and GPU-set caches as a running collector has
-        # them, and open its connections; the timing starts once that is written.
+        # them (its connections are open); the timing starts once that is written.
         nodes = len({b.node_id for b in batches})
         warm = writer.appender()
         for b in batches[:nodes]:
@@ -167,7 +158,6 @@ async def through_writer(dsn: str, batches: list[Batch], spool: Path, mode: str,
         await warm.commit()
         while writer._m_rows.labels("gpu_samples")._value.get() < 8 * nodes:
             await asyncio.sleep(0.01)
-        await writer._spare_connections(connections - 1)
         await asyncio.sleep(0.2)
         written_before = writer._m_rows.labels("gpu_samples")._value.get()
         started = time.perf_counter()
@@ -192,8 +182,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=WRITE_CONNECTIONS,
                         help="the writer's connections (it is also timed with one, for comparison)")
-    parser.add_argument("--switch-interval", type=float, default=GIL_SWITCH_INTERVAL_S,
-                        help="the writer's GIL switch interval in seconds; 0 leaves Python's default (5 ms)")
     args = parser.parse_args()
 
     dsn, mode, version, payloads = bench_fleet(args.dsn, args.nodes)
@@ -210,8 +198,7 @@ def main() -> None:
         def writer_run(connections: int, minutes: int) -> float:
             later = make_batches(payloads, args.batches, start + timedelta(minutes=minutes))
             with tempfile.TemporaryDirectory() as spool:
-                return asyncio.run(through_writer(dsn, later, Path(spool), mode, connections,
-                                                  args.switch_interval or None))
+                return asyncio.run(through_writer(dsn, later, Path(spool), mode, connections))
 
         paths = [("copy", lambda: baseline(dsn, batches)),
                  ("writer", lambda: writer_run(args.connections, 20)),
@@ -237,7 +224,7 @@ def main() -> None:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "machine": f"{os.cpu_count()} cores, {mem_gb:.0f} GiB, Python {platform.python_version()}",
         "postgres": version, "mode": mode, "rows_per_round": 8 * args.batches, "rounds": args.rounds,
-        "writer_connections": args.connections, "switch_interval_s": args.switch_interval or sys.getswitchinterval(),
+        "writer_connections": args.connections, "switch_interval_s": sys.getswitchinterval(),
         "baseline_rows_per_s": round(median(b for b, _, _, _ in results)),
         "baseline_with_observations_rows_per_s": round(median(b for _, b, _, _ in results)),
         "writer_rows_per_s": round(median(o for _, _, o, _ in results)),

@@ -1,22 +1,23 @@
 """Benchmark: two versions of the writer against each other, on the same database, alternating.
 
-For a change to ``collector/writer.py``: the machine is noisy (a writer's
-rate moves +-15 % between rounds), so a before/after comparison is only
-worth something taken in one run, round by round. Each round times version
-A and version B (which goes first alternates) on fresh batches with
-bench_writer.py's harness, and the median of the per-round ratios B / A is
-reported.
+For a change to the writer: the machine is noisy (a writer's rate moves
++-15 % between rounds), so a before/after comparison is only worth something
+taken in one run, round by round. Each version is a checkout (a git worktree)
+whose ``collector`` package is imported on its own; each round times version
+A and version B (which goes first alternates) on fresh batches with this
+checkout's bench_writer.py harness, and the median of the per-round ratios
+B / A is reported.
 
-    git show <commit>:collector/writer.py > /tmp/writer_before.py
-    python bench/bench_writer_ab.py /tmp/writer_before.py collector/writer.py            # embedded, plain mode
-    python bench/bench_writer_ab.py /tmp/writer_before.py collector/writer.py --dsn DSN  # e.g. TimescaleDB
+    git worktree add /tmp/writer-before <commit>
+    python bench/bench_writer_ab.py /tmp/writer-before .              # embedded, plain mode
+    python bench/bench_writer_ab.py /tmp/writer-before . --dsn DSN    # e.g. TimescaleDB
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
+import importlib
 import json
 import os
 import platform
@@ -34,24 +35,29 @@ import bench_writer as bw  # noqa: E402
 
 
 
-def load_writer(path: str, name: str) -> ModuleType:
-    """A writer module from a file (it imports the rest of the collector from this checkout)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_writer(root: str) -> ModuleType:
+    """``collector.writer`` of the checkout at ``root``, with the rest of its ``collector`` package."""
+    for name in [m for m in sys.modules if m == "collector" or m.startswith("collector.")]:
+        del sys.modules[name]
+    sys.path.insert(0, str(Path(root).resolve()))
+    try:
+        return importlib.import_module("collector.writer")
+    finally:
+        sys.path.pop(0)
+        for name in [m for m in sys.modules if m == "collector" or m.startswith("collector.")]:
+            del sys.modules[name]  # (the next version imports its own; this one keeps its references)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("a", help="version A of collector/writer.py (a file)")
-    parser.add_argument("b", help="version B")
+    parser.add_argument("a", help="version A: a checkout's root")
+    parser.add_argument("b", help="version B: a checkout's root")
     parser.add_argument("--dsn")
     parser.add_argument("--batches", type=int, default=25_000, help="batches per run (x 8 rows)")
     parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--connections", type=int, default=2)
+    parser.add_argument("--connections", type=int, help="both writers' connections (default: each its own default)")
     args = parser.parse_args()
-    versions = {"A": load_writer(args.a, "writer_a"), "B": load_writer(args.b, "writer_b")}
+    versions = {"A": load_writer(args.a), "B": load_writer(args.b)}
 
     dsn, mode, version, payloads = bw.bench_fleet(args.dsn, 1000)
     origin = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(minutes=1)
@@ -63,8 +69,9 @@ def main() -> None:
             bw.checkpoint(dsn)
             bw.Writer = versions[name].Writer  # through_writer writes with bench_writer's Writer
             with tempfile.TemporaryDirectory() as spool:
-                rate = asyncio.run(bw.through_writer(dsn, batches, Path(spool), mode, args.connections,
-                                                     versions[name].GIL_SWITCH_INTERVAL_S))
+                # (Each with its own defaults: a writer that lowered the switch interval still does.)
+                connections = args.connections or versions[name].WRITE_CONNECTIONS
+                rate = asyncio.run(bw.through_writer(dsn, batches, Path(spool), mode, connections))
             if r:
                 rates[name].append(rate)
         if r:

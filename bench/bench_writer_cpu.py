@@ -8,9 +8,9 @@ records
   writer's event-loop work and its writing threads) and of everything else on
   the machine (/proc/stat less this process: on an otherwise idle machine,
   the database backends), each per GPU sample row;
-- for each part written (``Writer._write_sync``, wrapped), its start, end and
-  rows, from which the fraction of the window the writer's connections spent
-  inside a transaction.
+- for each group written (``collector.group.write_group``, wrapped), its start,
+  end and rows, from which the fraction of the window the writer's connections
+  spent inside a transaction.
 
 Also the same CPU split for the bare COPY baseline of bench_writer.py.
 
@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bench_writer as bw  # noqa: E402
 
+from collector import bucket_writer  # noqa: E402
 from collector import writer as writer_module  # noqa: E402
 
 HZ = os.sysconf("SC_CLK_TCK")
@@ -61,19 +62,18 @@ class Probe:
 
 
 PARTS: list[tuple[float, float, int]] = []
-_write_sync = writer_module.Writer._write_sync
+_write_group = bucket_writer.write_group
 
 
-def timed_write_sync(self, conn, group):
+def timed_write_group(conn, group, **options):
     started = time.perf_counter()
     try:
-        return _write_sync(self, conn, group)
+        return _write_group(conn, group, **options)
     finally:
-        PARTS.append((started, time.perf_counter(), writer_module.sample_count(group)))
+        PARTS.append((started, time.perf_counter(), group.sample_count))
 
 
-async def run_writer(dsn: str, batches: list, mode: str, connections: int, probe: Probe,
-                     switch_interval_s: float) -> float:
+async def run_writer(dsn: str, batches: list, mode: str, connections: int, probe: Probe) -> float:
     """bench_writer.through_writer, with the probe started and stopped around its timed window."""
     real_perf_counter = bw.time.perf_counter
     calls = 0
@@ -87,7 +87,7 @@ async def run_writer(dsn: str, batches: list, mode: str, connections: int, probe
     bw.time = type("T", (), {"perf_counter": staticmethod(perf_counter)})
     try:
         with tempfile.TemporaryDirectory() as spool:
-            return await bw.through_writer(dsn, batches, Path(spool), mode, connections, switch_interval_s)
+            return await bw.through_writer(dsn, batches, Path(spool), mode, connections)
     finally:
         bw.time = time
 
@@ -98,28 +98,26 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=50_000, help="batches per run (x 8 rows)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--connections", type=int, default=writer_module.WRITE_CONNECTIONS)
-    parser.add_argument("--switch-interval", type=float, default=writer_module.GIL_SWITCH_INTERVAL_S,
-                        help="the writer's GIL switch interval, s")
     args = parser.parse_args()
-    writer_module.Writer._write_sync = timed_write_sync
+    bucket_writer.write_group = timed_write_group
 
     dsn, mode, _, payloads = bw.bench_fleet(args.dsn, 1000)
     rows = 8 * args.batches
     print(f"{os.cpu_count()} cores; mode {mode}; {rows:,} GPU sample rows per run; "
-          f"{args.connections} writer connections, switch interval {args.switch_interval * 1e3:g} ms")
+          f"{args.connections} writer connections")
     for run in range(args.runs):
         start = datetime.now(timezone.utc) + timedelta(hours=run)
         bw.checkpoint(dsn)
         PARTS.clear()
         probe = Probe()
         rate = asyncio.run(run_writer(dsn, bw.make_batches(payloads, args.batches, start), mode,
-                                      args.connections, probe, args.switch_interval))
+                                      args.connections, probe))
         own, rest = probe.per_row_us(rows)
         window = probe.t1 - probe.t0
-        big = [p for p in PARTS if probe.t0 <= p[0] < probe.t1]  # (not the closing heartbeat's)
+        big = [p for p in PARTS if probe.t0 <= p[0] < probe.t1 and p[2]]  # (not the heartbeats')
         busy = sum(min(e, probe.t1) - s for s, e, _ in big) / (window * args.connections)
         print(f"writer: {rate:,.0f} rows/s; CPU per row: this process {own:.2f} us, the rest {rest:.2f} us "
-              f"({(own + rest) * rate / 1e6:.2f} cores in use); {len(big)} parts, median "
+              f"({(own + rest) * rate / 1e6:.2f} cores in use); {len(big)} groups, median "
               f"{statistics.median(n for *_, n in big):,.0f} rows, "
               f"{statistics.median((e - s) * 1e3 for s, e, _ in big):.0f} ms; connections in a transaction "
               f"{busy:.0%} of the window")

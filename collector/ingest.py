@@ -4,8 +4,9 @@ As Prometheus' scrape manager knows storage only through
 ``storage.Appendable``, the scraper and the push receiver know it only through
 an ``Appender``: ``append()`` the batches of one unit of work, then
 ``commit()`` them (or ``rollback()``), once, from one task. Production's
-appender feeds the writer's bounded queue (collector/writer.py); tests may use
-``MemoryAppender`` or the real writer, never a mock that asserts calls.
+appender routes each batch into the bounded queue of its node's writer
+(collector/writer.py); tests may use ``MemoryAppender`` or the real writer,
+never a mock that asserts calls.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ if TYPE_CHECKING:
     from collector.parse import ParsedPayload
 
 SOURCES = ("push", "scrape")
+
+
+class StorageBusy(Exception):
+    """Storage cannot take (or keep) the batches now: the caller should answer 503 and let the sender retry."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from collector.parse import PayloadParser
-from collector.writer import INSERT_SETS_SQL, OBSERVATION_COLUMNS, UPSERT_IDENTITY_SQL, _sets_json
+from collector.group import INSERT_SETS_SQL, OBSERVATION_COLUMNS, UPSERT_IDENTITY_SQL, sets_json
 from fleetscope import simulated
 from fleetscope.integrity import fleet_jump
 
@@ -207,7 +207,7 @@ def write_history(conn: psycopg.Connection, fleet: SimFleet, node_ids: Sequence[
                 set_rows.append((node_id, first, sorted(s.gpu_uuid for s in payload.samples if not s.lost),
                                  sorted(payload.lost)))
         conn.execute(UPSERT_IDENTITY_SQL, [list(column) for column in zip(*identity_rows)])
-        conn.execute(INSERT_SETS_SQL, (_sets_json(set_rows),))
+        conn.execute(INSERT_SETS_SQL, (sets_json(set_rows),))
         conn.execute("UPDATE nodes n SET registered_at = x.at FROM unnest(%s::bigint[], %s::timestamptz[]) AS x(id, at)"
                      " WHERE n.node_id = x.id", (ids, [_utc(s) for s in join_s]))
         for lo, hi in periods:

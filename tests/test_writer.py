@@ -9,6 +9,8 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
+from collector.builder import GroupBuilder
+from collector.group import Beat, write_group
 from collector.writer import StorageBusy, Writer
 from fleetscope.registry import create_operator, register_node
 from fleetscope.snapshot import fleet_snapshot
@@ -59,15 +61,13 @@ async def test_an_unchanged_gpu_set_is_not_written_again(dsn, open_tmp):
         assert conn.execute("SELECT count(*) FROM gpu_samples").fetchone()[0] == 40
 
 
-async def test_a_group_written_twice_is_skipped_the_second_time(dsn, open_tmp):
+def test_a_group_written_twice_is_skipped_the_second_time(dsn):
     node = new_node(dsn)
-    writer = Writer(dsn, spool_dir=open_tmp / "spool", collector_id="c1", mode="plain")
-    group = writer._build_group([ok_batch(node)])
-    assert await writer._ensure_connection()
-    await writer._write(group)
-    await writer._write(group)  # as after a COMMIT whose acknowledgement was lost
-    await writer.close()
-    with psycopg.connect(dsn) as conn:
+    group = GroupBuilder("c1").build([ok_batch(node)], "c1:1:w0:1", None, encode=False)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert write_group(conn, group, collector_id="c1", mode="plain")
+        # As after a COMMIT whose acknowledgement was lost:
+        assert not write_group(conn, group, collector_id="c1", mode="plain")
         assert conn.execute("SELECT count(*) FROM observations").fetchone()[0] == 1
         assert conn.execute("SELECT count(*) FROM gpu_samples").fetchone()[0] == 8
 
@@ -117,14 +117,16 @@ async def test_a_database_killed_mid_load_loses_nothing_and_duplicates_nothing(o
         assert seqs == sorted(seqs)
 
 
-def test_a_spooled_group_reads_back_exactly_as_it_was_built(dsn, open_tmp):
-    from collector.writer import from_spool, to_spool
+def test_a_spooled_group_reads_back_exactly_as_it_was_built(open_tmp):
+    from collector.spool import Spool, from_spool, to_spool
 
-    writer = Writer(dsn, spool_dir=open_tmp / "spool", collector_id="c1", mode="plain")
     t = datetime(2026, 11, 24, 12, 0, 0, 999999, tzinfo=timezone.utc)
-    group = writer._build_group([ok_batch(7, t), failed_batch(7, t + timedelta(seconds=15))])
-    writer.spool.append(to_spool(group))
-    assert from_spool(writer.spool.head()[1]) == group
+    group = GroupBuilder("c1").build([ok_batch(7, t), failed_batch(7, t + timedelta(seconds=15))], "c1:1:w1:1",
+                                     Beat(t - timedelta(minutes=1), t), encode=False)
+    spool = Spool(open_tmp / "spool", max_bytes=2**20, owners=2)
+    spool.append(to_spool(group), owner=1)
+    assert spool.head(0) is None
+    assert from_spool(spool.head(1)[1]) == group
 
 
 async def test_a_refused_group_is_kept_aside_numbered_uniquely_and_its_nodes_are_offered_again(dsn, open_tmp):
@@ -137,7 +139,9 @@ async def test_a_refused_group_is_kept_aside_numbered_uniquely_and_its_nodes_are
         await commit(writer, ok_batch(999999))
         await asyncio.sleep(1)
         assert writer.spool.rejected == 1
-        assert 999999 not in writer._identities and 999999 not in (writer._sets or {})
+        # Offered again: the next group built for it carries its identities and GPU set.
+        again = writer.writer_of(999999).builder.build([ok_batch(999999)], "x", None, encode=False)
+        assert again.identities and again.sets
         await commit(writer, ok_batch(node))
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM observations WHERE node_id = %s", (node,)).fetchone()[0] == 1
@@ -149,37 +153,46 @@ async def test_a_refused_group_is_kept_aside_numbered_uniquely_and_its_nodes_are
     assert spool.head()[0].name > rejected[0].name
 
 
+def unknown_beside(node: int) -> int:
+    """A node id that is not registered (the database refuses its rows) in ``node``'s bucket, so one group
+    holds both."""
+    return node + 2 * 3 * 5 * 7 * 10_000  # (the same bucket for 1, 2, 3, 5, 6, 7 ... writers)
+
+
 async def test_a_refused_group_is_written_node_by_node_and_only_the_refused_node_is_kept_aside(dsn, open_tmp):
     node = new_node(dsn)
+    unknown = unknown_beside(node)
     t = datetime.now(timezone.utc)
     async with Writer(dsn, spool_dir=open_tmp / "spool", collector_id="c1", mode="plain") as writer:
         # One group: a good node, then one the database refuses (no such node), then the good node again.
-        await commit(writer, ok_batch(node, t), ok_batch(999999, t), ok_batch(node, t + timedelta(seconds=15)))
+        await commit(writer, ok_batch(node, t), ok_batch(unknown, t), ok_batch(node, t + timedelta(seconds=15)))
         await asyncio.sleep(1)
         assert writer.spool.rejected == 1 and len(writer.spool) == 0
         assert writer._m_groups.labels("split")._value.get() == 1
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM observations WHERE node_id = %s", (node,)).fetchone()[0] == 2
         assert conn.execute("SELECT count(*) FROM gpu_samples WHERE node_id = %s", (node,)).fetchone()[0] == 16
-        assert conn.execute("SELECT count(*) FROM observations WHERE node_id = 999999").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM observations WHERE node_id = %s", (unknown,)).fetchone()[0] == 0
     rejected = sorted((open_tmp / "spool" / "rejected").glob("*.group"))
     assert len(rejected) == 1
     kept = json.loads(rejected[0].read_text())
-    assert {row[1] for row in kept["obs"]} == {999999} and len(kept["samples"]) == 8
+    assert {row[1] for row in kept["obs"]} == {unknown} and len(kept["samples"]) == 8
 
 
 async def test_a_refused_spooled_group_replayed_again_writes_its_good_nodes_once(dsn, open_tmp):
-    from collector.writer import split_by_node, to_spool
+    from collector.group import split_by_node
+    from collector.spool import to_spool
 
     node = new_node(dsn)
     t = datetime.now(timezone.utc)
+    group = GroupBuilder("c1").build([ok_batch(node, t), ok_batch(unknown_beside(node), t)], "c0:1:w0:1", None,
+                                     encode=False)
     writer = Writer(dsn, spool_dir=open_tmp / "spool", collector_id="c1", mode="plain")
-    group = writer._build_group([ok_batch(node, t), ok_batch(999999, t)])
+    writer.spool.append(to_spool(group), owner=node % len(writer.writers))
     # As if a salvage had written the good node's part and then lost the database.
-    good = split_by_node(group)[0]
-    writer.spool.append(to_spool(group))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert write_group(conn, split_by_node(group)[0], collector_id="c1", mode="plain")
     async with writer:
-        await writer._write(good)
         await commit(writer, ok_batch(node, t + timedelta(seconds=15)))
         await asyncio.sleep(1)
         assert len(writer.spool) == 0 and writer.spool.rejected == 1
@@ -207,19 +220,3 @@ async def test_a_value_that_cannot_be_formatted_is_refused_for_its_node_alone_an
         assert conn.execute("SELECT count(*) FROM observations WHERE node_id = %s", (good,)).fetchone()[0] == 2
         assert conn.execute("SELECT count(*) FROM gpu_samples WHERE node_id = %s", (good,)).fetchone()[0] == 16
         assert conn.execute("SELECT count(*) FROM observations WHERE node_id = %s", (bad,)).fetchone()[0] == 0
-
-
-async def test_two_writers_in_one_process_keep_the_switch_interval_low_until_the_last_one_closes(dsn, open_tmp):
-    import sys
-
-    before = sys.getswitchinterval()
-    first = Writer(dsn, spool_dir=open_tmp / "a", collector_id="c1", mode="plain", switch_interval_s=0.002)
-    second = Writer(dsn, spool_dir=open_tmp / "b", collector_id="c2", mode="plain", switch_interval_s=0.001)
-    await first.__aenter__()
-    assert sys.getswitchinterval() == pytest.approx(0.002)
-    await second.__aenter__()
-    assert sys.getswitchinterval() == pytest.approx(0.001)
-    await first.close()
-    assert sys.getswitchinterval() == pytest.approx(0.001), "the second writer still runs"
-    await second.close()
-    assert sys.getswitchinterval() == pytest.approx(before)

@@ -33,9 +33,9 @@ if TYPE_CHECKING:
 
 KIND = "duplicate_uuid"
 RESOLUTION = "the UUID is no longer reported by more than one node"
-# A reported identity's last_seen is refreshed every IDENTITY_REFRESH_S:
-# three refreshes' worth is "at the same time" without missing a claim
-# between two refreshes.
+# The writer refreshes an unchanged identity's last_seen every
+# IDENTITY_REFRESH_S (collector/builder.py): three refreshes' worth is "at the
+# same time" without missing a claim between two refreshes.
 DEFAULT_WINDOW = timedelta(seconds=3 * IDENTITY_REFRESH_S)
 
 # Per duplicated UUID, its claims in the order they were first seen; the
