@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_snapshot  # noqa: E402
 
 from dashboard.app import create_app  # noqa: E402
-from dashboard.service import Explorer  # noqa: E402
+from dashboard.service import Service  # noqa: E402
 from fleetscope.snapshot import SNAPSHOT_TICK_S, default_as_of, snapshot_from_dsn  # noqa: E402
 
 DATABASE = "fleetscope_bench_dashboard"
@@ -128,7 +128,7 @@ def write_demo_history(dsn: str, days: float) -> dict:
     """The demo fleet with ``days`` of simulated history (collector/sim_history.py), beside the load."""
     from collector.demo import DEFAULT_PRICE, DEMO_INTERVAL_S, DEMO_SEED, PRICES
     from collector.sim_history import write_history
-    from collector.simulate import load_fleet, register_fleet
+    from exporters.simfleet import load_fleet, register_fleet
     from fleetscope import rollups
 
     fleet = load_fleet(DEMO_SEED)
@@ -183,14 +183,14 @@ def main() -> None:
     # 2. /api/v1/fleet, first request on a fresh cache (fresh process state), then cached.
     first_fleet, first_tables = [], []
     for _ in range(args.runs):
-        ex = Explorer(dsn, cache_dir=Path(tempfile.mkdtemp(prefix="fs-bench-cache-")))
+        ex = Service(dsn, cache_dir=Path(tempfile.mkdtemp(prefix="fs-bench-cache-")))
         client = create_app(ex).server.test_client()
         ex.pool().wait()
         first_fleet.append(timed_get(client, "/api/v1/fleet"))
         first_tables.append(timed_get(client, "/api/v1/gpus?limit=50"))
         ex.close()
         shutil.rmtree(ex.cache.directory, ignore_errors=True)
-    ex = Explorer(dsn, cache_dir=Path(tempfile.mkdtemp(prefix="fs-bench-cache-")))
+    ex = Service(dsn, cache_dir=Path(tempfile.mkdtemp(prefix="fs-bench-cache-")))
     client = create_app(ex).server.test_client()
     client.get("/api/v1/fleet")
     client.get("/api/v1/gpus?limit=1")
@@ -232,11 +232,11 @@ def main() -> None:
         started = time.perf_counter()
         callback = record_overview_callback(base)
         first_overview_s = time.perf_counter() - started
-        log_before = len(Explorer(dsn, cache_dir=cache_dir).cache.computations())
+        log_before = len(Service(dsn, cache_dir=cache_dir).cache.computations())
         first_tick = default_as_of()
         load = visitors(base, callback, n=args.visitors, seconds=args.visit_s)
         last_tick = default_as_of()
-        computed = Explorer(dsn, cache_dir=cache_dir).cache.computations()[log_before:]
+        computed = Service(dsn, cache_dir=cache_dir).cache.computations()[log_before:]
     finally:
         server.terminate()
         server.wait(30)

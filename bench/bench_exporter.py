@@ -113,7 +113,7 @@ def _gauge_registry(source):
 def serve(kind: str) -> None:
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from exporters.collector import GpuCollector
+    from exporters.gpu_collector import GpuCollector
 
     source = _source(kind)
     if kind.endswith("-gauges"):
@@ -223,7 +223,7 @@ def _in_process_ms(kind: str, n: int = 300) -> float:
     """Median ms of collect + generate_latest alone, without HTTP."""
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from exporters.collector import GpuCollector
+    from exporters.gpu_collector import GpuCollector
 
     source = _source(kind)
     registry = CollectorRegistry(auto_describe=False)

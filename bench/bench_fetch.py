@@ -1,6 +1,6 @@
 """Benchmark: CPU per fetch, collector/fetch.py against aiohttp's client, same payloads, same process.
 
-The simulator (``python -m collector.simulate --ring 2``) serves N 8-GPU hosts
+The simulator (``python -m exporters.simfleet --ring 2``) serves N 8-GPU hosts
 from its own process (its CPU is not counted). This process fetches every
 host's /metrics (gzip'd, ~28 KB inflated) N at a time, alternating the two
 clients round by round, and reads its own CPU (``getrusage``: user + system,
@@ -101,7 +101,7 @@ def main() -> None:
         scenario = Path(tmp) / "scenario.json"
         scenario.write_text(json.dumps([{"profile": "healthy", "count": args.hosts, "gpus": 8,
                                          "hired_fraction": 0.5}]))
-        sim = subprocess.Popen([sys.executable, "-m", "collector.simulate", "--scenario", str(scenario),
+        sim = subprocess.Popen([sys.executable, "-m", "exporters.simfleet", "--scenario", str(scenario),
                                 "--port", str(port), "--ring", "2"], cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

@@ -46,7 +46,7 @@ from bench.bench_snapshot import AS_OF, LOAD_SQL, MODELS, OBSERVATION_INDEXES, a
 from fleetscope import rollups, slot_runs  # noqa: E402
 from fleetscope.integrity import IntegritySettings, record_fleet_counts, run_checks  # noqa: E402
 from fleetscope.migrate import init_database  # noqa: E402
-from fleetscope.publish import publish  # noqa: E402
+from fleetscope.chain import publish  # noqa: E402
 
 DATABASE = "fleetscope_bench_integrity"
 

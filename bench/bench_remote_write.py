@@ -1,6 +1,6 @@
 """The remote_write receiver beside the push path: samples per second and collector CPU per 1,000 samples.
 
-One collector process (``python -m collector.app``, production writer, the
+One collector process (``python -m collector.process``, production writer, the
 embedded PostgreSQL server) receives the same fleet's samples two ways, in
 the same run, interleaved round by round (A B A B ...; other work on the
 machine then weighs on both alike):
@@ -54,7 +54,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from collector.remote_write import encode  # noqa: E402
+from collector.prompb import encode  # noqa: E402
 from fleetscope.registry import create_operator, register_node  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.remotewrite import HEADERS, series_of  # noqa: E402
@@ -161,7 +161,7 @@ async def run(nodes: int, rounds: int) -> dict:
     env = {**os.environ, "FLEETSCOPE_SPOOL_DIR": str(spool), "FLEETSCOPE_PUBLISH_INTERVAL_S": "0",
            "FLEETSCOPE_INTEGRITY_INTERVAL_S": "0", "FLEETSCOPE_PROOF": "0", "FLEETSCOPE_ALERTS": "0",
            "FLEETSCOPE_SCRAPE": "0"}
-    collector = subprocess.Popen([sys.executable, "-m", "collector.app", "--dsn", dsn, "--port", str(port)],
+    collector = subprocess.Popen([sys.executable, "-m", "collector.process", "--dsn", dsn, "--port", str(port)],
                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     cpu: dict[str, list[float]] = {"push": [], "remote_write": []}

@@ -4,7 +4,7 @@ Layout of one run (everything on 127.0.0.1, every loop bounded in count and time
 
 - an embedded PostgreSQL server in a temporary directory, migrated, with the
   simulated hosts registered as nodes (interval 15 s);
-- the simulator (``python -m collector.simulate --ring 2``) in its own process,
+- the simulator (``python -m exporters.simfleet --ring 2``) in its own process,
   so its CPU is never counted; each host has 8 GPUs;
 - then, one at a time against that simulator: the collector's scraper in a
   child process (this file with ``--child``: ``Scraper`` plus, with
@@ -252,7 +252,7 @@ def main() -> None:
     # told (issue 15, docs/security.md); the children inherit this.
     os.environ["FLEETSCOPE_ALLOW_PRIVATE_TARGETS"] = "1"
 
-    from collector.simulate import load_fleet, register_fleet
+    from exporters.simfleet import load_fleet, register_fleet
     from fleetscope.embedded import embedded_server
     from fleetscope.migrate import init_database
 
@@ -270,7 +270,7 @@ def main() -> None:
         sim_port = free_port()
         t = time.monotonic()
         sim = subprocess.Popen(
-            [sys.executable, "-m", "collector.simulate", "--scenario", str(tmp / "scenario.json"),
+            [sys.executable, "-m", "exporters.simfleet", "--scenario", str(tmp / "scenario.json"),
              "--port", str(sim_port), "--ring", "2", "--targets-file", str(tmp / "targets.json")],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp / "sim.log", "w"))
         fleet = load_fleet(1, scenario)

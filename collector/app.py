@@ -1,4 +1,4 @@
-"""The collector's aiohttp application: the factory, its lifecycle, and ``run``.
+"""The collector's aiohttp application: the factory and its lifecycle (collector/process.py runs it).
 
 As in aiohttp's own examples (STYLE.md rule 9), ``make_app`` builds an
 application whose state lives in typed ``web.AppKey``s and whose resources
@@ -21,7 +21,7 @@ fsync'd, so the pushes waiting for it get their 204), requests in flight get
 SHUTDOWN_TIMEOUT_S, each component COMPONENT_STOP_S and the pool
 POOL_CLOSE_S. What does not end in its share is abandoned, not waited for:
 psycopg answers a cancelled query by waiting up to 10 s for the server, and a
-worker thread blocked on a frozen server never returns (``serve``).
+worker thread blocked on a frozen server never returns (``collector.process.serve``).
 
 aiohttp's own request-body inflater is turned off (``auto_decompress``):
 collector/requests.py inflates pushes itself, counting both sizes, so that a
@@ -30,15 +30,10 @@ gzip bomb is refused while it inflates rather than after.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
 import logging
-import os
-import signal
-import sys
-import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -58,8 +53,8 @@ from collector.push import PushReceiver
 from collector.remote_write import RemoteWriteReceiver
 from collector.registration import Registration
 from collector.selfmetrics import FleetSnapshotGauges, SelfMetrics
-from collector.server import HEADER_TIMEOUT_S, CollectorRunner
-from collector.settings import CollectorSettings, add_arguments, from_args
+from collector.server import HEADER_TIMEOUT_S
+from collector.settings import CollectorSettings
 from fleetscope.errors import FleetscopeError
 
 if TYPE_CHECKING:
@@ -100,7 +95,7 @@ COMPONENT_STOP_S = 0.5
 # The writer's close after it gave up (the spool only, then its connections) and the pool's close.
 WRITER_CLOSE_S = 0.75
 POOL_CLOSE_S = 0.5
-# Tasks left over when ``run`` returns get this long to end; threads are not waited for.
+# Tasks left over when ``collector.process.run`` returns get this long to end; threads are not waited for.
 EXIT_GRACE_S = 0.25
 SHUTDOWN_BUDGET_S = SHUTDOWN_TIMEOUT_S + 4 * COMPONENT_STOP_S + WRITER_CLOSE_S + POOL_CLOSE_S + 2 * EXIT_GRACE_S
 
@@ -457,103 +452,3 @@ async def _errors_and_latency(request: web.Request,
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
         metrics.requests.labels(route, status).observe(time.perf_counter() - started)
-
-
-# -- running -----------------------------------------------------------------------
-
-async def run(settings: CollectorSettings, *, components: Sequence[Component] | None = None,
-              appendable: Appendable | None = None, stop: asyncio.Event | None = None,
-              handle_signals: bool = True) -> None:
-    """Serve the collector until SIGINT or SIGTERM (or ``stop`` is set), then close everything.
-
-    ``handle_signals=False`` leaves the signals to the caller (the demo stops
-    its marketplace before the collector).
-    """
-    await asyncio.to_thread(database_mode, settings.dsn)  # fail fast, with the reason, before listening
-    app = make_app(settings, appendable=appendable,
-                   components=default_components(settings) if components is None else components)
-    # No access log: at tens of thousands of pushing nodes it would be most of
-    # the collector's output; /metrics counts requests instead.
-    runner = CollectorRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
-    await runner.setup()
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM) if handle_signals else ()
-    try:
-        for sig in signals:
-            with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread, or Windows
-                loop.add_signal_handler(sig, stop.set)
-        site = web.TCPSite(runner, settings.host, settings.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise FleetscopeError(f"cannot listen on {settings.host}:{settings.port} "
-                                  f"(--host/--port): {exc.strerror or exc}") from None
-        log.info("collector %s (shard %s) listening on http://%s:%d", settings.collector_id,
-                 settings.shard_text, settings.host, settings.port)
-        await stop.wait()
-    finally:
-        for sig in signals:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
-        await runner.cleanup()
-
-
-def serve(settings: CollectorSettings) -> None:
-    """``run`` until SIGINT or SIGTERM, as ``asyncio.run`` would, but without waiting for abandoned work.
-
-    ``asyncio.run`` waits for every task left over and every worker thread;
-    with the database frozen some never end (a cancelled psycopg query waits
-    for the server, a thread blocks in its connect), and the interpreter
-    joins the worker threads at exit too. So leftover tasks get EXIT_GRACE_S,
-    and if threads are still blocked then (what was accepted is spooled by
-    now), the process leaves without them.
-    """
-    loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(run(settings))
-    finally:
-        try:
-            leftover = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for task in leftover:
-                task.cancel()
-            if leftover:
-                loop.run_until_complete(asyncio.wait(leftover, timeout=EXIT_GRACE_S))
-        finally:
-            loop.close()  # (its default executor is shut down without waiting)
-    _leave_if_threads_blocked()
-
-
-def _leave_if_threads_blocked() -> None:
-    deadline = time.monotonic() + EXIT_GRACE_S
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join(max(0.0, deadline - time.monotonic()))
-    blocked = [t.name for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()
-               and not t.daemon]
-    if blocked:
-        log.warning("exiting without %d worker thread(s) blocked on the database", len(blocked))
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)  # the interpreter would join them at exit: forever, on a frozen server
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m collector.app``, the same as ``fleetscope collector``."""
-    parser = argparse.ArgumentParser(prog="fleetscope collector", description="Run the fleetscope collector.")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        serve(from_args(args))
-    except FleetscopeError as err:
-        print(f"fleetscope collector: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

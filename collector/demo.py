@@ -1,7 +1,7 @@
 """``fleetscope demo``: everything, on the embedded database, with one command.
 
 Starts (or reuses) the embedded PostgreSQL server and its schema, serves the
-simulated demo fleet (collector/simulate.py, DEMO_SCENARIO) and registers its
+simulated demo fleet (exporters/simfleet.py, DEMO_SCENARIO) and registers its
 hosts as scrape targets, runs the collector with its scraper, writer and
 maintenance loop, gives each simulated host a proof client (a thread that
 proves its GPUs with NumPy at the host's simulated speed when a proof-of-GPU
@@ -28,9 +28,9 @@ from decimal import Decimal
 
 import aiohttp
 
-from collector.app import run as run_collector
+from collector.process import run as run_collector
 from collector.settings import CollectorSettings
-from collector.simulate import SimServer, load_fleet, register_fleet, start_provers, stop_provers
+from exporters.simfleet import SimServer, load_fleet, register_fleet, start_provers, stop_provers
 from fleetscope import db
 from fleetscope.migrate import init_database
 from fleetscope.registry import rotate_node_token

@@ -10,7 +10,7 @@
 - Every integrity period (issue 6): record the fleet's GPU counts and run
   the integrity checks (fleetscope/integrity/) on fresh data.
 - When a publication period is due: publish the snapshot with its bundle
-  into the hash chain (fleetscope/publish.py).
+  into the hash chain (fleetscope/chain.py).
 - Every snapshot tick, as soon as it settles: compute and store the tick's
   fleet snapshot (fleetscope/snapshot.py, stored_snapshot), so every reader
   (/metrics, the dashboard, the CLI) finds it stored; prune old ticks.
@@ -70,7 +70,7 @@ def run_once(dsn: str, *, now: datetime | None = None, checks: IntegritySettings
             done["integrity"] = {k: (r.opened, r.resolved) for k, r in ran.items() if r.opened or r.resolved}
             done["integrity_s"] = round(time.perf_counter() - started, 3)
         if bundle_dir is not None and publish_period is not None:
-            from fleetscope.publish import publish_due
+            from fleetscope.chain import publish_due
 
             try:
                 published = publish_due(conn, now=now, bundle_dir=bundle_dir, period=publish_period)

@@ -13,7 +13,7 @@ aiohttp's defaults suit a trusted network, not hosts on the internet
   text/plain 400 and a logged traceback. Here it is a JSON 400 like every
   other refusal (``{"error", "reason"}``), logged in one line.
 
-``CollectorRunner`` is the ``web.AppRunner`` that ``collector.app.run`` uses.
+``CollectorRunner`` is the ``web.AppRunner`` that ``collector.process.run`` uses.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The read-only JSON API (DESIGN.md, Contract: Dashboard HTTP).
 
 Each endpoint returns the very object the matching page renders, from the
-same ``Explorer`` (dashboard/service.py); list endpoints page, sort and
+same ``Service`` (dashboard/service.py); list endpoints page, sort and
 filter server-side and also answer in CSV (``format=csv``) for downloads.
 Bad parameters get a 400 with the reason; unknown nodes a 404.
 
@@ -23,7 +23,7 @@ import psycopg
 from flask import Blueprint, Response, current_app, request, send_file
 from psycopg_pool import PoolTimeout
 
-from fleetscope import methodology, numbers, proof, publish, series
+from fleetscope import chain, methodology, numbers, proof, series
 from fleetscope.explorer import PROOF_COLUMNS
 from fleetscope.integrity import FINDING_KINDS
 from fleetscope.snapshot import SNAPSHOT_TICK_S
@@ -34,13 +34,13 @@ from dashboard.service import GPUS, NODES, TELEMETRY_STEP_S, dumps
 from dashboard.tables import BadParameter, TableSpec, as_json, parse_query, select
 
 if TYPE_CHECKING:
-    from dashboard.service import Explorer
+    from dashboard.service import Service
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 PROOF_CSV_COLUMNS = PROOF_COLUMNS  # an item's keys, in order (fleetscope/explorer.py)
 
 
-def explorer() -> Explorer:
+def service() -> Service:
     return current_app.config["FLEETSCOPE_EXPLORER"]
 
 
@@ -96,7 +96,7 @@ def _not_allowed(_err) -> Response:
 
 @api.get("/fleet")
 def fleet() -> Response:
-    snap = explorer().snapshot()
+    snap = service().snapshot()
     response = _json(snap.as_dict())
     response.headers["X-Snapshot-SHA256"] = snap.sha256
     return response
@@ -104,7 +104,7 @@ def fleet() -> Response:
 
 @api.get("/fleet/history")
 def fleet_history() -> Response:
-    ex = explorer()
+    ex = service()
     at = ex.tick()  # one as-of time for every part of the answer
     snap = ex.snapshot(as_of=at)
     return _json({"as_of": snap.body["as_of"], "snapshot_sha256": snap.sha256, "points": ex.history(as_of=at),
@@ -113,7 +113,7 @@ def fleet_history() -> Response:
 
 @api.get("/fleet/daily")
 def fleet_daily() -> Response:
-    ex = explorer()
+    ex = service()
     at = ex.tick()
     snap = ex.snapshot(as_of=at)
     return _json({"as_of": snap.body["as_of"], "snapshot_sha256": snap.sha256, "days": ex.daily(as_of=at)})
@@ -135,7 +135,7 @@ def fleet_series() -> Response:
     """The overview's charts over ``range``: the fleet's counts at each point, GPU-hours and revenue per
     bucket, fleet jumps and our outages, and the spans of simulated history in view."""
     rng = _range(request.args)
-    ex = explorer()
+    ex = service()
     at = ex.tick()
     snap = ex.snapshot(as_of=at)
     return _json({"snapshot_sha256": snap.sha256, **ex.fleet_series(rng, as_of=at)})
@@ -146,7 +146,7 @@ def check_nodes(name: str) -> Response:
     """The nodes that make a consistency check of the current snapshot fail (empty when it holds)."""
     if request.args:
         raise BadParameter(f"unknown parameter {sorted(request.args)[0]!r}")
-    ex = explorer()
+    ex = service()
     at = ex.tick()
     snap = ex.snapshot(as_of=at)
     check = next((c for c in snap.body["checks"] if c["name"] == name), None)
@@ -158,7 +158,7 @@ def check_nodes(name: str) -> Response:
 
 def _table(spec: TableSpec, rows_name: str, text_name: str) -> Response:
     query = parse_query(spec, request.args)
-    ex = explorer()
+    ex = service()
     tables = ex.tables()
     snap = ex.snapshot(as_of=tables.as_of)
     rows = select(spec, getattr(tables, rows_name), getattr(tables, text_name), query, tables.orders[spec.name])
@@ -173,8 +173,8 @@ def _table(spec: TableSpec, rows_name: str, text_name: str) -> Response:
                                    ex, tables.as_of)})
 
 
-def _scored(spec: TableSpec, items: list[dict[str, Any]], ex: Explorer, at) -> list[dict[str, Any]]:
-    """Node items with uptime_24h, uptime_7d and reputation: the values of /api/v1/nodes/{id} (Explorer.node_scores)."""
+def _scored(spec: TableSpec, items: list[dict[str, Any]], ex: Service, at) -> list[dict[str, Any]]:
+    """Node items with uptime_24h, uptime_7d and reputation: the values of /api/v1/nodes/{id} (Service.node_scores)."""
     if spec is not NODES:
         return items
     scores = ex.node_scores([item["node_id"] for item in items], as_of=at)
@@ -215,7 +215,7 @@ def node(node_id: str) -> Response:
     if request.args:
         raise BadParameter(f"unknown parameter {sorted(request.args)[0]!r}")
     nid = parse_id(node_id)
-    detail = explorer().node(nid) if nid is not None else None
+    detail = service().node(nid) if nid is not None else None
     if detail is None:
         return error(404, "not_found", f"no node {node_id[:40]!r}")
     return _json(detail)
@@ -226,7 +226,7 @@ def node_part(node_id: str, part: str) -> Response:
     """A node's hourly rollup (``history``), its GPU telemetry (``telemetry``) or its charts over
     ``range`` (``series``: uptime bars, utilisation, reputation points, annotations)."""
     nid = parse_id(node_id)
-    ex = explorer()
+    ex = service()
     at = ex.tick()
     if nid is None or nid not in ex.tables(as_of=at).node_rows or part not in ("history", "telemetry", "series"):
         return error(404, "not_found", f"no such resource: {request.path[:80]}")
@@ -252,7 +252,7 @@ def integrity() -> Response:
         raise BadParameter(f"open must be true or false, got {open_raw[:40]!r}")
     limit = _bounded(args, "limit", 100, 1, 1000)
     offset = _bounded(args, "offset", 0, 0, 10**9)
-    body = explorer().integrity(kind=kind, open_only=open_raw == "true", limit=limit, offset=offset)
+    body = service().integrity(kind=kind, open_only=open_raw == "true", limit=limit, offset=offset)
     if args.get("format") == "csv":
         out = io.StringIO()
         columns = ("finding_id", "kind", "node_id", "node_name", "gpu_uuid", "open", "first_seen", "last_seen",
@@ -288,7 +288,7 @@ def proofs() -> Response:
     fmt = args.get("format")
     if fmt not in (None, "", "json", "csv"):
         raise BadParameter("format must be json or csv")
-    body = explorer().proofs(node_id=node_id, verdict=verdict, limit=limit, offset=offset)
+    body = service().proofs(node_id=node_id, verdict=verdict, limit=limit, offset=offset)
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out)
@@ -324,9 +324,9 @@ def snapshots() -> Response:
         raise BadParameter(f"unknown parameter {unknown[0]!r}; allowed: limit, offset")
     limit = _bounded(request.args, "limit", 50, 1, 1000)
     offset = _bounded(request.args, "offset", 0, 0, 10**9)
-    with explorer().pool().connection() as conn:
-        items = publish.list_published(conn, limit=limit, offset=offset)
-        problems = publish.chain_problems(conn)
+    with service().pool().connection() as conn:
+        items = chain.list_published(conn, limit=limit, offset=offset)
+        problems = chain.chain_problems(conn)
     for item in items:
         item["bundle_url"] = f"/api/v1/snapshots/{item['snapshot_id']}/bundle" if item["bundle"] else None
     return _json({"limit": limit, "offset": offset, "chain_ok": not problems, "chain_problems": problems,
@@ -339,8 +339,8 @@ def snapshot_bundle(snapshot_id: str) -> Response:
     sid = parse_id(snapshot_id)
     path = None
     if sid is not None:
-        with explorer().pool().connection() as conn:
-            path = publish.bundle_file(conn, sid)
+        with service().pool().connection() as conn:
+            path = chain.bundle_file(conn, sid)
     if path is None:
         return error(404, "not_found", f"no bundle for published snapshot {snapshot_id[:40]!r}")
     response = send_file(path, mimetype="application/zip", as_attachment=True, download_name=path.name, max_age=86400)

@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 from dashboard.api import DATABASE_RETRY_AFTER_S, api
 from dashboard.api import error as _json_error
 from dashboard.format import parse_id
-from dashboard.service import Explorer
+from dashboard.service import Service
 
 PAGES = ("overview", "nodes", "node", "integrity", "methodology", "operator", "not_found_404")
 PAGE_PATHS = {"/", "/nodes", "/integrity", "/methodology", "/operator"}
@@ -30,12 +30,12 @@ NAV = (("Overview", "/"), ("Nodes & GPUs", "/nodes"), ("Integrity", "/integrity"
        ("Operators", "/operator"))
 
 
-def explorer() -> Explorer:
-    """The Explorer of the app serving the current request (pages and callbacks call this)."""
+def service() -> Service:
+    """The Service of the app serving the current request (pages and callbacks call this)."""
     return flask.current_app.config["FLEETSCOPE_EXPLORER"]
 
 
-def create_app(ex: Explorer) -> dash.Dash:
+def create_app(ex: Service) -> dash.Dash:
     server = flask.Flask("fleetscope-dashboard")
     server.config["FLEETSCOPE_EXPLORER"] = ex
     server.register_blueprint(api)

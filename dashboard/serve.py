@@ -41,10 +41,10 @@ def build(dsn: str, cache_dir: str | None = None, *, collector_url: str | None =
     from pathlib import Path
 
     from dashboard.app import create_app
-    from dashboard.service import Explorer
+    from dashboard.service import Service
     from fleetscope.collector_client import collector_url as checked_url
 
-    server = create_app(Explorer(dsn, cache_dir=Path(cache_dir) if cache_dir else None)).server
+    server = create_app(Service(dsn, cache_dir=Path(cache_dir) if cache_dir else None)).server
     server.config[COLLECTOR_URL_KEY] = checked_url(collector_url)  # checked once, at start
     # Dash registers the JavaScript libraries it may serve while it renders
     # its first page shell; a worker that never rendered one answers 500 for

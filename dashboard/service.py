@@ -1,6 +1,6 @@
 """The explorer's data, per snapshot tick, shared by every page and the API.
 
-Pages and API handlers ask the ``Explorer`` for the current tick's snapshot,
+Pages and API handlers ask the ``Service`` for the current tick's snapshot,
 tables, history and node details; it computes each at most once per tick for
 all worker processes (dashboard/cache.py) by calling ``fleetscope/``
 functions, which own every definition. The page and the API therefore render
@@ -84,7 +84,7 @@ def default_cache_dir(dsn: str) -> Path:
     return Path(user_cache_dir("fleetscope")) / f"dashboard-{digest}"
 
 
-class Explorer:
+class Service:
     """Every number the explorer shows, for the current tick, computed once across workers."""
 
     def __init__(self, dsn: str, *, cache_dir: Path | None = None, pool_size: int = POOL_SIZE,
@@ -409,10 +409,10 @@ class Explorer:
 
     def published(self, *, limit: int = 24) -> list[dict[str, Any]]:
         """The latest published snapshots (issue 6's hourly hash chain)."""
-        from fleetscope import publish
+        from fleetscope import chain
 
         return self._cached(f"published-{int(self.tick().timestamp())}-{limit}",
-                            lambda conn: publish.list_published(conn, limit=limit))
+                            lambda conn: chain.list_published(conn, limit=limit))
 
 
 def node_proofs(gpus: list[dict[str, Any]], latest: dict[str, dict[str, Any]], *, at: datetime) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from exporters.collector import DEFAULT_CACHE_SECONDS, GpuCollector
+from exporters.gpu_collector import DEFAULT_CACHE_SECONDS, GpuCollector
 from exporters.proving import ProofClient, proof_base
 from exporters.push import DEFAULT_INTERVAL_S, Pusher
 from exporters.sim import ALL_PROFILES, MODELS, HostSpec, SimFleet, SimSource
@@ -30,7 +30,7 @@ from exporters.spool import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, Spool
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from exporters.collector import Source
+    from exporters.gpu_collector import Source
     from exporters.prover import Prover
 
 log = logging.getLogger("fleetscope-exporter")

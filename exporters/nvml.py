@@ -1,7 +1,7 @@
 """NVIDIA GPUs through NVML (nvidia-ml-py, ``import pynvml``).
 
 :class:`NvmlSource` reads one host's GPUs when asked; wrap it in
-:class:`exporters.collector.GpuCollector` to serve it. The NVML module is a
+:class:`exporters.gpu_collector.GpuCollector` to serve it. The NVML module is a
 constructor parameter (default ``pynvml``) so tests can pass an in-process
 fake; errors are always ``pynvml.NVMLError`` instances, matched on their code.
 

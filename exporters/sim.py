@@ -463,7 +463,7 @@ class SimFleet:
         return SimProver(true_model=self.proof_hardware(i), cheat=cheat, seed=_digest(self.seed, "proof", i))
 
     def source(self, host: int | str, *, clock: Callable[[], float] = time.time) -> SimSource:
-        """Return a source for :class:`exporters.collector.GpuCollector`."""
+        """Return a source for :class:`exporters.gpu_collector.GpuCollector`."""
         return SimSource(self, self.index(host), clock=clock)
 
     def collector(self, host: int | str, *, clock: Callable[[], float] = time.time) -> SimCollector:

@@ -49,10 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     _operator_commands(sub)
 
-    from collector import demo, settings, simulate
+    from collector import demo, settings
+    from exporters import simfleet
 
     settings.add_arguments(sub.add_parser("collector", help="run the collector: push, scrape, jobs and nodes API"))
-    simulate.add_arguments(sub.add_parser("simulate", help="serve or push a simulated fleet"))
+    simfleet.add_arguments(sub.add_parser("simulate", help="serve or push a simulated fleet"))
     from dashboard import serve as dashboard_serve
 
     dashboard_serve.add_arguments(sub.add_parser("dashboard", help="serve the public explorer and its JSON API"))
@@ -238,13 +239,13 @@ def _run_service(args: argparse.Namespace) -> int:
     level = logging.INFO if args.command == "collector" else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "collector":
-        from collector.app import serve
+        from collector.process import serve
         from collector.settings import from_args
 
         serve(from_args(args))  # not asyncio.run: a SIGTERM must not wait on a frozen database
         return 0
     if args.command == "simulate":
-        from collector.simulate import run
+        from exporters.simfleet import run
 
         return asyncio.run(run(args))
     from collector.demo import run

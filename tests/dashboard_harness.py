@@ -126,9 +126,9 @@ def live_fleet(dsn: str) -> dict[str, int]:
 
 @pytest.fixture
 def explorer(dsn: str, tmp_path: Path):
-    from dashboard.service import Explorer
+    from dashboard.service import Service
 
-    ex = Explorer(dsn, cache_dir=tmp_path / "cache")
+    ex = Service(dsn, cache_dir=tmp_path / "cache")
     yield ex
     ex.close()
 

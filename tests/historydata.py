@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 from collector.sim_history import write_history
-from collector.simulate import load_fleet, register_fleet
+from exporters.simfleet import load_fleet, register_fleet
 
 # 14 H100 hosts x 8 GPUs join part-way: 112 GPUs, above fleet_jump's 100-GPU floor.
 SCENARIO = [

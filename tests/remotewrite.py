@@ -2,7 +2,7 @@
 
 Holds no tests. ``series_of`` reads a recorded exporter payload with
 prometheus_client's parser (the reference) and labels every series with the
-node, as the relabelling in docs/prometheus.md does; ``collector.remote_write.encode``
+node, as the relabelling in docs/prometheus.md does; ``collector.prompb.encode``
 makes the snappy-compressed WriteRequest.
 """
 
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.remote_write import NODE_LABEL, encode
+from collector.remote_write import NODE_LABEL
 from tests.collector_harness import bearer
 
 if TYPE_CHECKING:

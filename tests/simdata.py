@@ -14,7 +14,7 @@ import psycopg
 
 from collector.ingest import Batch
 from collector.parse import PayloadParser
-from collector.simulate import register_fleet
+from exporters.simfleet import register_fleet
 from collector.writer import Writer
 from exporters.sim import SimFleet
 from fleetscope.uptime import slot_of

@@ -34,7 +34,7 @@ def _start(dsn: str, port: int, spool_dir) -> subprocess.Popen:
     env = {**os.environ, "FLEETSCOPE_SPOOL_DIR": str(spool_dir), "FLEETSCOPE_DB_TIMEOUT_S": "1",
            "FLEETSCOPE_PUBLISH_INTERVAL_S": "0", "FLEETSCOPE_INTEGRITY_INTERVAL_S": "0",
            "FLEETSCOPE_PROOF": "0", "FLEETSCOPE_ALERTS": "0", "FLEETSCOPE_SCRAPE": "0"}
-    return subprocess.Popen([sys.executable, "-m", "collector.app", "--dsn", dsn, "--port", str(port)],
+    return subprocess.Popen([sys.executable, "-m", "collector.process", "--dsn", dsn, "--port", str(port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

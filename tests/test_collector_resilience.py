@@ -8,7 +8,7 @@ import time
 import psycopg
 
 from collector.app import default_components, make_app, scraper_component
-from collector.simulate import SimServer, load_fleet, register_fleet
+from exporters.simfleet import SimServer, load_fleet, register_fleet
 from fleetscope.registry import create_operator, register_node
 from tests.collector_harness import FLEET_PROM, collector_settings, push
 

@@ -8,7 +8,8 @@ import contextlib
 import aiohttp
 import pytest
 
-from collector.app import APPENDABLE, METRICS, POOL, main, run
+from collector.app import APPENDABLE, METRICS, POOL
+from collector.process import main, run
 from collector.ingest import MemoryAppendable
 from tests.conftest import free_port
 from tests.collector_harness import collector_settings

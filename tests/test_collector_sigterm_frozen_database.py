@@ -45,7 +45,7 @@ def _start(dsn: str, port: int, spool_dir, log_path) -> subprocess.Popen:
            "FLEETSCOPE_PUBLISH_INTERVAL_S": "0", "FLEETSCOPE_INTEGRITY_INTERVAL_S": "0",
            "FLEETSCOPE_ALERT_EVAL_S": "0.5"}
     with open(log_path, "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "collector.app", "--dsn", dsn, "--port", str(port)],
+        return subprocess.Popen([sys.executable, "-m", "collector.process", "--dsn", dsn, "--port", str(port)],
                                 env=env, stdout=subprocess.DEVNULL, stderr=log)
 
 

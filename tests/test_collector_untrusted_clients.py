@@ -19,7 +19,7 @@ import pytest
 
 import collector.app
 from collector import ratelimit, requests
-from collector.app import run
+from collector.process import run
 from collector.ingest import MemoryAppendable
 from fleetscope.registry import create_operator
 from tests.collector_harness import bearer, collector_settings, push, register

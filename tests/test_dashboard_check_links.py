@@ -9,7 +9,7 @@ import pytest
 from plotly.utils import PlotlyJSONEncoder
 
 from dashboard.app import create_app
-from dashboard.service import Explorer
+from dashboard.service import Service
 from tests.historydata import write_small_history
 
 
@@ -21,7 +21,7 @@ def app_and_fleet(pg_server, tmp_path_factory):
         # The gpu_lost host is hired for all its GPUs, one of which is lost:
         # one GPU is covered by a running job while offline.
         fleet, ids, _history = write_small_history(conn, days=1)
-    ex = Explorer(dsn, cache_dir=tmp_path_factory.mktemp("cache"))
+    ex = Service(dsn, cache_dir=tmp_path_factory.mktemp("cache"))
     yield create_app(ex), fleet, ids
     ex.close()
     pg_server.drop_database(name)

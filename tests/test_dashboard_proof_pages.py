@@ -1,4 +1,4 @@
-"""The node, Integrity and Methodology pages show proofs of GPU: their layouts, rendered from the same Explorer as the API.
+"""The node, Integrity and Methodology pages show proofs of GPU: their layouts, rendered from the same Service as the API.
 
 The layouts are built in a request of the app (as Dash's server builds them
 for a browser) and searched for their element ids; the browser test

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from dashboard.app import create_app
-from dashboard.service import Explorer
+from dashboard.service import Service
 from fleetscope.integrity import IntegritySettings, run_checks
 from fleetscope.snapshot import default_as_of
 from tests.historydata import write_small_history
@@ -25,7 +25,7 @@ def client(pg_server, tmp_path_factory):
     with psycopg.connect(dsn, autocommit=True) as conn:
         fleet, ids, history = write_small_history(conn, days=3)
         run_checks(conn, at=default_as_of(), settings=IntegritySettings())
-    ex = Explorer(dsn, cache_dir=tmp_path_factory.mktemp("cache"))
+    ex = Service(dsn, cache_dir=tmp_path_factory.mktemp("cache"))
     app = create_app(ex)
     yield app.server.test_client(), ids, history
     ex.close()

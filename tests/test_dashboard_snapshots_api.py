@@ -8,7 +8,7 @@ import urllib.request
 
 import psycopg
 
-from fleetscope.publish import publish
+from fleetscope.chain import publish
 from fleetscope.snapshot import default_as_of
 from tests.dashboard_harness import get
 

@@ -14,7 +14,7 @@ from exporters.apple import (
     parse_accelerators,
     parse_platform_uuid,
 )
-from exporters.collector import GpuCollector
+from exporters.gpu_collector import GpuCollector
 from tests.fixtures.exporter import support
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exporter"

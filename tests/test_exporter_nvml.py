@@ -6,7 +6,7 @@ from __future__ import annotations
 import pynvml
 import pytest
 
-from exporters.collector import GpuCollector
+from exporters.gpu_collector import GpuCollector
 from exporters.nvml import NvmlSource
 from tests.fixtures.exporter import support
 

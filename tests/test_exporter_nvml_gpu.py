@@ -27,7 +27,7 @@ import pytest
 
 from collector.app import default_components, make_app
 from collector.parse import PayloadParser, parse_reference
-from exporters.collector import GpuCollector
+from exporters.gpu_collector import GpuCollector
 from exporters.nvml import NvmlSource
 from fleetscope import gpu_models
 from fleetscope.integrity import run_checks

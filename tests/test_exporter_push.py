@@ -12,7 +12,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client.metrics_core import GaugeMetricFamily
 
-from exporters.collector import GpuCollector
+from exporters.gpu_collector import GpuCollector
 from exporters.push import Pusher
 from exporters.sim import HostSpec, SimFleet
 from exporters.spool import Spool

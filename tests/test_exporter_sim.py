@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from exporters.collector import GpuCollector
+from exporters.gpu_collector import GpuCollector
 from exporters.sim import MODELS, PROFILES, HostSpec, SimFleet
 from tests.fixtures.exporter import support
 

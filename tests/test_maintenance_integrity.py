@@ -9,7 +9,7 @@ import psycopg
 
 from collector.maintenance import Maintenance, run_once
 from fleetscope.integrity import IntegritySettings
-from fleetscope.publish import list_published
+from fleetscope.chain import list_published
 from fleetscope.verify import verify
 from tests.fleetdata import T0
 from tests.publishdata import week_fleet

@@ -6,7 +6,7 @@ import hashlib
 import json
 from datetime import timedelta
 
-from fleetscope.publish import bundle_file, chain_problems, due_as_of, list_published, publish
+from fleetscope.chain import bundle_file, chain_problems, due_as_of, list_published, publish
 from fleetscope.verify import verify
 from tests.publishdata import AS_OF, week_fleet
 

@@ -14,7 +14,8 @@ import cramjam
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.remote_write import RemoteWriteReceiver, _RawWriteRequest, encode
+from collector.prompb import RawWriteRequest, encode
+from collector.remote_write import RemoteWriteReceiver
 from collector.selfmetrics import SelfMetrics
 from collector.settings import CollectorSettings
 
@@ -50,6 +51,6 @@ def test_the_fast_split_reads_what_the_message_objects_read(series):
     fast_again = receiver._decode(raw)  # now from the cache of classified series
     slow_nodes: dict = {}
     slow_ups: dict = {}
-    for s in _RawWriteRequest.FromString(raw).timeseries:
+    for s in RawWriteRequest.FromString(raw).timeseries:
         receiver._slow_series(s, slow_nodes, slow_ups)
     assert _normal(*fast) == _normal(*fast_again) == _normal(slow_nodes, slow_ups)

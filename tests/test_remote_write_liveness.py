@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 
-from collector.remote_write import STALE_NAN_BITS, encode
+from collector.prompb import STALE_NAN_BITS, encode
 from tests.collector_harness import FLEET_PROM, register, rejects, sample, scrape_metrics
 from tests.remotewrite import now_ms, series_of, write
 

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import pytest
 
 from collector.parse import PayloadParser
-from collector.remote_write import encode
+from collector.prompb import encode
 from tests.collector_harness import PAYLOADS, register, sample, scrape_metrics
 from tests.remotewrite import now_ms, series_of, write
 

@@ -11,7 +11,7 @@ import cramjam
 import psycopg
 import pytest
 
-from collector.remote_write import WriteRequest, encode
+from collector.prompb import WriteRequest, encode
 from fleetscope.registry import create_operator, register_node
 from tests.collector_harness import FLEET_PROM, collector_settings, register, rejects
 from tests.remotewrite import series_of, write

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from collector.ingest import MemoryAppendable
 from collector.scrape import Scraper
-from collector.simulate import SimServer, register_fleet
+from exporters.simfleet import SimServer, register_fleet
 from exporters.sim import HostSpec, SimFleet
 from fleetscope.registry import create_operator, register_node
 

@@ -196,7 +196,7 @@ async def test_the_scraper_follows_a_redirect_through_aiohttp_and_reads_gzip_thr
 
     from collector.ingest import MemoryAppendable
     from collector.scrape import Scraper
-    from collector.simulate import SimServer
+    from exporters.simfleet import SimServer
     from exporters.sim import HostSpec, SimFleet
     from fleetscope.registry import create_operator, register_node
 

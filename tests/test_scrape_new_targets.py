@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from collector.ingest import MemoryAppendable
 from collector.scrape import Scraper
-from collector.simulate import SimServer
+from exporters.simfleet import SimServer
 from exporters.sim import HostSpec, SimFleet
 from tests.collector_harness import register
 

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from collector.ingest import MemoryAppendable
 from collector.schedule import shard_of
 from collector.scrape import Scraper
-from collector.simulate import register_fleet
+from exporters.simfleet import register_fleet
 from exporters.sim import HostSpec, SimFleet
 
 BASE = "http://127.0.0.1:9"  # nothing is scraped in these tests: refresh_s and intervals are long

@@ -8,7 +8,7 @@ from collections import defaultdict
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.simulate import push_fleet
+from exporters.simfleet import push_fleet
 from exporters.sim import SimFleet
 
 

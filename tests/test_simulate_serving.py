@@ -9,7 +9,7 @@ import aiohttp
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.simulate import (
+from exporters.simfleet import (
     DEMO_SCENARIO,
     BodyRing,
     SimServer,

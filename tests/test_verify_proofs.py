@@ -10,7 +10,7 @@ import json
 import numpy as np
 
 from fleetscope import bundle, cli, proof
-from fleetscope.publish import publish
+from fleetscope.chain import publish
 from fleetscope.snapshot import fleet_snapshot
 from fleetscope.verify import proof_checks, verify
 from tests.publishdata import AS_OF, week_fleet

@@ -9,7 +9,7 @@ import zipfile
 import pytest
 
 from fleetscope import bundle, cli
-from fleetscope.publish import _sealed, publish
+from fleetscope.chain import _sealed, publish
 from fleetscope.snapshot import canonical_json
 from tests.publishdata import AS_OF, week_fleet
 

@@ -6,7 +6,7 @@ import json
 import zipfile
 
 from fleetscope import cli
-from fleetscope.publish import publish
+from fleetscope.chain import publish
 from fleetscope.reputation import node_reputation
 from fleetscope.snapshot import fleet_snapshot
 from fleetscope.verify import verify

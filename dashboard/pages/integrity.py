@@ -11,7 +11,7 @@ from dash import Input, Output, callback, dcc, html, no_update
 from fleetscope.snapshot import SNAPSHOT_TICK_S
 
 from dashboard import format as fmt
-from dashboard.app import explorer
+from dashboard.app import service
 from dashboard.grids import NUMBER, WRAP, column, grid, time_column
 from dashboard.pages.overview import checks
 
@@ -36,7 +36,7 @@ def refresh(_n):
 
 
 def render():
-    ex = explorer()
+    ex = service()
     body = ex.integrity(kind=None, open_only=False, limit=SHOWN, offset=0)
     published = ex.published()
     rows = [_finding_row(f) for f in body["items"]]

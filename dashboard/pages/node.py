@@ -13,7 +13,7 @@ from fleetscope.snapshot import SNAPSHOT_TICK_S
 
 from dashboard import charts
 from dashboard import format as fmt
-from dashboard.app import explorer
+from dashboard.app import service
 from dashboard.grids import NUMBER, column, grid
 
 
@@ -54,7 +54,7 @@ def refresh_charts(_n, rng, node_id):
 
 def charts_section(node_id: str, rng_name: str):
     """The node's uptime bars, utilisation and reputation over the chosen range."""
-    ex = explorer()
+    ex = service()
     nid = fmt.parse_id(node_id)
     at = ex.tick()
     if nid is None or nid not in ex.tables(as_of=at).node_rows:
@@ -88,7 +88,7 @@ def charts_section(node_id: str, rng_name: str):
 
 
 def body(node_id: str):
-    ex = explorer()
+    ex = service()
     nid = fmt.parse_id(node_id)
     at = ex.tick()  # one as-of time for everything on the page
     detail = ex.node(nid, as_of=at) if nid is not None else None

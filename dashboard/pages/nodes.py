@@ -6,12 +6,12 @@ import dash
 from dash import Input, Output, callback, dcc, html, no_update
 
 from dashboard import format as fmt
-from dashboard.app import explorer
+from dashboard.app import service
 from dashboard.grids import NUMBER, TEXT_FILTER, column, grid, time_column
 from dashboard.service import GPUS, NODES
 from dashboard.tables import BadParameter, grid_query, select
 
-# Uptime and reputation are computed per node shown (Explorer.node_scores,
+# Uptime and reputation are computed per node shown (Service.node_scores,
 # the node page's own values), not for the whole fleet: they cannot be a
 # server-side sort or filter over 100,000 rows.
 PER_NODE = {"sortable": False, "headerTooltip": "as on the node's page; computed for the nodes shown"}
@@ -72,7 +72,7 @@ def _columns_of(tables) -> tuple[list[dict], list[dict]]:
 
 
 def layout(**_kwargs):
-    tables = explorer().tables()
+    tables = service().tables()
     nodes, gpus = _columns_of(tables)
     return html.Div([
         html.H1("Nodes and GPUs"),
@@ -97,7 +97,7 @@ def _grid(grid_id: str, columns):
 
 
 def _rows(spec, request, rows_name: str, text_name: str):
-    ex = explorer()
+    ex = service()
     tables = ex.tables()
     query = grid_query(spec, request)
     rows = select(spec, getattr(tables, rows_name), getattr(tables, text_name), query, tables.orders[spec.name])

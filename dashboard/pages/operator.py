@@ -35,7 +35,7 @@ from fleetscope.operators import operator_view
 from fleetscope.registry import operator_for_token
 
 from dashboard import format as fmt
-from dashboard.app import explorer
+from dashboard.app import service
 from dashboard.serve import COLLECTOR_URL_KEY
 
 MAX_TOKEN = 200
@@ -106,7 +106,7 @@ def signed_in_operator(token: str | None) -> int | None:
     token = (token or "").strip()
     if not token or len(token) > MAX_TOKEN:
         return None
-    with explorer().pool().connection() as conn:
+    with service().pool().connection() as conn:
         return operator_for_token(conn, token)
 
 
@@ -120,7 +120,7 @@ def view(token: str | None, *, at: datetime | None = None) -> dict[str, Any] | N
     operator_id = signed_in_operator(token)
     if operator_id is None:
         return None
-    with explorer().pool().connection() as conn:
+    with service().pool().connection() as conn:
         return operator_view(conn, operator_id, at=at or datetime.now(timezone.utc))
 
 

@@ -10,7 +10,7 @@ from fleetscope.snapshot import SNAPSHOT_TICK_S
 
 from dashboard import charts
 from dashboard import format as fmt
-from dashboard.app import explorer
+from dashboard.app import service
 
 
 def layout(**_kwargs):
@@ -41,7 +41,7 @@ def refresh_charts(_n, rng):
 
 def charts_section(rng_name: str):
     """The charts over the chosen range, rendered once per tick and range per process."""
-    ex = explorer()
+    ex = service()
     tick = ex.tick()
     return ex.cache.local(f"overview-charts-{rng_name}-{int(tick.timestamp())}",
                           lambda: _charts(ex, tick, series.get_range(rng_name)))
@@ -92,7 +92,7 @@ def _stat(label: str, path: str, value, text: str, unit: str, *, kind: str = "")
 def body():
     # Rendered once per tick per process: every visitor's refresh in a tick
     # gets the same components (building the figures is most of a render).
-    ex = explorer()
+    ex = service()
     tick = ex.tick()
     return ex.cache.local(f"overview-{int(tick.timestamp())}", lambda: _render(ex, tick))
 

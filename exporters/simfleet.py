@@ -502,7 +502,7 @@ async def _wait(duration: float | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m collector.simulate``: the same as ``fleetscope simulate``."""
+    """``python -m exporters.simfleet``: the same as ``fleetscope simulate``."""
     parser = argparse.ArgumentParser(prog="fleetscope simulate", description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)

@@ -35,7 +35,7 @@ from fleetscope.times import format_time
 if TYPE_CHECKING:
     import psycopg
 
-log = logging.getLogger("fleetscope.publish")
+log = logging.getLogger("fleetscope.chain")
 
 PUBLISHED_VERSION = 1
 DEFAULT_PERIOD = timedelta(hours=1)
