@@ -241,7 +241,7 @@ class BucketWriter:
                     self._lost_connection(err)
                 return False  # the head stays; its replay skips the parts written
             except psycopg.Error as err:
-                log.error("database refused node %s of group %s: %s", part.observations[0].node_id, group.id, err)
+                log.error("database refused node %s of group %s: %s", min(part.nodes), group.id, err)
                 spool.keep_rejected(to_spool(part), str(err))
                 self._rejected(part)
         spool.remove(path)

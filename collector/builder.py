@@ -108,6 +108,10 @@ class GroupBuilder:
         steady = self._steady
         for b in batches:
             t, node, p = b.received_at, b.node_id, b.payload
+            if b.telemetry_only:
+                if p is not None:
+                    blocks.append(SampleBlock(t, node, p.samples))
+                continue
             observations.append(Observation(t, node, b.ok, b.source, b.slot, b.latency_ms, b.error, cid))
             if not b.ok or p is None:
                 continue

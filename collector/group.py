@@ -153,7 +153,8 @@ class Group:
 
     @property
     def nodes(self) -> set[int]:
-        return {row.node_id for row in self.observations}
+        """Every node with a row here (a telemetry-only batch has samples and no observation)."""
+        return {row.node_id for row in self.observations} | {block.node_id for block in self.samples}
 
 
 def sample_rows(blocks: Iterable[SampleBlock]) -> Iterator[tuple]:
@@ -179,16 +180,20 @@ def split_by_node(group: Group) -> list[Group]:
     Each keeps the group's heartbeat (an idempotent upsert).
     """
     parts: dict[int, Group] = {}
+
+    def part(node_id: int) -> Group:
+        if node_id not in parts:
+            parts[node_id] = Group(f"{group.id}/{node_id}", beat=group.beat)
+        return parts[node_id]
+
     for row in group.observations:
-        if row.node_id not in parts:
-            parts[row.node_id] = Group(f"{group.id}/{row.node_id}", beat=group.beat)
-        parts[row.node_id].observations.append(row)
-    for block in group.samples:
-        parts[block.node_id].samples.append(block)
+        part(row.node_id).observations.append(row)
+    for block in group.samples:  # (a telemetry-only node has samples and no observation)
+        part(block.node_id).samples.append(block)
     for ident in group.identities:
-        parts[ident.node_id].identities.append(ident)
+        part(ident.node_id).identities.append(ident)
     for row in group.sets:
-        parts[row.node_id].sets.append(row)
+        part(row.node_id).sets.append(row)
     return list(parts.values())
 
 

@@ -43,6 +43,11 @@ class Batch:
     latency_ms: float | None = None
     error: str | None = None
     payload: ParsedPayload | None = None
+    # Telemetry only: GPU samples with no observation, identity or GPU set,
+    # stamped ``received_at`` = the sender's own sample time. For remote_write
+    # scrapes too old to count as liveness (collector/remote_write.py): a
+    # sender may deliver telemetry late, never uptime.
+    telemetry_only: bool = False
 
     @property
     def healthy_gpus(self) -> list[str]:

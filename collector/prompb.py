@@ -1,7 +1,8 @@
 """Prometheus remote_write 1.0's wire format: the protobuf messages, the staleness marker, an encoder.
 
-The receiver (collector/remote_write.py) reads requests with these; tests and
-the bench build them with ``encode``. Snappy's block format is cramjam's.
+The receiver (collector/remote_write.py) checks a request's headers
+(``check_headers``) and reads its body with these; tests and the bench build
+requests with ``encode``. Snappy's block format is cramjam's.
 """
 
 from __future__ import annotations
@@ -9,8 +10,13 @@ from __future__ import annotations
 import struct
 
 import cramjam
+from aiohttp import web
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from collector.requests import R_UNSUPPORTED_ENCODING, Rejected
+
+# The reason of a 415 for a Content-Type other than remote_write 1.0's.
+R_UNSUPPORTED_TYPE = "unsupported_content_type"
 # remote_write 1.0 (https://prometheus.io/docs/specs/remote_write_spec/).
 CONTENT_TYPE = "application/x-protobuf"
 PROTO_MESSAGE = "prometheus.WriteRequest"
@@ -93,3 +99,25 @@ def varint6(data: bytes) -> int | None:
     for i, byte in enumerate(data):
         value |= (byte & 0x7F) << (7 * i)
     return value
+
+
+def check_headers(request: web.Request) -> None:
+    """415 unless the body is remote_write 1.0: snappy-compressed protobuf WriteRequest."""
+    coding = request.headers.get("Content-Encoding", "").strip().lower()
+    if coding != "snappy":
+        raise Rejected(415, R_UNSUPPORTED_ENCODING,
+                       f"Content-Encoding {coding[:40]!r} is not supported; remote_write sends snappy",
+                       headers={"Accept-Encoding": "snappy"})
+    content_type = request.headers.get("Content-Type")
+    if content_type is not None:
+        media, _, params = content_type.partition(";")
+        proto = ""
+        for param in params.split(";"):
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "proto":
+                proto = value.strip().strip('"')
+        if media.strip().lower() != CONTENT_TYPE or proto not in ("", PROTO_MESSAGE):
+            # remote_write 2.0 (proto=io.prometheus.write.v2.Request) is answered 415,
+            # which its senders take as "send 1.0".
+            raise Rejected(415, R_UNSUPPORTED_TYPE, f"Content-Type {content_type[:80]!r} is not supported; "
+                           f"send remote_write 1.0 ({CONTENT_TYPE})")

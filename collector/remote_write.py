@@ -22,13 +22,12 @@ drops a request answered with any other 4xx; docs/prometheus.md):
   does not tell whether another operator's node exists);
 - storage that cannot take the batches (writer closed, spool full): 503 with
   Retry-After, so Prometheus resends them;
-- per node, the request still answered 204: a node whose newest samples are
-  older than its interval (stale: a sender cannot backfill uptime, and the
-  writer stores telemetry only with an observation, stamped at receive time),
-  a node that came again sooner than a push may (too_often), and a node whose
-  samples prove no live GPU (the liveness rule's reasons, counted as rejects)
-  are not written. Refusing the request for one node would make Prometheus
-  drop every other node's samples in it, on every send, for good.
+- per node, the request still answered 204: a scrape older than the node's
+  interval is stored as telemetry only, at its own time (a sender cannot
+  backfill uptime), and dropped as stale past TELEMETRY_MAX_AGE_S; a node
+  that came again sooner than a push may (too_often) or whose samples prove
+  no live GPU (the liveness rule) is not written. Refusing the whole request
+  for one node would make Prometheus drop every node's samples, for good.
 
 Observation time is the collector's receive time. Prometheus stamps every
 sample of one scrape with the scrape's time and appends its own report
@@ -66,15 +65,13 @@ from collector.ratelimit import PushRateLimiter
 from collector.requests import (
     R_DECOMPRESSED_TOO_LARGE,
     R_STORAGE_UNAVAILABLE,
-    R_UNSUPPORTED_ENCODING,
     Rejected,
     read_body,
     within_deadline,
 )
 from collector.prompb import (
-    CONTENT_TYPE,
+    check_headers,
     DOUBLE,
-    PROTO_MESSAGE,
     VALUE_SAMPLE,
     ZERO_SAMPLE,
     RawWriteRequest,
@@ -83,6 +80,7 @@ from collector.prompb import (
     varint6,
 )
 from collector.parse import R_TOO_MANY_SERIES, ParseError, PayloadParser, SeriesCache
+from fleetscope.integrity import cloned_telemetry
 from fleetscope.uptime import slot_of
 
 if TYPE_CHECKING:
@@ -104,6 +102,10 @@ NODE_LABEL = "fleetscope_node_id"
 MAX_NODE_ID_DIGITS = 18
 # Storage trouble is ours: 503 and a hint; Prometheus backs off on its own too.
 STORAGE_RETRY_AFTER_S = 5
+# A scrape older than the node's interval is telemetry only (no uptime
+# backfill); older than half the cloned-telemetry check's window it is dropped
+# as stale: that check would already have looked past it (late copies hiding).
+TELEMETRY_MAX_AGE_S = cloned_telemetry.DEFAULT_WINDOW.total_seconds() / 2
 # Series classified, by their labels as sent: the same series arrive in every
 # request, so most requests classify nothing. Bounded as re's pattern cache
 # is: emptied when full (a few hundred bytes an entry).
@@ -118,7 +120,6 @@ R_BAD_PROTOBUF = "bad_protobuf"
 R_NO_NODE_LABEL = "missing_node_label"
 R_BAD_NODE_LABEL = "invalid_node_label"
 R_NOT_YOUR_NODE = "not_your_node"
-R_UNSUPPORTED_TYPE = "unsupported_content_type"
 
 # Prometheus' own series about each scrape (scrape/scrape.go, scrapeLoop.report),
 # appended after the scrape's samples, with the scrape's timestamp: ``up``
@@ -135,7 +136,8 @@ REPORT_SERIES = {
 # Outcomes of received samples (fleetscope_collector_remote_write_samples_total).
 O_WRITTEN = "written"        # in a node's newest scrape, written as its observation
 O_SUPERSEDED = "superseded"  # an older scrape of a node in the same request
-O_STALE = "stale"            # the node's newest scrape is older than its interval
+O_STALE = "stale"            # the node's newest scrape is older than TELEMETRY_MAX_AGE_S (or up 0 and late)
+O_TELEMETRY = "telemetry_only"  # older than the node's interval: stored as telemetry, not as an observation
 O_TOO_OFTEN = "too_often"    # the node came sooner than a push may
 O_REFUSED = "refused"        # the node's samples prove no live GPU (liveness rule) or break a limit
 O_MARKER = "stale_marker"    # a staleness marker: the series ended
@@ -186,7 +188,7 @@ class RemoteWriteReceiver:
 
     async def _receive(self, request: web.Request, received_at: datetime) -> None:
         operator_id = await self._auth.operator(request)
-        _check_headers(request)
+        check_headers(request)
         body = await read_body(request, max_bytes=self._max_bytes, raw=True)
         raw = self._unsnappy(body)
         by_node, ups = self._decode(raw)
@@ -199,6 +201,10 @@ class RemoteWriteReceiver:
                 batch = self._node_batch(node_id, intervals[node_id], by_node.get(node_id, []),
                                          ups.get(node_id, []), received_at, received_ms, outcomes, merged)
                 if batch is None:
+                    continue
+                if batch.telemetry_only:  # no observation, so not the node's turn (that is for liveness)
+                    _add(outcomes, O_TELEMETRY, outcomes.pop("_pending", 0))
+                    batches.append(batch)
                     continue
                 try:
                     turns.append((node_id, self._limiter.acquire(node_id, intervals[node_id])))
@@ -420,9 +426,20 @@ class RemoteWriteReceiver:
             return None
         entries, xs, used = scrapes.pop(done)
         _add(outcomes, O_SUPERSEDED, sum(scrape[2] for scrape in scrapes.values()))
-        if received_ms - done > interval_s * 1000.0:
+        late = received_ms - done > interval_s * 1000.0
+        if late and (received_ms - done > TELEMETRY_MAX_AGE_S * 1000.0 or ended[done] == 0.0 or not entries):
             _add(outcomes, O_STALE, used)
             return None
+        if late:  # telemetry only, at the sender's time: never an observation (no uptime backfill)
+            payload = self._payload(node_id, entries, xs)
+            if isinstance(payload, str):
+                self._metrics.reject(payload)
+                _add(outcomes, O_REFUSED, used)
+                return None
+            outcomes["_pending"] = used
+            at = datetime.fromtimestamp(done / 1000.0, timezone.utc)
+            return Batch(node_id=node_id, received_at=at, slot=slot_of(at, interval_s), source="push", ok=True,
+                         payload=payload, telemetry_only=True)
         slot = slot_of(received_at, interval_s)
         if ended[done] == 0.0:
             outcomes["_pending"] = used
@@ -475,25 +492,3 @@ class RemoteWriteReceiver:
 def _add(outcomes: dict[str, int], outcome: str, count: int) -> None:
     if count:
         outcomes[outcome] = outcomes.get(outcome, 0) + count
-
-
-def _check_headers(request: web.Request) -> None:
-    """415 unless the body is remote_write 1.0: snappy-compressed protobuf WriteRequest."""
-    coding = request.headers.get("Content-Encoding", "").strip().lower()
-    if coding != "snappy":
-        raise Rejected(415, R_UNSUPPORTED_ENCODING,
-                       f"Content-Encoding {coding[:40]!r} is not supported; remote_write sends snappy",
-                       headers={"Accept-Encoding": "snappy"})
-    content_type = request.headers.get("Content-Type")
-    if content_type is not None:
-        media, _, params = content_type.partition(";")
-        proto = ""
-        for param in params.split(";"):
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "proto":
-                proto = value.strip().strip('"')
-        if media.strip().lower() != CONTENT_TYPE or proto not in ("", PROTO_MESSAGE):
-            # remote_write 2.0 (proto=io.prometheus.write.v2.Request) is answered 415,
-            # which its senders take as "send 1.0".
-            raise Rejected(415, R_UNSUPPORTED_TYPE, f"Content-Type {content_type[:80]!r} is not supported; "
-                           f"send remote_write 1.0 ({CONTENT_TYPE})")

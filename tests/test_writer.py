@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -10,7 +11,7 @@ import psycopg
 import pytest
 
 from collector.builder import GroupBuilder
-from collector.group import Beat, write_group
+from collector.group import Beat, split_by_node, write_group
 from collector.writer import StorageBusy, Writer
 from fleetscope.registry import create_operator, register_node
 from fleetscope.snapshot import fleet_snapshot
@@ -180,7 +181,6 @@ async def test_a_refused_group_is_written_node_by_node_and_only_the_refused_node
 
 
 async def test_a_refused_spooled_group_replayed_again_writes_its_good_nodes_once(dsn, open_tmp):
-    from collector.group import split_by_node
     from collector.spool import to_spool
 
     node = new_node(dsn)
@@ -220,3 +220,17 @@ async def test_a_value_that_cannot_be_formatted_is_refused_for_its_node_alone_an
         assert conn.execute("SELECT count(*) FROM observations WHERE node_id = %s", (good,)).fetchone()[0] == 2
         assert conn.execute("SELECT count(*) FROM gpu_samples WHERE node_id = %s", (good,)).fetchone()[0] == 16
         assert conn.execute("SELECT count(*) FROM observations WHERE node_id = %s", (bad,)).fetchone()[0] == 0
+
+
+def test_a_telemetry_only_batch_writes_its_samples_at_their_time_and_no_observation(dsn):
+    node = new_node(dsn)
+    at = datetime.now(timezone.utc) - timedelta(minutes=2)
+    late = dataclasses.replace(ok_batch(node, at), telemetry_only=True)
+    group = GroupBuilder("c1").build([late, ok_batch(node)], "c1:1:w0:9", None, encode=False)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert write_group(conn, group, collector_id="c1", mode="plain")
+        assert conn.execute("SELECT count(*) FROM observations").fetchone()[0] == 1  # the fresh batch's alone
+        assert conn.execute("SELECT count(*) FROM gpu_samples WHERE time = %s", (at,)).fetchone()[0] == 8
+        assert conn.execute("SELECT count(*) FROM gpu_samples").fetchone()[0] == 16
+    [only] = split_by_node(GroupBuilder("c1").build([late], "c1:1:w0:10", None, encode=False))
+    assert only.observations == [] and only.nodes == {node}  # a refused one is kept aside by its node too
