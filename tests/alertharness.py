@@ -13,7 +13,7 @@ import json
 import socket
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from email import message_from_bytes
 from typing import Any
 
@@ -132,3 +132,15 @@ def deliveries(conn: psycopg.Connection) -> list[dict[str, Any]]:
                        " FROM alert_deliveries ORDER BY delivery_id")
     names = [d.name for d in cur.description]
     return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+async def run_rounds(evaluator, dsn: str, start: datetime, end: datetime, *,
+                     step: timedelta = timedelta(seconds=5)) -> list[tuple[int, str]]:
+    """The messages of ``evaluator``'s alert rounds from ``start`` to ``end`` (inclusive), one every ``step``."""
+    sent = []
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as aconn:
+        t = start
+        while t <= end:
+            sent += (await evaluator.run_round(aconn, now=t)).messages
+            t += step
+    return sent

@@ -25,6 +25,19 @@ from typing import Any
 from tests.conftest import free_port
 
 START_TIMEOUT_S = 60.0
+# The receiving side only (no scraping, proofs, alerts, checks or publication),
+# a 1 s database deadline, the spool where the test says: the fault tests'
+# collector, which they kill, freeze the database under and restart.
+INGEST_ONLY_ENV = {"FLEETSCOPE_DB_TIMEOUT_S": "1", "FLEETSCOPE_PUBLISH_INTERVAL_S": "0",
+                   "FLEETSCOPE_INTEGRITY_INTERVAL_S": "0", "FLEETSCOPE_PROOF": "0", "FLEETSCOPE_ALERTS": "0",
+                   "FLEETSCOPE_SCRAPE": "0"}
+
+
+def ingest_only_collector(dsn: str, port: int, spool_dir: Path) -> subprocess.Popen:
+    """``python -m collector.process`` on ``port``, receiving only (INGEST_ONLY_ENV); the caller stops it."""
+    env = {**os.environ, **INGEST_ONLY_ENV, "FLEETSCOPE_SPOOL_DIR": str(spool_dir)}
+    return subprocess.Popen([sys.executable, "-m", "collector.process", "--dsn", dsn, "--port", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @contextlib.contextmanager

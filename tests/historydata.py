@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timezone
 from decimal import Decimal
+
+import psycopg
 
 from collector.sim_history import write_history
 from exporters.simfleet import load_fleet, register_fleet
@@ -27,3 +30,26 @@ def write_small_history(conn, *, days: float = 2.0, end: datetime | None = None)
                             interval_s=INTERVAL_S, price_of=lambda host: PRICE,
                             running_job_id=lambda n: f"demo-test-{n}")
     return fleet, ids, history
+
+
+@contextlib.contextmanager
+def app_with_history(pg_server, tmp_path_factory, *, days: float, checks: bool = False):
+    """A database of its own with ``days`` of SCENARIO's history (and, with ``checks``, the integrity checks run
+    at the current tick), and the dashboard app on it; yields (app, fleet, node ids, History)."""
+    from dashboard.app import create_app
+    from dashboard.service import Service
+    from fleetscope.integrity import IntegritySettings, run_checks
+    from fleetscope.snapshot import default_as_of
+
+    name = pg_server.create_database(mode="plain")
+    dsn = pg_server.dsn_for(name)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        fleet, ids, history = write_small_history(conn, days=days)
+        if checks:
+            run_checks(conn, at=default_as_of(), settings=IntegritySettings())
+    service = Service(dsn, cache_dir=tmp_path_factory.mktemp("cache"))
+    try:
+        yield create_app(service), fleet, ids, history
+    finally:
+        service.close()
+        pg_server.drop_database(name)

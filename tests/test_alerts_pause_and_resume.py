@@ -15,20 +15,8 @@ from collector.alerts import Evaluator
 from fleetscope.registry import create_operator, register_node, set_paused
 from fleetscope.snapshot import fleet_snapshot
 from fleetscope.uptime import uptime
-from tests.alertharness import add_channel, observe
+from tests.alertharness import add_channel, observe, run_rounds
 from tests.fleetdata import T0
-
-STEP = timedelta(seconds=5)
-
-
-async def _run(evaluator: Evaluator, dsn: str, start, end) -> list[tuple[int, str]]:
-    sent = []
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as aconn:
-        t = start
-        while t <= end:
-            sent += (await evaluator.run_round(aconn, now=t)).messages
-            t += STEP
-    return sent
 
 
 async def test_a_paused_node_goes_down_silently_counts_as_down_and_is_announced_once_resumed(dsn):
@@ -43,7 +31,7 @@ async def test_a_paused_node_goes_down_silently_counts_as_down_and_is_announced_
                      (T0 - timedelta(hours=1), T0 + timedelta(hours=1)))
         for seconds in range(0, 30, 5):
             observe(conn, node, T0 + timedelta(seconds=seconds))
-    assert await _run(evaluator, dsn, T0, T0 + timedelta(seconds=25)) == []  # up: first known state, not news
+    assert await run_rounds(evaluator, dsn, T0, T0 + timedelta(seconds=25)) == []  # up: first known state, not news
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert not set_paused(conn, operator_id=rival_id, node_id=node, paused=True)  # not theirs
@@ -51,7 +39,7 @@ async def test_a_paused_node_goes_down_silently_counts_as_down_and_is_announced_
         assert set_paused(conn, operator_id=operator_id, node_id=node, paused=True)
         assert conn.execute("SELECT alert_after FROM nodes").fetchone() == (None,)
     # It stops reporting at T0 + 25 s and is down from T0 + 35 s: nothing is sent while it is paused.
-    assert await _run(evaluator, dsn, T0 + timedelta(seconds=30), T0 + timedelta(minutes=2)) == []
+    assert await run_rounds(evaluator, dsn, T0 + timedelta(seconds=30), T0 + timedelta(minutes=2)) == []
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         # The public numbers ignore the pause: offline in the snapshot, its silent slots down in its uptime.
@@ -60,5 +48,5 @@ async def test_a_paused_node_goes_down_silently_counts_as_down_and_is_announced_
         assert (up.ok_slots, up.observed_slots) == (6, 24)
         assert set_paused(conn, operator_id=operator_id, node_id=node, paused=False)
     # Resumed while down: the deadline is set again from its last report, and the next round tells.
-    sent = await _run(evaluator, dsn, T0 + timedelta(minutes=2, seconds=5), T0 + timedelta(minutes=3))
+    sent = await run_rounds(evaluator, dsn, T0 + timedelta(minutes=2, seconds=5), T0 + timedelta(minutes=3))
     assert sent == [(node, "node_down")]

@@ -12,21 +12,8 @@ import psycopg
 
 from collector.alerts import Evaluator
 from fleetscope.registry import create_operator, register_node
-from tests.alertharness import add_channel, observe
+from tests.alertharness import add_channel, observe, run_rounds
 from tests.fleetdata import T0
-
-STEP = timedelta(seconds=5)
-
-
-async def _run(dsn: str, start, end) -> list[tuple[int, str]]:
-    evaluator = Evaluator(flap_window=timedelta(hours=1))
-    sent = []
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as aconn:
-        t = start
-        while t <= end:
-            sent += (await evaluator.run_round(aconn, now=t)).messages
-            t += STEP
-    return sent
 
 
 async def test_paused_never_seen_and_already_down_nodes_send_nothing_while_a_live_node_does(any_mode_dsn):
@@ -46,7 +33,7 @@ async def test_paused_never_seen_and_already_down_nodes_send_nothing_while_a_liv
             observe(conn, paused, T0 + timedelta(seconds=seconds))
             observe(conn, live, T0 + timedelta(seconds=seconds))
 
-    sent = await _run(dsn, T0, T0 + timedelta(minutes=2))
+    sent = await run_rounds(Evaluator(flap_window=timedelta(hours=1)), dsn, T0, T0 + timedelta(minutes=2))
     assert sent == [(live, "node_down")]
 
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -57,5 +44,5 @@ async def test_paused_never_seen_and_already_down_nodes_send_nothing_while_a_liv
         assert never not in states and states[long_dead] == "down"
         # The long-dead node returns: that is news, and it is told.
         observe(conn, long_dead, T0 + timedelta(minutes=3))
-    sent = await _run(dsn, T0 + timedelta(minutes=3), T0 + timedelta(minutes=3))
+    sent = await run_rounds(Evaluator(flap_window=timedelta(hours=1)), dsn, T0 + timedelta(minutes=3), T0 + timedelta(minutes=3))
     assert sent == [(long_dead, "node_up")]

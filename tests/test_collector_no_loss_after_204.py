@@ -11,10 +11,7 @@ database was frozen, and the kill lost them all.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import aiohttp
@@ -22,20 +19,13 @@ import psycopg
 
 from fleetscope.registry import create_operator, register_node
 from tests.collector_harness import FLEET_PROM, TEXT_TYPE
+from tests.collector_process import ingest_only_collector
 from tests.conftest import free_port
 from tests.frozen_database import frozen
 
 NODES = 4
 INTERVAL_S = 5           # a node may push every 2.5 s
 PUSH_SPACING_S = 2.6
-
-
-def _start(dsn: str, port: int, spool_dir) -> subprocess.Popen:
-    env = {**os.environ, "FLEETSCOPE_SPOOL_DIR": str(spool_dir), "FLEETSCOPE_DB_TIMEOUT_S": "1",
-           "FLEETSCOPE_PUBLISH_INTERVAL_S": "0", "FLEETSCOPE_INTEGRITY_INTERVAL_S": "0",
-           "FLEETSCOPE_PROOF": "0", "FLEETSCOPE_ALERTS": "0", "FLEETSCOPE_SCRAPE": "0"}
-    return subprocess.Popen([sys.executable, "-m", "collector.process", "--dsn", dsn, "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 async def _replayed(spool, base: str, within_s: float = 30.0) -> None:
@@ -83,7 +73,7 @@ async def test_every_push_answered_204_is_stored_exactly_once_across_a_freeze_an
     port, spool = free_port(), tmp_path / "spool"
     base = f"http://127.0.0.1:{port}"
     accepted = {n.node_id: 0 for n in nodes}
-    collector = _start(dsn, port, spool)
+    collector = ingest_only_collector(dsn, port, spool)
     try:
         async with aiohttp.ClientSession() as session:
             await _healthy(session, base)
@@ -99,7 +89,7 @@ async def test_every_push_answered_204_is_stored_exactly_once_across_a_freeze_an
                 accepted[node.node_id] += status == 204
         assert all(s == 204 for s in rounds[0])
         assert sum(s == 204 for r in rounds[1:] for s in r) > 0, "no push was accepted while frozen"
-        collector = _start(dsn, port, spool)  # replays the spool
+        collector = ingest_only_collector(dsn, port, spool)  # replays the spool
         await _replayed(spool, base)
     finally:
         if collector.poll() is None:

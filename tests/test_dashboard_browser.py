@@ -5,19 +5,12 @@ Needs Debian's chromium (.ci/run installs it); skips with the reason when it is 
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import time
-
 import pytest
 
-from tests.conftest import free_port
+from tests.browser_harness import browser, needs_chromium, production_dashboard  # noqa: F401 - a fixture
 from tests.dashboard_harness import get
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium)")
+pytestmark = needs_chromium
 HEADLINES = [("nodes", k) for k in ("registered", "online", "offline")] + [
     ("gpus", k) for k in ("registered", "online", "offline", "hired", "hired_offline", "idle", "verified",
                           "unverified", "flagged")] + [
@@ -26,40 +19,8 @@ HEADLINES = [("nodes", k) for k in ("registered", "online", "offline")] + [
 
 @pytest.fixture
 def production_url(dsn, live_fleet, tmp_path):
-    port = free_port()
-    log = open(tmp_path / "dashboard.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fleetscope.cli", "dashboard", "--dsn", dsn, "--port", str(port), "--workers", "2",
-         "--cache-dir", str(tmp_path / "cache")],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            if proc.poll() is not None:
-                raise AssertionError(f"the dashboard exited: {(tmp_path / 'dashboard.log').read_text()}")
-            try:
-                if get(f"{url}/api/v1/fleet")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
+    with production_dashboard(dsn, tmp_path) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
-        # A server error behind a page is a failure even when the page looked right.
-        assert "Traceback" not in (tmp_path / "dashboard.log").read_text()
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield browser
-        browser.close()
 
 
 def _page(browser, width: int):

@@ -8,23 +8,15 @@ import psycopg
 import pytest
 from plotly.utils import PlotlyJSONEncoder
 
-from dashboard.app import create_app
-from dashboard.service import Service
-from tests.historydata import write_small_history
+from tests.historydata import app_with_history
 
 
 @pytest.fixture(scope="module")
 def app_and_fleet(pg_server, tmp_path_factory):
-    name = pg_server.create_database(mode="plain")
-    dsn = pg_server.dsn_for(name)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        # The gpu_lost host is hired for all its GPUs, one of which is lost:
-        # one GPU is covered by a running job while offline.
-        fleet, ids, _history = write_small_history(conn, days=1)
-    ex = Service(dsn, cache_dir=tmp_path_factory.mktemp("cache"))
-    yield create_app(ex), fleet, ids
-    ex.close()
-    pg_server.drop_database(name)
+    # The gpu_lost host is hired for all its GPUs, one of which is lost: one
+    # GPU is covered by a running job while offline.
+    with app_with_history(pg_server, tmp_path_factory, days=1) as (app, fleet, ids, _history):
+        yield app, fleet, ids
 
 
 def _lost_node(fleet, ids) -> int:

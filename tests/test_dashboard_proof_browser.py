@@ -5,28 +5,20 @@ Needs Debian's chromium (.ci/run installs it); skips with the reason when it is 
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from fleetscope import proof
+from tests.browser_harness import browser, needs_chromium  # noqa: F401 - a fixture
 from tests.dashboard_harness import PROOF_FAILED_REASON, get, proof_fleet  # noqa: F401
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium)")
+pytestmark = needs_chromium
 
 
 @pytest.fixture
-def page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(90_000)  # a shared 2-core runner: generous, not flaky
-        yield page
-        browser.close()
+def page(browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(90_000)  # a shared 2-core runner: generous, not flaky
+    yield page
 
 
 def test_a_visitor_sees_verdicts_on_node_pages_integrity_and_the_protocol(explorer_url, proof_fleet, page):

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-import psycopg
 import pytest
 
-from dashboard.app import create_app
-from dashboard.service import Service
-from fleetscope.integrity import IntegritySettings, run_checks
-from fleetscope.snapshot import default_as_of
-from tests.historydata import write_small_history
+from tests.historydata import app_with_history
 
 
 def _t(text: str) -> datetime:
@@ -20,16 +15,8 @@ def _t(text: str) -> datetime:
 
 @pytest.fixture(scope="module")
 def client(pg_server, tmp_path_factory):
-    name = pg_server.create_database(mode="plain")
-    dsn = pg_server.dsn_for(name)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        fleet, ids, history = write_small_history(conn, days=3)
-        run_checks(conn, at=default_as_of(), settings=IntegritySettings())
-    ex = Service(dsn, cache_dir=tmp_path_factory.mktemp("cache"))
-    app = create_app(ex)
-    yield app.server.test_client(), ids, history
-    ex.close()
-    pg_server.drop_database(name)
+    with app_with_history(pg_server, tmp_path_factory, days=3, checks=True) as (app, _fleet, ids, history):
+        yield app.server.test_client(), ids, history
 
 
 @pytest.mark.parametrize(("rng", "span", "money_buckets"), [("24h", timedelta(hours=24), 24),

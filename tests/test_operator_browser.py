@@ -7,61 +7,22 @@ Needs Debian's chromium (.ci/run installs it); skips with the reason when it is 
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import time
-
 import psycopg
 import pytest
 
 from fleetscope.registry import create_operator
+from tests.browser_harness import browser, needs_chromium, production_dashboard  # noqa: F401 - a fixture
 from tests.collector_process import WebhookSink, collector_process
-from tests.conftest import free_port
-from tests.dashboard_harness import get
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium)")
+pytestmark = needs_chromium
 
 
 @pytest.fixture
 def stack(dsn, tmp_path):
     """The collector and the dashboard pointed at it; yields (dashboard URL, collector URL)."""
-    with collector_process(dsn, tmp_path) as collector:
-        port = free_port()
-        log = open(tmp_path / "dashboard.log", "wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fleetscope.cli", "dashboard", "--dsn", dsn, "--port", str(port), "--workers", "2",
-             "--cache-dir", str(tmp_path / "cache"), "--collector-url", collector],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(600):
-                if proc.poll() is not None:
-                    raise AssertionError(f"the dashboard exited: {(tmp_path / 'dashboard.log').read_text()}")
-                try:
-                    if get(f"{url}/api/v1/fleet")[0] == 200:
-                        break
-                except OSError:
-                    time.sleep(0.1)
-            yield url, collector
-        finally:
-            proc.terminate()
-            proc.wait(10)
-            log.close()
-            assert "Traceback" not in (tmp_path / "dashboard.log").read_text()
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield browser
-        browser.close()
+    with collector_process(dsn, tmp_path) as collector, \
+            production_dashboard(dsn, tmp_path, "--collector-url", collector, tries=600) as url:
+        yield url, collector
 
 
 def test_an_operator_registers_a_node_and_adds_tests_and_removes_a_channel_in_the_browser(dsn, stack, browser,

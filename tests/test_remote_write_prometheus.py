@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import http.server
-import os
 import re
 import shutil
 import signal
@@ -31,6 +30,7 @@ import pytest
 from fleetscope.registry import create_operator, register_node
 from fleetscope.states import node_online
 from tests.collector_harness import PAYLOADS
+from tests.collector_process import ingest_only_collector
 from tests.conftest import free_port
 from tests.frozen_database import frozen
 
@@ -79,14 +79,6 @@ def _sim_exporter() -> tuple[subprocess.Popen, int]:
             return proc, int(match.group(1))
     proc.kill()
     raise AssertionError("the sim exporter did not start")
-
-
-def _collector(dsn: str, port: int, spool) -> subprocess.Popen:
-    env = {**os.environ, "FLEETSCOPE_SPOOL_DIR": str(spool), "FLEETSCOPE_DB_TIMEOUT_S": "1",
-           "FLEETSCOPE_PUBLISH_INTERVAL_S": "0", "FLEETSCOPE_INTEGRITY_INTERVAL_S": "0",
-           "FLEETSCOPE_PROOF": "0", "FLEETSCOPE_ALERTS": "0", "FLEETSCOPE_SCRAPE": "0"}
-    return subprocess.Popen([sys.executable, "-m", "collector.process", "--dsn", dsn, "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _prometheus_config(targets: dict[int, int], collector_port: int, token: str) -> str:
@@ -152,7 +144,7 @@ async def test_a_prometheus_server_remote_writes_a_fleet_that_comes_online_survi
     dcgm_server = _serve("dcgm_exporter_default_a100x8.prom")
     smi_server = _serve("nvidia_gpu_exporter_rtx3090x8.prom")
     collector_port, prometheus_port = free_port(), free_port()
-    collector = _collector(dsn, collector_port, tmp_path / "spool")
+    collector = ingest_only_collector(dsn, collector_port, tmp_path / "spool")
     config = tmp_path / "prometheus.yml"
     config.write_text(_prometheus_config({sim: sim_port, dcgm: dcgm_server.server_address[1],
                                           smi: smi_server.server_address[1]}, collector_port, token))
