@@ -247,7 +247,7 @@ def receivers_only(nodes: int) -> dict:
             by_node, reports = receiver._decode(receiver._unsnappy(body))
             outcomes: dict[str, int] = {}
             for node_id in by_node.keys() | reports.keys():
-                receiver._node_batch(node_id, INTERVAL_S, by_node.get(node_id, []), reports.get(node_id, []),
+                receiver._node_batch(node_id, INTERVAL_S, by_node.get(node_id), reports.get(node_id, []),
                                      now, now.timestamp() * 1000, outcomes, [])
         return time.process_time() - t0
 
