@@ -252,15 +252,11 @@ class RemoteWriteReceiver:
         labels and nothing else, and protobuf's parse of "whole labels, then
         one whole sample" is unique.
         """
-        try:
-            series = RawWriteRequest.FromString(raw).timeseries
-        except DecodeError as exc:
-            raise Rejected(400, R_BAD_PROTOBUF, f"the body is not a remote_write WriteRequest: {exc}") from None
-        by_node, ups, other = self._series.split(series, self._classify_key)
+        by_node, ups, other = self._series.read(raw, self._classify_key, _series_of)
         if other:
             rows: dict[int, list] = {}
-            for i in other:
-                self._slow_series(series[i], rows, ups)
+            for s in other:
+                self._slow_series(s, rows, ups)
             for node_id, node_rows in rows.items():
                 entries, times, xs = (list(c) for c in zip(*node_rows))
                 if node_id in by_node:
@@ -455,6 +451,14 @@ class RemoteWriteReceiver:
                 pass
             raise Rejected(503, R_STORAGE_UNAVAILABLE, "storage is unavailable; retry later",
                            headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)}) from None
+
+
+def _series_of(raw: bytes) -> list[bytes]:
+    """The encoded series of the WriteRequest ``raw``; 400 if it is not one."""
+    try:
+        return RawWriteRequest.FromString(raw).timeseries
+    except DecodeError as exc:
+        raise Rejected(400, R_BAD_PROTOBUF, f"the body is not a remote_write WriteRequest: {exc}") from None
 
 
 def _add(outcomes: dict[str, int], outcome: str, count: int) -> None:
