@@ -242,15 +242,16 @@ class RemoteWriteReceiver:
         """The request's samples by node: ``{node: (entries, timestamps ms, values)}`` (NumPy arrays
         for the last two), and Prometheus' report series apart: ``{node: [(role, timestamp_ms, value), ...]}``.
 
-        Hot path (bench/bench_remote_write.py): the request is split into each
-        series' encoded bytes in one C call, and the series ending in the one
-        sample Prometheus sends per series and scrape are read together, in
-        NumPy and C-level passes (collector/series_table.py): their labels'
-        bytes are the key, classified once per series. Anything else (several
-        samples, other encodings) takes the message objects. The split is
-        exact: a key is classified only once its bytes are proven to be whole
-        labels and nothing else, and protobuf's parse of "whole labels, then
-        one whole sample" is unique.
+        Hot path (bench/bench_remote_write.py, collector/series_table.py): a
+        request that repeats series seen before in the same order (as a
+        Prometheus shard sends them, cut anywhere) is recognised by comparing
+        its bytes with theirs, values and timestamps left out; other series
+        are split in one C call and read together in NumPy and C-level passes,
+        their labels' bytes the key, classified once per series. Anything
+        else (several samples, other encodings) takes the message objects
+        (``_slow_series``). Exact: a key is classified only once its bytes
+        are proven to be whole labels and nothing else, and protobuf's parse
+        of "whole labels, then one whole sample" is unique.
         """
         by_node, ups, other = self._series.read(raw, self._classify_key, _series_of)
         if other:

@@ -38,9 +38,14 @@ _VALUE_TAGS = np.uint64(int.from_bytes(VALUE_SAMPLE, "little"))
 _ZERO_TAGS = np.uint64(int.from_bytes(ZERO_SAMPLE, "little"))
 _CONTINUED_MASK = np.uint64(0x808080808080)
 _CONTINUED = np.uint64(0x008080808080)
-# How many groupings of runs' series by node are kept (``SeriesTable._group``): a
-# few per request shape, emptied when full.
-GROUPINGS_KEPT = 4096
+# How many groupings of a run's series by node are kept (``SeriesTable._group``),
+# per run: one per part of it that requests repeat; emptied when full.
+GROUPINGS_KEPT = 8
+# The bytes of runs kept (each about its request's size); past it the oldest
+# are dropped, so that series gone for good (a node removed) pin no request's
+# bytes. 64 MiB holds one scrape of ~1,100 hosts of 8 GPUs (58 KB each as
+# remote_write sends them); a larger fleet's runs are read series by series.
+RUN_BYTES_KEPT = 64 << 20
 # First capacity of the table's arrays (doubled as needed).
 _FIRST_CAPACITY = 4096
 
@@ -75,7 +80,7 @@ class SeriesTable:
     them scrape after scrape), is recognised by one lookup and one
     comparison of its bytes with the run's, sample values and timestamps
     left out, without an object per series. At most one run per series is
-    kept, so the runs hold about the table's label bytes once more.
+    kept, and at most RUN_BYTES_KEPT bytes of runs.
     """
 
     def __init__(self, *, max_entries: int) -> None:
@@ -92,8 +97,9 @@ class SeriesTable:
         self._runs: dict[int, _Run] = {}
         self._refs: dict[int, int] = {}  # run -> how many series it is the latest run of
         self._next_run = 0
+        self._run_bytes = 0
         self._scratch = np.zeros(0, np.uint8)
-        self._groupings: dict[tuple, tuple] = {}  # runs' parts -> where their series go (``_group``)
+        self._groupings: dict[int, dict] = {}  # run -> (from, to) -> where its series go (``_group``)
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -144,7 +150,7 @@ class SeriesTable:
             sids, times, xs = pieces[0]
         else:
             sids, times, xs = (np.concatenate(c) for c in zip(*pieces))
-        key = tuple(parts) if len(parts) == len(pieces) else None
+        key = parts[0] if len(parts) == len(pieces) == 1 else None  # (a request read from one run)
         return Split(*self._group(sids, times, xs, key), other)
 
     def _run_at(self, raw: bytes, pos: int) -> tuple[_Run, int] | None:
@@ -278,22 +284,33 @@ class SeriesTable:
         for old, count in zip(*np.unique(previous[previous >= 0], return_counts=True)):
             self._refs[int(old)] -= int(count)
             if not self._refs[int(old)]:
-                del self._runs[int(old)], self._refs[int(old)]
+                self._drop_run(int(old))
         self._run_of[sids] = rid
         self._index_of[sids] = np.arange(len(sids))
         self._runs[rid] = _Run(rid, template, starts, sids, values, times)
         self._refs[rid] = len(sids)
+        self._groupings[rid] = {}
+        self._run_bytes += template.size
+        while self._run_bytes > RUN_BYTES_KEPT and len(self._runs) > 1:
+            self._drop_run(next(iter(self._runs)))  # (the oldest: dicts keep insertion order)
+
+    def _drop_run(self, rid: int) -> None:
+        run = self._runs.pop(rid)
+        del self._refs[rid], self._groupings[rid]
+        self._run_bytes -= run.template.size
+        self._run_of[run.sids[self._run_of[run.sids] == rid]] = -1
 
     def _group(self, sids: np.ndarray, times: np.ndarray, xs: np.ndarray, key: tuple | None) -> tuple[dict, dict]:
-        """The samples by node, report series apart (see ``Split``); ``key`` names the series
-        ``sids`` (runs and their parts), to group them as last time."""
-        grouping = self._groupings.get(key) if key is not None else None
+        """The samples by node, report series apart (see ``Split``); ``key``, (run, from, to), names
+        the series ``sids`` when they are a run's part, to group them as last time."""
+        kept = self._groupings.get(key[0]) if key is not None else None
+        grouping = kept.get(key[1:]) if kept is not None else None
         if grouping is None:
             grouping = self._grouping(sids)
-            if key is not None:
-                if len(self._groupings) >= GROUPINGS_KEPT:
-                    self._groupings.clear()
-                self._groupings[key] = grouping
+            if kept is not None:
+                if len(kept) >= GROUPINGS_KEPT:
+                    kept.clear()
+                kept[key[1:]] = grouping
         report_at, report_of, order, nodes = grouping
         reports: dict[int, list] = {}
         for (node, role), t, x in zip(report_of, times[report_at].tolist(), xs[report_at].tolist()):

@@ -56,3 +56,20 @@ def test_a_request_seen_before_is_read_from_its_run():
         assert nodes[7][2].tolist() == [40.0 + round_] * 8
         assert nodes[7][1].tolist() == [1_764_000_000_000 + round_] * 8
     assert list(receiver._series._runs) == [0]  # (a request read series by series would be kept as run 1)
+
+
+def test_runs_past_their_byte_budget_are_dropped_oldest_first(monkeypatch):
+    """Series gone for good pin no request's bytes: past RUN_BYTES_KEPT the oldest runs go, and are read again series by series."""
+    from collector import series_table
+
+    monkeypatch.setattr(series_table, "RUN_BYTES_KEPT", 1)
+    receiver = _receiver()
+    for node in (1, 2, 3, 1):
+        body = [({"__name__": "DCGM_FI_DEV_GPU_TEMP", "gpu": str(g), "fleetscope_node_id": str(node)},
+                 [(1_764_000_000_000, 40.0)]) for g in range(4)]
+        nodes, _ = receiver._decode(bytes(cramjam.snappy.decompress_raw(encode(body))))
+        assert nodes[node][2].tolist() == [40.0] * 4
+    table = receiver._series
+    assert list(table._runs) == [3]  # (node 1's first run dropped: its request was read again, as run 3)
+    assert table._run_bytes == table._runs[3].template.size
+    assert list(table._groupings) == [3]
