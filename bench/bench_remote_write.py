@@ -25,7 +25,10 @@ round (one observation, 8 GPU rows), so the database's share is the same and
 left out. Then the receivers alone, in this process, on the same payloads:
 the push's parse and liveness rule against remote_write's unsnappy, decode,
 scrape assembly and liveness rule (what each path adds per sample before the
-shared writer), medians of RECEIVER_REPEATS A/B pairs. Samples per second is a round's samples over its wall time, with
+shared writer), medians of RECEIVER_REPEATS A/B pairs; and remote_write again
+with requests cut as a Prometheus shard cuts them (every MAX_SAMPLES_PER_SEND
+samples, whatever node they belong to, the cuts moved by CUT_STEP each time:
+scrapes straddle requests, and no request repeats an earlier one whole). Samples per second is a round's samples over its wall time, with
 the requests made beforehand (Prometheus' work, not the collector's), both
 paths with CONCURRENCY requests in flight. Each remote_write request's
 latency (its 204 waits for the write: written or spooled) is also reported. Rounds are spaced by the nodes' push spacing (interval 5 s: 2.5 s).
@@ -129,6 +132,16 @@ def write_bodies(fleet: list) -> list[bytes]:
     return bodies
 
 
+def cut_bodies(fleet: list, first: int) -> list[bytes]:
+    """One scrape of every node as a Prometheus shard cuts it: MAX_SAMPLES_PER_SEND samples a
+    request whoever they belong to, the first request ``first`` samples short (so cuts move)."""
+    t_ms = int(time.time() * 1000)
+    samples = [(labels, [(t_ms, value)]) for node_series in fleet for labels, [(_, value)] in node_series]
+    first %= MAX_SAMPLES_PER_SEND
+    cuts = [0, *range(first or MAX_SAMPLES_PER_SEND, len(samples), MAX_SAMPLES_PER_SEND), len(samples)]
+    return [encode(samples[a:b]) for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
 async def write_round(session, base: str, token: str, bodies: list[bytes], latencies: list[float]) -> int:
     """Send one round's requests, CONCURRENCY at a time (as that many queue shards); returns how many."""
     sem = asyncio.Semaphore(CONCURRENCY)
@@ -215,6 +228,9 @@ async def run(nodes: int, rounds: int) -> dict:
 
 
 RECEIVER_REPEATS = 7
+# How far the cuts move between requests of the "cut elsewhere" rounds (not a
+# divisor of MAX_SAMPLES_PER_SEND nor of a node's 173 series).
+CUT_STEP = 677
 
 
 def receivers_only(nodes: int) -> dict:
@@ -239,27 +255,30 @@ def receivers_only(nodes: int) -> dict:
             refusal(parser.parse(body, cache=caches[i]))
         return time.process_time() - t0
 
-    def remote_write() -> float:
-        requests = write_bodies(fleet)
+    def remote_write(cut_at: int = 0) -> float:
+        requests = write_bodies(fleet) if not cut_at else cut_bodies(fleet, cut_at)
         now = datetime.now(timezone.utc)
         t0 = time.process_time()
         for body in requests:
             by_node, reports = receiver._decode(receiver._unsnappy(body))
             outcomes: dict[str, int] = {}
             for node_id in by_node.keys() | reports.keys():
-                receiver._node_batch(node_id, INTERVAL_S, by_node.get(node_id, []), reports.get(node_id, []),
+                receiver._node_batch(node_id, INTERVAL_S, by_node.get(node_id), reports.get(node_id, []),
                                      now, now.timestamp() * 1000, outcomes, [])
         return time.process_time() - t0
 
     push(), remote_write()  # warm: caches and layouts
-    a, b = [], []
-    for _ in range(RECEIVER_REPEATS):
+    a, b, c = [], [], []
+    for i in range(RECEIVER_REPEATS):
         a.append(push())
         b.append(remote_write())
+        c.append(remote_write(cut_at=(i + 1) * CUT_STEP))
     per = nodes * (len(fleet[0]) - 5) / 1000
     out = {"push_ms_per_1000": statistics.median(a) / per * 1000,
-           "remote_write_ms_per_1000": statistics.median(b) / per * 1000}
+           "remote_write_ms_per_1000": statistics.median(b) / per * 1000,
+           "remote_write_cut_elsewhere_ms_per_1000": statistics.median(c) / per * 1000}
     out["ratio_rw_over_push"] = out["remote_write_ms_per_1000"] / out["push_ms_per_1000"]
+    out["ratio_cut_elsewhere_over_push"] = out["remote_write_cut_elsewhere_ms_per_1000"] / out["push_ms_per_1000"]
     return out
 
 

@@ -91,16 +91,6 @@ def encode(series: list[tuple[dict[str, str], list[tuple[int, float]]]]) -> byte
     return bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
 
 
-def varint6(data: bytes) -> int | None:
-    """The 6-byte varint ``data`` (a millisecond timestamp of our era), None if it is not one."""
-    if data[5] >= 0x80 or min(data[:5]) < 0x80:
-        return None
-    value = 0
-    for i, byte in enumerate(data):
-        value |= (byte & 0x7F) << (7 * i)
-    return value
-
-
 def check_headers(request: web.Request) -> None:
     """415 unless the body is remote_write 1.0: snappy-compressed protobuf WriteRequest."""
     coding = request.headers.get("Content-Encoding", "").strip().lower()

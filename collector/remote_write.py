@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING
 # decompress_raw_len reads the inflated size from the header, so a snappy
 # bomb is refused before anything is allocated (`_unsnappy`).
 import cramjam
+import numpy as np
 from aiohttp import web
 from google.protobuf.message import DecodeError
 
@@ -69,17 +70,9 @@ from collector.requests import (
     read_body,
     within_deadline,
 )
-from collector.prompb import (
-    check_headers,
-    DOUBLE,
-    VALUE_SAMPLE,
-    ZERO_SAMPLE,
-    RawWriteRequest,
-    TimeSeries,
-    is_stale_marker,
-    varint6,
-)
+from collector.prompb import check_headers, RawWriteRequest, TimeSeries, is_stale_marker
 from collector.parse import R_TOO_MANY_SERIES, ParseError, PayloadParser, SeriesCache
+from collector.series_table import SeriesTable
 from fleetscope.integrity import cloned_telemetry
 from fleetscope.uptime import slot_of
 
@@ -161,7 +154,7 @@ class RemoteWriteReceiver:
         self._parser = PayloadParser(max_series=settings.max_series_per_node,
                                      max_label_len=settings.max_label_len)
         self._limiter = PushRateLimiter(floor_s=settings.push_min_interval_s)
-        self._classified: dict[bytes, tuple[int, mn.Entry | None, int]] = {}
+        self._series = SeriesTable(max_entries=CLASSIFY_CACHE_ENTRIES)
         # Per node, the first part of a scrape that straddles two requests:
         # (timestamp, entries, values, samples), until the rest arrives.
         self._parts: LruDict = LruDict(settings.push_cache_nodes)
@@ -198,7 +191,7 @@ class RemoteWriteReceiver:
         received_ms = received_at.timestamp() * 1000.0
         try:
             for node_id in by_node.keys() | ups.keys():
-                batch = self._node_batch(node_id, intervals[node_id], by_node.get(node_id, []),
+                batch = self._node_batch(node_id, intervals[node_id], by_node.get(node_id),
                                          ups.get(node_id, []), received_at, received_ms, outcomes, merged)
                 if batch is None:
                     continue
@@ -245,57 +238,34 @@ class RemoteWriteReceiver:
         except cramjam.DecompressionError as exc:
             raise Rejected(400, R_BAD_SNAPPY, f"the body is not snappy (block format): {exc}") from None
 
-    def _decode(self, raw: bytes) -> tuple[dict[int, list], dict[int, list]]:
-        """The request's samples by node: ``{node: [(entry, timestamp_ms, value), ...]}``, and
-        Prometheus' report series apart: ``{node: [(role, timestamp_ms, value), ...]}``.
+    def _decode(self, raw: bytes) -> tuple[dict[int, tuple], dict[int, list]]:
+        """The request's samples by node: ``{node: (entries, timestamps ms, values)}`` (NumPy arrays
+        for the last two), and Prometheus' report series apart: ``{node: [(role, timestamp_ms, value), ...]}``.
 
-        Hot path, hand-written where measured (bench/bench_remote_write.py):
-        walking protobuf's message objects costs ~5 us per series (a wrapper
-        per label), 5 x a push's whole cost per sample. So the request is
-        split into each series' encoded bytes in one C call, and a series
-        ending in the one sample Prometheus sends per series and scrape is
-        split there by its fixed layout (``_split_tail``): its labels' bytes
-        are the cache key, classified once per series. Anything else (several
-        samples, other encodings) takes the message objects. The split is
-        exact: a key is cached only once its bytes are proven to be whole
-        labels and nothing else, and protobuf's parse of "whole labels, then
-        one whole sample" is unique.
+        Hot path (bench/bench_remote_write.py, collector/series_table.py): a
+        request that repeats series seen before in the same order (as a
+        Prometheus shard sends them, cut anywhere) is recognised by comparing
+        its bytes with theirs, values and timestamps left out; other series
+        are split in one C call and read together in NumPy and C-level passes,
+        their labels' bytes the key, classified once per series. Anything
+        else (several samples, other encodings) takes the message objects
+        (``_slow_series``). Exact: a key is classified only once its bytes
+        are proven to be whole labels and nothing else, and protobuf's parse
+        of "whole labels, then one whole sample" is unique.
         """
-        try:
-            series = RawWriteRequest.FromString(raw).timeseries
-        except DecodeError as exc:
-            raise Rejected(400, R_BAD_PROTOBUF, f"the body is not a remote_write WriteRequest: {exc}") from None
-        get = self._classified.get
-        unpack = DOUBLE.unpack_from
-        times: dict[bytes, int | None] = {}
-        by_node: dict[int, list] = {}
-        ups: dict[int, list] = {}
-        for s in series:
-            # (One slice comparison each: measured cheaper than four index tests.)
-            if s[-18:-15] == VALUE_SAMPLE and s[-7] == 0x10:
-                known = get(s[:-18]) or self._classify_key(s[:-18])
-                x = unpack(s, len(s) - 15)[0]
-            else:
-                known = None
-            if known is None and s[-9:-6] == ZERO_SAMPLE:  # value 0.0: proto3 leaves it out
-                known = get(s[:-9]) or self._classify_key(s[:-9])
-                x = 0.0
-            if known is not None:
-                tail = s[-6:]
-                t = times.get(tail, -1)
-                if t == -1:
-                    t = times[tail] = varint6(tail)
-            if known is None or t is None:
-                self._slow_series(s, by_node, ups)
-                continue
-            node_id, entry, role = known
-            if role:
-                ups.setdefault(node_id, []).append((role, t, x))
-            else:
-                rows = by_node.get(node_id)
-                if rows is None:
-                    rows = by_node[node_id] = []
-                rows.append((entry, t, x))
+        by_node, ups, other = self._series.read(raw, self._classify_key, _series_of)
+        if other:
+            rows: dict[int, list] = {}
+            for s in other:
+                self._slow_series(s, rows, ups)
+            for node_id, node_rows in rows.items():
+                entries, times, xs = (list(c) for c in zip(*node_rows))
+                if node_id in by_node:
+                    fast_entries, fast_times, fast_xs = by_node[node_id]
+                    entries = fast_entries + entries
+                    times = np.concatenate([fast_times, np.array(times, np.int64)])
+                    xs = np.concatenate([fast_xs, np.array(xs, np.float64)])
+                by_node[node_id] = (entries, np.array(times, np.int64), np.array(xs, np.float64))
         return by_node, ups
 
     def _slow_series(self, s: bytes, by_node: dict[int, list], ups: dict[int, list]) -> None:
@@ -312,18 +282,14 @@ class RemoteWriteReceiver:
                 by_node.setdefault(node_id, []).append((entry, sample.timestamp, sample.value))
 
     def _classify_key(self, key: bytes) -> tuple[int, mn.Entry | None, int] | None:
-        """Classify and cache the series whose labels are encoded as ``key``; None if ``key`` is not only labels."""
+        """Classify the series whose labels are encoded as ``key``; None if ``key`` is not only labels."""
         try:
             ts = TimeSeries.FromString(key)
         except DecodeError:
             return None
         if ts.samples or ts.SerializeToString() != key:
             return None  # not whole labels in the canonical encoding: the slow path decides
-        known = self._classify([(label.name, label.value) for label in ts.labels])
-        if len(self._classified) >= CLASSIFY_CACHE_ENTRIES:
-            self._classified.clear()
-        self._classified[key] = known
-        return known
+        return self._classify([(label.name, label.value) for label in ts.labels])
 
     def _classify(self, pairs: list[tuple[str, str]]) -> tuple[int, mn.Entry | None, int]:
         """(node_id, the series' Entry or None, its REPORT_SERIES role or 0); 400 without a valid node label."""
@@ -358,7 +324,7 @@ class RemoteWriteReceiver:
                            "nothing of this request was written")
         return nodes
 
-    def _node_batch(self, node_id: int, interval_s: int, rows: list, ups: list, received_at: datetime,
+    def _node_batch(self, node_id: int, interval_s: int, columns: tuple | None, ups: list, received_at: datetime,
                     received_ms: float, outcomes: dict[str, int], merged: list[tuple]) -> Batch | None:
         """One node's Batch from its newest whole scrape in the request, or None (see the module doc).
 
@@ -375,13 +341,12 @@ class RemoteWriteReceiver:
         # Scrapes by timestamp: [entries, values, samples]; usually just one.
         scrapes: dict[int, list] = {}
         markers = 0
-        if rows:
-            entries, times, xs = (list(c) for c in zip(*rows))
-            total = sum(xs)
-            if min(times) == max(times) and total == total:
-                scrapes[times[0]] = [entries, xs, len(entries)]
+        if columns is not None and columns[0]:
+            entries, times, xs = columns
+            if times.min() == times.max() and not np.isnan(xs).any():
+                scrapes[int(times[0])] = [entries, xs.tolist(), len(entries)]
             else:  # several scrapes, or NaNs (staleness markers among them): sample by sample
-                for entry, t, x in rows:
+                for entry, t, x in zip(entries, times.tolist(), xs.tolist()):
                     if x != x and is_stale_marker(x):
                         markers += 1
                         continue
@@ -487,6 +452,14 @@ class RemoteWriteReceiver:
                 pass
             raise Rejected(503, R_STORAGE_UNAVAILABLE, "storage is unavailable; retry later",
                            headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)}) from None
+
+
+def _series_of(raw: bytes) -> list[bytes]:
+    """The encoded series of the WriteRequest ``raw``; 400 if it is not one."""
+    try:
+        return RawWriteRequest.FromString(raw).timeseries
+    except DecodeError as exc:
+        raise Rejected(400, R_BAD_PROTOBUF, f"the body is not a remote_write WriteRequest: {exc}") from None
 
 
 def _add(outcomes: dict[str, int], outcome: str, count: int) -> None:

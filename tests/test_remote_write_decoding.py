@@ -33,6 +33,11 @@ def _receiver() -> RemoteWriteReceiver:
                                settings=CollectorSettings(dsn="postgresql://unused"))
 
 
+def _rows(by_node: dict) -> dict:
+    """``_decode``'s columns per node as rows, as ``_slow_series`` gives them."""
+    return {n: list(zip(entries, times.tolist(), xs.tolist())) for n, (entries, times, xs) in by_node.items()}
+
+
 def _normal(by_node: dict, ups: dict) -> tuple:
     def key(x: float) -> str:
         return struct.pack("<d", x).hex()  # exact, NaN payloads included
@@ -47,8 +52,10 @@ def test_the_fast_split_reads_what_the_message_objects_read(series):
               "fleetscope_node_id": str(node)}, samples) for name, value, node, samples in series]
     raw = bytes(cramjam.snappy.decompress_raw(encode(body)))
     receiver = _receiver()
-    fast = receiver._decode(raw)
-    fast_again = receiver._decode(raw)  # now from the cache of classified series
+    nodes, ups = receiver._decode(raw)
+    fast = _rows(nodes), ups
+    nodes, ups = receiver._decode(raw)  # now from the table of classified series
+    fast_again = _rows(nodes), ups
     slow_nodes: dict = {}
     slow_ups: dict = {}
     for s in RawWriteRequest.FromString(raw).timeseries:
