@@ -79,7 +79,7 @@ async def run(args: argparse.Namespace) -> int:
     started = datetime.now(timezone.utc)
     # Said at once: a fresh database gets its simulated week before anything
     # answers (about 10 s on 2 cores), which would otherwise look like a hang.
-    print(f"fleetscope demo: starting its database, collector and explorer"
+    print("fleetscope demo: starting its database, collector and explorer"
           + (f"; a fresh database first gets {args.history_days:g} days of simulated history (about 10 s)"
              if args.history_days > 0 else ""), flush=True)
     dsn = db.resolve_dsn(None)  # the embedded server (FLEETSCOPE_DSN, if set, is honoured)
