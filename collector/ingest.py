@@ -7,18 +7,38 @@ an ``Appender``: ``append()`` the batches of one unit of work, then
 appender routes each batch into the bounded queue of its node's writer
 (collector/writer.py); tests may use ``MemoryAppender`` or the real writer,
 never a mock that asserts calls.
+
+``store`` is what the push and remote_write receivers do with what they
+accepted (append, commit, wait until written or spooled, 503 if storage
+cannot take it), and ``answered`` their 204 and request counting.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
+from aiohttp import web
+
+from collector.requests import R_STORAGE_UNAVAILABLE, Rejected
+
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Sequence
+
+    from prometheus_client import Counter
+
     from collector.parse import ParsedPayload
 
 SOURCES = ("push", "scrape")
+# A storage failure (the writer's queue closed, the spool full) is ours, not
+# the sender's: 503 and a hint to come back shortly (Prometheus' remote_write
+# backs off on its own too).
+STORAGE_RETRY_AFTER_S = 5
+
+log = logging.getLogger(__name__)
 
 
 class StorageBusy(Exception):
@@ -117,3 +137,43 @@ class _MemoryAppender:
 
     async def settled(self) -> None:
         """Committed batches are in the list: nothing to wait for."""
+
+
+async def store(appendable: Appendable, batches: Sequence[Batch], *, what: str) -> None:
+    """Hand ``batches`` to storage as one unit and wait until they are written or spooled (issue 15: a 204 means
+    safe, not queued); a Rejected 503 with Retry-After if storage cannot take them (``what`` names them in the log).
+
+    What a push and a remote_write request both do with what they accepted.
+    """
+    appender = appendable.appender()
+    try:
+        for batch in batches:
+            appender.append(batch)
+        await appender.commit()
+        await appender.settled()
+    except asyncio.CancelledError:
+        appender.rollback()
+        raise
+    except Exception:
+        log.exception("storage refused %s", what)
+        try:
+            appender.rollback()
+        except Exception:  # already committed or closed: nothing left to undo
+            pass
+        raise Rejected(503, R_STORAGE_UNAVAILABLE, "storage is unavailable; retry later",
+                       headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)}) from None
+
+
+async def answered(work: Awaitable[None], counter: Counter) -> web.Response:
+    """204 once ``work`` (receiving a push or a remote_write request) is done; each request counted by ``counter``
+    as accepted, rejected (a 4xx Rejected) or error (a 5xx, or anything else, which propagates)."""
+    try:
+        await work
+    except Rejected as rejected:
+        counter.labels("error" if rejected.status >= 500 else "rejected").inc()
+        raise
+    except BaseException:
+        counter.labels("error").inc()
+        raise
+    counter.labels("accepted").inc()
+    return web.Response(status=204)

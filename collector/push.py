@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from collector import liveness
-from collector.ingest import Batch
+from collector.ingest import Batch, answered, store
 from collector.lru import LruDict
 from collector.ratelimit import PushRateLimiter
-from collector.requests import R_STORAGE_UNAVAILABLE, Rejected, content_encoding, read_body
+from collector.requests import Rejected, content_encoding, read_body
 from collector.parse import R_TOO_MANY_SERIES, R_UNPARSABLE, ParseError, PayloadParser, SeriesCache
 from fleetscope.uptime import slot_of
 
@@ -49,9 +49,6 @@ log = logging.getLogger(__name__)
 # per byte, so 256 KiB is ~0.25 ms of event loop at most when inline, and a
 # 16 MiB body could otherwise stall every other request for a while.
 PARSE_INLINE_MAX_BYTES = 256 * 2**10
-# A storage failure (the writer's queue closed, the spool full) is ours, not
-# the node's: 503 and a hint to come back shortly.
-STORAGE_RETRY_AFTER_S = 5
 # Reason counted when the parser fails in a way it should not (a bug): the
 # node still gets a 400, never a 5xx, and the log has the traceback.
 R_PARSER_ERROR = "parser_error"
@@ -75,17 +72,7 @@ class PushReceiver:
 
     async def post(self, request: web.Request) -> web.Response:
         """The handler: 204 when accepted; a Rejected (see module doc) otherwise."""
-        received_at = self._now()
-        try:
-            await self._receive(request, received_at)
-        except Rejected as rejected:
-            self._metrics.pushes.labels("error" if rejected.status >= 500 else "rejected").inc()
-            raise
-        except BaseException:
-            self._metrics.pushes.labels("error").inc()
-            raise
-        self._metrics.pushes.labels("accepted").inc()
-        return web.Response(status=204)
+        return await answered(self._receive(request, self._now()), self._metrics.pushes)
 
     async def _receive(self, request: web.Request, received_at: datetime) -> None:
         node = await self._auth.node(request)
@@ -97,9 +84,9 @@ class PushReceiver:
             refused = liveness.refusal(payload)
             if refused is not None:  # issue 15: a push that proves no live GPU is no observation
                 raise Rejected(400, refused[0], f"the payload was refused: {refused[1]}")
-            await self._commit(Batch(node_id=node.node_id, received_at=received_at,
-                                     slot=slot_of(received_at, node.interval_s), source="push", ok=True,
-                                     latency_ms=None, payload=payload))
+            batch = Batch(node_id=node.node_id, received_at=received_at, slot=slot_of(received_at, node.interval_s),
+                          source="push", ok=True, latency_ms=None, payload=payload)
+            await store(self._appendable, [batch], what=f"a push batch for node {node.node_id}")
         except BaseException:
             self._limiter.release(node.node_id, previous)
             raise
@@ -120,21 +107,3 @@ class PushReceiver:
             log.exception("the parser failed on a push from node %s", node_id)
             cache.clear()  # whatever state it left is suspect
             raise Rejected(400, R_PARSER_ERROR, "the payload could not be parsed") from None
-
-    async def _commit(self, batch: Batch) -> None:
-        appender = self._appendable.appender()
-        try:
-            appender.append(batch)
-            await appender.commit()
-            await appender.settled()  # issue 15: a 204 means written or spooled, not queued
-        except asyncio.CancelledError:
-            appender.rollback()
-            raise
-        except Exception:
-            log.exception("storage refused a push batch for node %s", batch.node_id)
-            try:
-                appender.rollback()
-            except Exception:  # already committed or closed: nothing left to undo
-                pass
-            raise Rejected(503, R_STORAGE_UNAVAILABLE, "storage is unavailable; retry later",
-                           headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)}) from None

@@ -60,12 +60,11 @@ from google.protobuf.message import DecodeError
 
 from collector import liveness
 from collector import metricnames as mn
-from collector.ingest import Batch
+from collector.ingest import Batch, answered, store
 from collector.lru import LruDict
 from collector.ratelimit import PushRateLimiter
 from collector.requests import (
     R_DECOMPRESSED_TOO_LARGE,
-    R_STORAGE_UNAVAILABLE,
     Rejected,
     read_body,
     within_deadline,
@@ -93,8 +92,6 @@ log = logging.getLogger(__name__)
 NODE_LABEL = "fleetscope_node_id"
 # node_id is a bigserial: at most 19 digits.
 MAX_NODE_ID_DIGITS = 18
-# Storage trouble is ours: 503 and a hint; Prometheus backs off on its own too.
-STORAGE_RETRY_AFTER_S = 5
 # A scrape older than the node's interval is telemetry only (no uptime
 # backfill); older than half the cloned-telemetry check's window it is dropped
 # as stale: that check would already have looked past it (late copies hiding).
@@ -167,17 +164,7 @@ class RemoteWriteReceiver:
 
     async def post(self, request: web.Request) -> web.Response:
         """The handler: 204 when the request was taken (see the module doc); a Rejected otherwise."""
-        received_at = self._now()
-        try:
-            await self._receive(request, received_at)
-        except Rejected as rejected:
-            self._metrics.remote_writes.labels("error" if rejected.status >= 500 else "rejected").inc()
-            raise
-        except BaseException:
-            self._metrics.remote_writes.labels("error").inc()
-            raise
-        self._metrics.remote_writes.labels("accepted").inc()
-        return web.Response(status=204)
+        return await answered(self._receive(request, self._now()), self._metrics.remote_writes)
 
     async def _receive(self, request: web.Request, received_at: datetime) -> None:
         operator_id = await self._auth.operator(request)
@@ -207,7 +194,7 @@ class RemoteWriteReceiver:
                 _add(outcomes, O_WRITTEN, outcomes.pop("_pending", 0))
                 batches.append(batch)
             if batches:
-                await self._commit(batches)
+                await store(self._appendable, batches, what=f"a remote_write request of {len(batches)} batches")
         except BaseException:
             for node_id, previous in reversed(turns):
                 self._limiter.release(node_id, previous)
@@ -350,9 +337,7 @@ class RemoteWriteReceiver:
                     if x != x and is_stale_marker(x):
                         markers += 1
                         continue
-                    scrape = scrapes.get(t)
-                    if scrape is None:
-                        scrape = scrapes[t] = [[], [], 0]
+                    scrape = scrapes.setdefault(t, [[], [], 0])
                     scrape[0].append(entry)
                     scrape[1].append(x)
                     scrape[2] += 1
@@ -361,9 +346,7 @@ class RemoteWriteReceiver:
             if x != x and is_stale_marker(x):
                 markers += 1
                 continue
-            scrape = scrapes.get(t)
-            if scrape is None:
-                scrape = scrapes[t] = [[], [], 0]
+            scrape = scrapes.setdefault(t, [[], [], 0])
             scrape[2] += 1
             if role == ROLE_UP:
                 ended[t] = x
@@ -434,24 +417,6 @@ class RemoteWriteReceiver:
             return refused[0]
         return payload
 
-    async def _commit(self, batches: list[Batch]) -> None:
-        appender = self._appendable.appender()
-        try:
-            for batch in batches:
-                appender.append(batch)
-            await appender.commit()
-            await appender.settled()  # a 204 means written or spooled (issue 15)
-        except asyncio.CancelledError:
-            appender.rollback()
-            raise
-        except Exception:
-            log.exception("storage refused a remote_write request of %d batches", len(batches))
-            try:
-                appender.rollback()
-            except Exception:  # already committed or closed: nothing left to undo
-                pass
-            raise Rejected(503, R_STORAGE_UNAVAILABLE, "storage is unavailable; retry later",
-                           headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)}) from None
 
 
 def _series_of(raw: bytes) -> list[bytes]:
