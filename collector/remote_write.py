@@ -378,18 +378,8 @@ class RemoteWriteReceiver:
         if late and (received_ms - done > TELEMETRY_MAX_AGE_S * 1000.0 or ended[done] == 0.0 or not entries):
             _add(outcomes, O_STALE, used)
             return None
-        if late:  # telemetry only, at the sender's time: never an observation (no uptime backfill)
-            payload = self._payload(node_id, entries, xs)
-            if isinstance(payload, str):
-                self._metrics.reject(payload)
-                _add(outcomes, O_REFUSED, used)
-                return None
-            outcomes["_pending"] = used
-            at = datetime.fromtimestamp(done / 1000.0, timezone.utc)
-            return Batch(node_id=node_id, received_at=at, slot=slot_of(at, interval_s), source="push", ok=True,
-                         payload=payload, telemetry_only=True)
         slot = slot_of(received_at, interval_s)
-        if ended[done] == 0.0:
+        if ended[done] == 0.0:  # (never late: a late up 0 is stale, above)
             outcomes["_pending"] = used
             return Batch(node_id=node_id, received_at=received_at, slot=slot, source="push", ok=False,
                          error="up 0: the sender's Prometheus could not scrape the node's exporter")
@@ -402,6 +392,10 @@ class RemoteWriteReceiver:
             _add(outcomes, O_REFUSED, used)
             return None
         outcomes["_pending"] = used
+        if late:  # telemetry only, at the sender's time: never an observation (no uptime backfill)
+            at = datetime.fromtimestamp(done / 1000.0, timezone.utc)
+            return Batch(node_id=node_id, received_at=at, slot=slot_of(at, interval_s), source="push", ok=True,
+                         payload=payload, telemetry_only=True)
         return Batch(node_id=node_id, received_at=received_at, slot=slot, source="push", ok=True,
                      payload=payload)
 
