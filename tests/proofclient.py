@@ -204,3 +204,26 @@ async def offer_round(client: TestClient, provers: list[Prover], *, wait: float 
         await asyncio.sleep(0.01)
     round_id = await proofs.open_round()
     return round_id, list(await asyncio.gather(*polls))  # the provers not chosen wait out ``wait``
+
+
+@dataclass
+class Started:
+    """One claimed GPU's proof, started: the honest work computed but nothing committed yet."""
+
+    node_id: int
+    token: str
+    prover: Prover
+    round_id: int
+    gpu: dict[str, Any]
+    started: dict[str, Any]
+    work: Work
+
+
+async def started_proof(client: TestClient, operator_token: str, dsn: str, uuid: str) -> Started:
+    """A node claiming ``uuid``, offered a round, its proof started (200) and the right answer worked out."""
+    node_id, token, prover = await claiming_node(client, operator_token, dsn, [uuid])
+    round_id, [offer] = await offer_round(client, [prover])
+    gpu = offer["gpus"][0]
+    status, started = await prover.start(round_id)
+    assert status == 200, started
+    return Started(node_id, token, prover, round_id, gpu, started, commit_to(compute(started["seed"], node_id, gpu)))

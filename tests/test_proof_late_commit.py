@@ -4,32 +4,21 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.proofclient import (  # noqa: F401
-    claiming_node,
-    challenge_rows,
-    commit_to,
-    compute,
-    offer_round,
-    proof_client,
-)
+from tests.proofclient import challenge_rows, proof_client, started_proof  # noqa: F401
 
 
 async def test_a_late_commit_answers_409_and_is_recorded_failed(proof_client, operator_token, dsn):
-    node_id, token, prover = await claiming_node(proof_client, operator_token, dsn, ["GPU-slow-0"])
-    round_id, [offer] = await offer_round(proof_client, [prover])
-    gpu = offer["gpus"][0]
-    status, started = await prover.start(round_id)
-    assert status == 200 and started["deadline_s"] >= gpu["budget_s"]
-    work = commit_to(compute(started["seed"], node_id, gpu))
+    p = await started_proof(proof_client, operator_token, dsn, "GPU-slow-0")
+    assert p.started["deadline_s"] >= p.gpu["budget_s"]
 
-    await asyncio.sleep(started["deadline_s"] + 0.2)  # a right answer, too slow
-    status, refused = await prover.commit(round_id, gpu["gpu_uuid"], work.root)
+    await asyncio.sleep(p.started["deadline_s"] + 0.2)  # a right answer, too slow
+    status, refused = await p.prover.commit(p.round_id, p.gpu["gpu_uuid"], p.work.root)
 
     assert status == 409 and refused["reason"] == "late", refused
-    [row] = challenge_rows(dsn, node_id=node_id)
+    [row] = challenge_rows(dsn, node_id=p.node_id)
     assert row["verdict"] == "failed" and row["reason"].startswith("late: committed")
-    assert row["seconds"] > gpu["budget_s"] and row["root"] == work.root.hex()
-    status, again = await prover.commit(round_id, gpu["gpu_uuid"], work.root)
+    assert row["seconds"] > p.gpu["budget_s"] and row["root"] == p.work.root.hex()
+    status, again = await p.prover.commit(p.round_id, p.gpu["gpu_uuid"], p.work.root)
     assert status == 409 and again["reason"] == "duplicate"
-    status, opened = await prover.open(round_id, gpu["gpu_uuid"], {"rows": [0, 1], "columns": [0, 1]}, work)
+    status, opened = await p.prover.open(p.round_id, p.gpu["gpu_uuid"], {"rows": [0, 1], "columns": [0, 1]}, p.work)
     assert status == 409 and opened["reason"] == "decided"

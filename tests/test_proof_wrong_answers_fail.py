@@ -8,14 +8,13 @@ from fleetscope import proof
 
 from tests.collector_harness import register
 from tests.proofclient import (  # noqa: F401
-    claiming_node,
     Prover,
     challenge_rows,
     claim_gpus,
     commit_to,
-    compute,
     offer_round,
     proof_client,
+    started_proof,
 )
 
 
@@ -38,17 +37,12 @@ async def test_garbage_c_fails_as_a_wrong_result(proof_client, operator_token, d
 
 
 async def test_chunks_that_do_not_match_the_committed_root_fail(proof_client, operator_token, dsn):
-    node_id, token, prover = await claiming_node(proof_client, operator_token, dsn, ["GPU-switch-0"])
-    round_id, [offer] = await offer_round(proof_client, [prover])
-    gpu = offer["gpus"][0]
-    status, started = await prover.start(round_id)
+    p = await started_proof(proof_client, operator_token, dsn, "GPU-switch-0")
+    other = commit_to(np.zeros((p.gpu["n"], p.gpu["n"]), dtype=np.float32))  # commits to one C ...
+    status, named = await p.prover.commit(p.round_id, p.gpu["gpu_uuid"], other.root)
     assert status == 200
-    honest = commit_to(compute(started["seed"], node_id, gpu))
-    other = commit_to(np.zeros((gpu["n"], gpu["n"]), dtype=np.float32))  # commits to one C ...
-    status, named = await prover.commit(round_id, gpu["gpu_uuid"], other.root)
-    assert status == 200
-    status, verdict = await prover.open(round_id, gpu["gpu_uuid"], named, honest)  # ... opens another
+    status, verdict = await p.prover.open(p.round_id, p.gpu["gpu_uuid"], named, p.work)  # ... opens the honest one
 
     assert status == 422 and "does not match the commitment" in verdict["reason"], verdict
-    [row] = challenge_rows(dsn, node_id=node_id)
+    [row] = challenge_rows(dsn, node_id=p.node_id)
     assert row["verdict"] == "failed" and row["root"] == other.root.hex()
