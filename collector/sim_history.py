@@ -32,7 +32,6 @@ fleet's GPUs are unverified until the demo's first proof rounds.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ import numpy as np
 
 from collector.parse import PayloadParser
 from collector.group import INSERT_SETS_SQL, OBSERVATION_COLUMNS, UPSERT_IDENTITY_SQL, sets_json
+from exporters.sim import digest
 from fleetscope import simulated
 from fleetscope.integrity import fleet_jump
 
@@ -101,10 +101,6 @@ class History:
     seconds: float = 0.0
 
 
-def _seed(*parts: object) -> int:
-    return int.from_bytes(hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest(), "little")
-
-
 def _utc(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, timezone.utc)
 
@@ -131,7 +127,7 @@ def write_history(conn: psycopg.Connection, fleet: SimFleet, node_ids: Sequence[
     span = simulated.Span(collector_id=COLLECTOR_ID, started_at=_utc(start_s), ended_at=end, job_prefix=JOB_PREFIX,
                           nodes=len(ids), note=NOTE)
     out = History(span=span)
-    rng = np.random.default_rng(_seed(fleet.seed, "history"))
+    rng = np.random.default_rng(digest(fleet.seed, "history"))
 
     # When fleetscope "was observing": all the span but one outage, more than a day back.
     outage_from = start_s + OUTAGE_AT * (end_s - start_s)
@@ -173,7 +169,7 @@ def write_history(conn: psycopg.Connection, fleet: SimFleet, node_ids: Sequence[
         # object each) was most of the history's time at 1.2 M rows.
         with conn.cursor().copy(f"COPY observations ({', '.join(OBSERVATION_COLUMNS)}) FROM STDIN") as copy:
             for i, node_id in enumerate(ids):
-                offset = (_seed(fleet.seed, "offset", i) % 1000) / 1000 * interval_s * 0.9
+                offset = (digest(fleet.seed, "offset", i) % 1000) / 1000 * interval_s * 0.9
                 ks = np.arange(max(k_first, math.ceil((join_s[i] - offset) / interval_s)), k_last + 1, dtype=np.int64)
                 ts = ks * interval_s + offset
                 ks, ts = ks[ts < end_s], ts[ts < end_s]
@@ -392,7 +388,7 @@ def _write_telemetry(conn, fleet, ids, identity_rows, set_rows, obs_up, hired, o
                 uuid, index, model, memory = row[3], row[4], row[5], row[13]
                 hw = MODELS.get(model or "") or next(iter(MODELS.values()))
                 mib = (memory or hw.memory_mib * 2**20) / 2**20
-                key = _seed(fleet.seed, "tele", fleet.hosts[i].host_id, 0 if profile == "cloned_telemetry" else g)
+                key = digest(fleet.seed, "tele", fleet.hosts[i].host_id, 0 if profile == "cloned_telemetry" else g)
                 w = _wander(key, at)
                 util = np.where(busy, 70 + np.round(30 * w), np.round(5 * w))
                 used = np.where(busy, np.round(mib * (0.6 + 0.35 * w)), 4 + np.round(500 * w))

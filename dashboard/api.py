@@ -65,8 +65,9 @@ DATABASE_RETRY_AFTER_S = 5
 
 @api.errorhandler(psycopg.OperationalError)
 @api.errorhandler(PoolTimeout)
-def _database_unavailable(err: Exception) -> Response:
-    """The database is restarting or away: a JSON 503 with Retry-After, never a 500 (issue 15)."""
+def database_unavailable(err: Exception) -> Response:
+    """The database is restarting or away: a JSON 503 with Retry-After, never a 500 (issue 15); the pages'
+    error handler (dashboard/app.py) answers with it too."""
     current_app.logger.warning("API %s: database unavailable: %s", request.path, " ".join(str(err).split())[:200])
     response = error(503, "database_unavailable", "the database is unavailable; retry later")
     response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)

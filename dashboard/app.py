@@ -13,7 +13,7 @@ from dash import dcc, html
 from psycopg_pool import PoolTimeout
 from werkzeug.exceptions import HTTPException
 
-from dashboard.api import DATABASE_RETRY_AFTER_S, api
+from dashboard.api import api, database_unavailable
 from dashboard.api import error as _json_error
 from dashboard.format import parse_id
 from dashboard.service import Service
@@ -97,10 +97,7 @@ def create_app(ex: Service) -> dash.Dash:
         if isinstance(err, HTTPException):
             return err
         if isinstance(err, (psycopg.OperationalError, PoolTimeout)):  # a database restart, not a bug
-            log.warning("%s: database unavailable: %s", flask.request.path, " ".join(str(err).split())[:200])
-            response = _json_error(503, "database_unavailable", "the database is unavailable; retry later")
-            response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
-            return response
+            return database_unavailable(err)
         if flask.request.path.startswith(COMPONENT_SUITES):
             # Dash raises for a package or file it does not serve (a traversal
             # attempt among them): not found, not a server error (issue 15).

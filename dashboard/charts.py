@@ -15,11 +15,13 @@ so a chart and its JSON are the same numbers. The rules every chart follows
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from fleetscope.times import parse_time
 
 COLOURS = {"registered": "#8c959f", "online": "#1a7f37", "hired": "#0969da", "idle": "#54aeff",
            "offline": "#d0d7de", "flagged": "#cf222e", "warn": "#bf8700", "revenue": "#1a7f37",
@@ -32,10 +34,6 @@ HOVER_TIME = {"24h": "%d %b %H:%M UTC", "7d": "%a %d %b %H:%M UTC", "30d": "%a %
 # After an outage, nodes are seen again within one interval and a grace: points this soon after are not judged.
 OUTAGE_SETTLE = timedelta(minutes=5)
 CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d", "autoScale2d"]}
-
-
-def _t(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _layout(fig: go.Figure, *, height: int, rng: str, y_title: str = "", y_format: str = ",d",
@@ -66,19 +64,19 @@ def annotate(fig: go.Figure, annotations: dict[str, list], simulated: list[dict]
              jumps: bool = True) -> None:
     """Mark simulated history, our outages and (on fleet charts) fleet jumps on ``fig``."""
     for span in simulated:
-        x0, x1 = max(_t(span["started_at"]), _t(since)), min(_t(span["ended_at"]), _t(until))
+        x0, x1 = max(parse_time(span["started_at"]), parse_time(since)), min(parse_time(span["ended_at"]), parse_time(until))
         if x1 > x0:
             fig.add_vrect(x0=x0, x1=x1, fillcolor=COLOURS["simulated"], line_width=0, layer="below",
                           annotation_text="simulated history", annotation_position="top left",
                           annotation_font={**FONT, "size": 10, "color": COLOURS["warn"]})
     for outage in annotations.get("outages", []):
-        fig.add_vrect(x0=_t(outage["start"]), x1=_t(outage["end"]), fillcolor=COLOURS["outage"], line_width=0,
+        fig.add_vrect(x0=parse_time(outage["start"]), x1=parse_time(outage["end"]), fillcolor=COLOURS["outage"], line_width=0,
                       layer="below", annotation_text=f"our outage ({outage['minutes']:g} min)",
                       annotation_position="top right", annotation_font={**FONT, "size": 10, "color": "#57606a"})
     if jumps:
         seen = set()
         for jump in annotations.get("fleet_jumps", []):
-            at = _t(jump["at"])
+            at = parse_time(jump["at"])
             fig.add_vline(x=at, line={"color": COLOURS["flagged"], "dash": "dot", "width": 1.5})
             if at in seen:
                 continue  # one label per event (registered and online often jump together)
@@ -94,10 +92,10 @@ def fleet_figure(data: dict[str, Any]) -> go.Figure:
     points = data["points"]
     if len(points) < 2:
         return empty("Not enough history yet: the fleet's first points appear within minutes.")
-    x = [_t(p["as_of"]) for p in points]
+    x = [parse_time(p["as_of"]) for p in points]
     # While we were not observing, the counts say only that nobody was seen:
     # the line breaks there (the grey band says why) instead of diving to 0.
-    blind = [(_t(o["start"]), _t(o["end"]) + OUTAGE_SETTLE) for o in data["annotations"].get("outages", [])]
+    blind = [(parse_time(o["start"]), parse_time(o["end"]) + OUTAGE_SETTLE) for o in data["annotations"].get("outages", [])]
     gap = [any(lo <= t <= hi for lo, hi in blind) for t in x]
     fig = go.Figure()
     for key in ("registered", "online", "hired"):
@@ -114,8 +112,8 @@ def money_figure(data: dict[str, Any]) -> go.Figure:
     money = data["money"]
     if not money or not any(m["gpu_hours"] for m in money):
         return empty("No GPU-hours in this range: no job ran on the fleet.")
-    x = [_t(m["start"]) + (_t(m["end"]) - _t(m["start"])) / 2 for m in money]
-    width = [(_t(m["end"]) - _t(m["start"])).total_seconds() * 1000 * 0.85 for m in money]
+    x = [parse_time(m["start"]) + (parse_time(m["end"]) - parse_time(m["start"])) / 2 for m in money]
+    width = [(parse_time(m["end"]) - parse_time(m["start"])).total_seconds() * 1000 * 0.85 for m in money]
     label = ["so far" if m["partial"] else "" for m in money]
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
     fig.add_trace(go.Bar(x=x, y=[m["gpu_hours"] for m in money], width=width, name="GPU-hours",
@@ -156,8 +154,8 @@ def uptime_figure(data: dict[str, Any]) -> go.Figure:
     bars = data["uptime"]
     if not bars:
         return empty("No uptime yet: the node has not been registered for a whole bar.", height=220)
-    x = [_t(b["start"]) + (_t(b["end"]) - _t(b["start"])) / 2 for b in bars]
-    width = [(_t(b["end"]) - _t(b["start"])).total_seconds() * 1000 * 0.8 for b in bars]
+    x = [parse_time(b["start"]) + (parse_time(b["end"]) - parse_time(b["start"])) / 2 for b in bars]
+    width = [(parse_time(b["end"]) - parse_time(b["start"])).total_seconds() * 1000 * 0.8 for b in bars]
     y = [b["ratio"] if b["ratio"] is not None else 1.0 for b in bars]
     colour = [("#d0d7de" if b["ratio"] is None else COLOURS["online"] if b["ratio"] >= 0.99
                else COLOURS["warn"] if b["ratio"] >= 0.9 else COLOURS["flagged"]) for b in bars]
@@ -179,7 +177,7 @@ def utilisation_figure(data: dict[str, Any]) -> go.Figure:
     fig = go.Figure()
     for uuid, s in sorted(gpus.items()):
         # No legend (eight GPUs' entries crowd the plot): the hover names each GPU by its UUID.
-        fig.add_trace(go.Scatter(x=[_t(t) for t in s["time"]], y=s["gpu_util"], mode="lines", name=uuid[:13] + "…",
+        fig.add_trace(go.Scatter(x=[parse_time(t) for t in s["time"]], y=s["gpu_util"], mode="lines", name=uuid[:13] + "…",
                                  line={"width": 1.5}, hovertemplate="%{y:.1f} %"))
     annotate(fig, data["annotations"], data["simulated"], since=data["since"], until=data["as_of"], jumps=False)
     _layout(fig, height=280, rng=data["range"], y_title="utilisation", y_format="d", y_range=[0, 105], half=True)
@@ -194,7 +192,7 @@ def reputation_figure(data: dict[str, Any]) -> go.Figure:
     if not points:
         return empty("No reputation yet.", height=240)
     text = [f"V {p['V']}, U7 {_pct(p['U7'])}, U1 {_pct(p['U1'])}, J {p['J']:.3f}" for p in points]
-    fig = go.Figure(go.Scatter(x=[_t(p["at"]) for p in points], y=[p["score"] for p in points], mode="lines+markers",
+    fig = go.Figure(go.Scatter(x=[parse_time(p["at"]) for p in points], y=[p["score"] for p in points], mode="lines+markers",
                                line={"color": COLOURS["hired"], "width": 2}, marker={"size": 5}, customdata=text,
                                name="reputation", hovertemplate="%{y:.1f} / 100 (%{customdata})<extra></extra>"))
     annotate(fig, data["annotations"], data["simulated"], since=data["since"], until=data["as_of"], jumps=False)
@@ -209,7 +207,7 @@ def _pct(value: float | None) -> str:
 
 def span_text(simulated: list[dict[str, Any]]) -> str:
     """The banner's words for the simulated spans in view."""
-    spans = "; ".join(f"{_t(s['started_at']):%d %b %H:%M} to {_t(s['ended_at']):%d %b %H:%M} UTC" for s in simulated)
+    spans = "; ".join(f"{parse_time(s['started_at']):%d %b %H:%M} to {parse_time(s['ended_at']):%d %b %H:%M} UTC" for s in simulated)
     return (f"Simulated history: from {spans} this fleet's data (observations, telemetry, jobs, the fleet jump "
             "and incidents) was written by the demo's simulator before fleetscope started, not observed; charts "
             "shade it, and the totals include its jobs. Everything after it is live. Proofs of GPU are never "

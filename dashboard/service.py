@@ -205,7 +205,7 @@ class Service:
     def history(self, *, as_of: datetime | None = None) -> list[dict[str, Any]]:
         at = as_of or self.tick()
         points = []
-        for t in explorer.fleet_point_times(at, span=HISTORY_SPAN, step=HISTORY_STEP):
+        for t in series.grid(at, span=HISTORY_SPAN, step=HISTORY_STEP):
             points.append(self.cache.get(f"point-{int(t.timestamp())}", lambda t=t: self._point(t),
                                          keep_s=HISTORY_KEEP_S))
         return points
@@ -225,7 +225,7 @@ class Service:
         """The overview's charts over ``rng``: fleet points, money per bucket, annotations, simulated spans."""
         at = as_of or self.tick()
         meta = self._cached(f"fleet-series-{rng.name}-{int(at.timestamp())}", lambda conn: self._fleet_meta(conn, at, rng))
-        since = _time(meta["since"]) if meta["since"] else at
+        since = parse_time(meta["since"]) if meta["since"] else at
         points = [self.cache.get(f"point-{int(t.timestamp())}", lambda t=t: self._point(t),
                                  keep_s=rng.span.total_seconds() + 7200)
                   for t in series.grid(at, span=rng.span, step=rng.fleet_step, since=since)]
@@ -436,9 +436,6 @@ def _uptime(u) -> dict[str, Any]:
     return {"ratio": u.ratio, "window_slots": u.window_slots, "observed_slots": u.observed_slots,
             "ok_slots": u.ok_slots, "excluded_slots": u.excluded_slots}
 
-
-def _time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def dumps(obj: Any) -> str:

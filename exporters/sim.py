@@ -155,7 +155,7 @@ class HostSpec:
             raise ValueError(f"unknown model {self.model!r}; known: {', '.join(MODELS)}")
 
 
-def _digest(*parts: object) -> int:
+def digest(*parts: object) -> int:
     text = "\x1f".join(str(p) for p in parts).encode()
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
 
@@ -246,7 +246,7 @@ class SimFleet:
             if not 0.0 <= fraction <= 1.0:
                 raise ValueError(f"scenario entry {g}: hired_fraction must be in [0, 1]")
             n_hired = round(count * fraction)
-            order = sorted(range(count), key=lambda j: _digest(seed, "hired", g, j))
+            order = sorted(range(count), key=lambda j: digest(seed, "hired", g, j))
             hired = set(order[:n_hired])
             for j in range(count):
                 hosts.append(
@@ -281,7 +281,7 @@ class SimFleet:
 
     def _identity(self, i: int, g: int) -> tuple[str, str]:
         spec = self.hosts[i]
-        h = _digest(self.seed, "gpu", spec.host_id, g)
+        h = digest(self.seed, "gpu", spec.host_id, g)
         hexs = f"{_mix(h):016x}{_mix(h + 1):016x}"
         uuid = f"GPU-{hexs[:8]}-{hexs[8:12]}-{hexs[12:16]}-{hexs[16:20]}-{hexs[20:32]}"
         serial = f"132{_mix(h + 2) % 10**10:010d}"
@@ -300,7 +300,7 @@ class SimFleet:
     def _build(self, i: int) -> _Host:
         spec = self.hosts[i]
         profile = spec.profile
-        key = _digest(self.seed, "host", spec.host_id)
+        key = digest(self.seed, "host", spec.host_id)
         name = spec.model or PROFILE_DEFAULT_MODEL.get(profile, DEFAULT_MODEL)
         hw = MODELS[SPEC_MISMATCH_HARDWARE] if profile == "spec_mismatch" else MODELS[name]
         unsupported = profile == "unsupported"
@@ -339,7 +339,7 @@ class SimFleet:
                 driver_version=DRIVER_VERSION,
                 vbios_version=hw.vbios_version,
             )
-            gkey = _digest(self.seed, "tele", spec.host_id, 0 if profile == "cloned_telemetry" else g)
+            gkey = digest(self.seed, "tele", spec.host_id, 0 if profile == "cloned_telemetry" else g)
             energy0 = float(_mix(gkey + 7) % 10**9)  # mJ used before SIM_EPOCH
             replay_rate = 1e-4 if _unit(gkey, 11) < 0.05 else 0.0
             gpus.append(_Gpu(identity, gkey, hw, energy0, replay_rate))
@@ -362,7 +362,7 @@ class SimFleet:
         if spec.profile != "flapping":
             return True
         window = math.floor(t / FLAP_PERIOD_S)
-        return _unit(_digest(self.seed, "flap", spec.host_id), window) >= FLAP_DOWN_FRACTION
+        return _unit(digest(self.seed, "flap", spec.host_id), window) >= FLAP_DOWN_FRACTION
 
     def hostname(self, host: int | str) -> str:
         """The Hostname label of a host (its host id)."""
@@ -460,7 +460,7 @@ class SimFleet:
         profile = self.hosts[i].profile
         cheat = {"proof_garbage": "garbage", "proof_one_for_many": "one_for_many",
                  "proof_silent": "silent"}.get(profile)
-        return SimProver(true_model=self.proof_hardware(i), cheat=cheat, seed=_digest(self.seed, "proof", i))
+        return SimProver(true_model=self.proof_hardware(i), cheat=cheat, seed=digest(self.seed, "proof", i))
 
     def source(self, host: int | str, *, clock: Callable[[], float] = time.time) -> SimSource:
         """Return a source for :class:`exporters.gpu_collector.GpuCollector`."""

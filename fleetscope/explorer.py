@@ -162,16 +162,6 @@ def findings(conn: psycopg.Connection, *, at: datetime, kind: str | None = None,
     return total, items
 
 
-def fleet_point_times(at: datetime, *, span: timedelta, step: timedelta) -> list[datetime]:
-    """The times of the fleet-over-time chart: multiples of ``step`` within ``span`` before ``at``, and ``at``."""
-    step_s = int(step.total_seconds())
-    last = int(at.timestamp()) // step_s * step_s
-    first = int((at - span).timestamp())
-    times = [datetime.fromtimestamp(t, timezone.utc) for t in range(last, first - 1, -step_s)][::-1]
-    if not times or times[-1] != at:
-        times.append(at)
-    return times
-
 
 def fleet_point(conn: psycopg.Connection, *, at: datetime) -> dict[str, Any]:
     """One point of the fleet-over-time chart: the snapshot's own counts at ``at``."""

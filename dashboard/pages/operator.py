@@ -23,7 +23,7 @@ read-only; only this page, and only with a valid token, asks for a change.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dash
 import dash_ag_grid as dag
@@ -37,6 +37,9 @@ from fleetscope.registry import operator_for_token
 from dashboard import format as fmt
 from dashboard.app import service
 from dashboard.serve import COLLECTOR_URL_KEY
+
+if TYPE_CHECKING:
+    import psycopg
 
 MAX_TOKEN = 200
 # The view refreshes this often while signed in: within one default alert
@@ -101,11 +104,13 @@ def layout(**_kwargs):
 
 # -- what the callbacks do (plain functions: the tests call them) ------------------------
 
-def signed_in_operator(token: str | None) -> int | None:
-    """The operator whose token this is, or None (a wrong, empty or overlong token)."""
+def signed_in_operator(token: str | None, conn: psycopg.Connection | None = None) -> int | None:
+    """The operator whose token this is, or None (a wrong, empty or overlong token); on ``conn`` if given."""
     token = (token or "").strip()
     if not token or len(token) > MAX_TOKEN:
         return None
+    if conn is not None:
+        return operator_for_token(conn, token)
     with service().pool().connection() as conn:
         return operator_for_token(conn, token)
 
@@ -117,10 +122,10 @@ def client(token: str) -> CollectorClient:
 
 def view(token: str | None, *, at: datetime | None = None) -> dict[str, Any] | None:
     """The signed-in operator's view at ``at`` (now: the alert loop's own clock), or None for a wrong token."""
-    operator_id = signed_in_operator(token)
-    if operator_id is None:
-        return None
-    with service().pool().connection() as conn:
+    with service().pool().connection() as conn:  # one connection for the token and the view (every 5 s a tab)
+        operator_id = signed_in_operator(token, conn)
+        if operator_id is None:
+            return None
         return operator_view(conn, operator_id, at=at or datetime.now(timezone.utc))
 
 
